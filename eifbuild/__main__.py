@@ -1,0 +1,3 @@
+from eifbuild.cli import entrypoint
+
+entrypoint()

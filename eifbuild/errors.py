@@ -1,0 +1,118 @@
+"""The one error tree of eifbuild.
+
+Every failure a user can cause (bad config, bad archive, bad EIF, network, hash mismatch, a tool
+that failed) is an :class:`EifbuildError` subclass carrying structured fields. The message is a
+single line that names the object (file, key, URL) and what was expected; the CLI prints it as
+``error: <message>`` and exits 2. Library code raises these and never prints.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class EifbuildError(Exception):
+    """Root of every error eifbuild raises on purpose: the operation cannot proceed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(EifbuildError):
+    """An eif.toml, recipe, lock file or command-line value is invalid."""
+
+    def __init__(
+        self, message: str, *, path: str | Path | None = None, key: str | None = None, line: int | None = None
+    ) -> None:
+        where = [str(path)] if path is not None else []
+        if line is not None:
+            where.append(f"line {line}")
+        if key is not None:
+            where.append(f"key {key!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path = path
+        self.key = key
+        self.line = line
+
+
+class EifFormatError(EifbuildError):
+    """An EIF file (or bytes claiming to be one) is malformed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        offset: int | None = None,
+        section: int | None = None,
+    ) -> None:
+        where = [str(path)] if path is not None else []
+        if section is not None:
+            where.append(f"section {section}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path = path
+        self.offset = offset
+        self.section = section
+
+
+class ArchiveError(EifbuildError):
+    """A cpio/tar/zip archive or image layer is malformed or unsafe (e.g. a path escaping the tree)."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, member: str | None = None) -> None:
+        where = [str(path)] if path is not None else []
+        if member is not None:
+            where.append(f"member {member!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path = path
+        self.member = member
+
+
+class FetchError(EifbuildError):
+    """A download (HTTP, file://, registry) failed."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(f"{url}: {message}" if url else message)
+        self.url = url
+
+
+class HashMismatch(EifbuildError):
+    """Content does not match its pin."""
+
+    def __init__(self, what: str, *, expected: str, actual: str) -> None:
+        super().__init__(f"{what}: hash mismatch: expected {expected}, got {actual}")
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+
+
+class StoreError(EifbuildError):
+    """The content-addressed store is unusable or an entry is corrupt."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(f"store entry {key}: {message}" if key else message)
+        self.key = key
+
+
+class ToolError(EifbuildError):
+    """An external tool (zig, make, qemu, skopeo, ...) failed or is missing."""
+
+    def __init__(
+        self, message: str, *, cmd: list[str] | None = None, returncode: int | None = None, output: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.cmd = cmd
+        self.returncode = returncode
+        self.output = output
+
+
+class SigningError(EifbuildError):
+    """A signing key or certificate is unusable (wrong type, mismatch, expired)."""

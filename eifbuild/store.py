@@ -1,0 +1,347 @@
+"""The content-addressed store: every build step runs once per key and its output is kept read-only.
+
+A :class:`Step` is a pure description (kind, kind version, parameters, input digests, tool identity);
+its key is the sha256 of its canonical JSON. :meth:`Store.realize` runs a step's builder at most once
+per key, even across processes:
+
+- the builder writes into a fresh temp dir inside the store (``tmp/``);
+- on success the outputs are hashed, made read-only and the dir is renamed to ``<key[:2]>/<key>/``;
+- the record ``<key[:2]>/<key>.json`` (step, output digests, size, creation time) is written last, by
+  atomic rename: it is the commit marker. A dir without its record is garbage and is rebuilt;
+- a per-key ``flock`` serialises builders of the same key; the second process finds the record.
+
+Layout::
+
+    <store>/ab/abcdef…/          outputs (read-only)
+    <store>/ab/abcdef….json      record (commit marker)
+    <store>/tmp/                 builds in progress
+    <store>/locks/abcdef….lock   per-key locks
+    <store>/roots/<name>.json    keys a project's last build used (for gc)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from . import log
+from .errors import StoreError
+from .fsutil import atomic_write, hash_file, make_readonly, remove_tree
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+
+RECORD_FORMAT: Final = 1
+_HEX: Final = frozenset("0123456789abcdef")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the same value always gives the same bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a build step is: ``kind`` + ``version`` + ``params`` + ``inputs`` (name → sha256) + ``tool``.
+
+    Everything that can change the output must be in here; nothing else may be (no paths of the
+    machine, no times), or the key stops being portable between machines.
+    """
+
+    kind: str
+    version: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    tool: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "version": self.version,
+            "params": dict(self.params),
+            "inputs": dict(self.inputs),
+            "tool": dict(self.tool),
+        }
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(canonical_json(self.describe())).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A committed store entry: its output dir and its record."""
+
+    key: str
+    path: Path
+    record: Mapping[str, Any]
+
+    @property
+    def outputs(self) -> Mapping[str, Mapping[str, Any]]:
+        outputs: Mapping[str, Mapping[str, Any]] = self.record["outputs"]
+        return outputs
+
+    @property
+    def kind(self) -> str:
+        return str(self.record["step"]["kind"])
+
+    def file(self, name: str) -> Path:
+        """Path of one output; a name the step did not produce is a :class:`StoreError`."""
+        if name not in self.outputs:
+            msg = f"has no output {name!r} (outputs: {', '.join(sorted(self.outputs)) or 'none'})"
+            raise StoreError(msg, key=self.key)
+        return self.path / name
+
+    def digest(self, name: str) -> str:
+        self.file(name)
+        return str(self.outputs[name]["sha256"])
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    message: str
+
+
+def _is_key(name: str) -> bool:
+    return len(name) == 64 and set(name) <= _HEX
+
+
+def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
+    """Describe every file and symlink below ``root`` (relative POSIX path → type, sha256/target, size)."""
+    outputs: dict[str, dict[str, Any]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            st = full.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                outputs[rel] = {"type": "symlink", "target": os.readlink(full)}
+            elif stat.S_ISREG(st.st_mode):
+                outputs[rel] = {
+                    "type": "file",
+                    "sha256": hash_file(full),
+                    "size": st.st_size,
+                    "executable": bool(st.st_mode & 0o111),
+                }
+            else:
+                msg = f"unsupported file type in step output: {rel}"
+                raise StoreError(msg)
+    return outputs
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+
+    @classmethod
+    def for_project(cls, project_dir: str | os.PathLike[str]) -> Store:
+        """``$EIFBUILD_CACHE`` if set, else ``cache/`` next to the project's eif.toml."""
+        override = os.environ.get("EIFBUILD_CACHE")
+        return cls(Path(override) if override else Path(project_dir) / "cache")
+
+    # -- paths -----------------------------------------------------------------------------------
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def record_path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    # -- lookup ----------------------------------------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        """The committed entry for ``key``, or None (an entry without its record does not exist)."""
+        try:
+            raw = self.record_path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError:
+            msg = f"record {self.record_path(key)} is not valid JSON; run 'eifbuild store verify'"
+            raise StoreError(msg, key=key) from None
+        return Entry(key, self.entry_dir(key), record)
+
+    def __contains__(self, key: str) -> bool:
+        return self.record_path(key).exists()
+
+    # -- build -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        lock_dir = self.root / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / f"{key}.lock", "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def realize(self, step: Step, build: Callable[[Path], None]) -> Entry:
+        """Return the entry for ``step``, running ``build(out_dir)`` only if no process did already.
+
+        ``build`` fills ``out_dir`` (an empty directory) with the step's outputs. If it raises,
+        nothing is published and the temp dir is removed.
+        """
+        key = step.key
+        entry = self.get(key)
+        if entry is not None:
+            return entry
+        with self.lock(key):
+            entry = self.get(key)  # another process may have built it while we waited
+            if entry is not None:
+                return entry
+            return self._build_locked(step, key, build)
+
+    def _build_locked(self, step: Step, key: str, build: Callable[[Path], None]) -> Entry:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.tmp_dir))
+        try:
+            out = work / "out"
+            out.mkdir()
+            build(out)
+            outputs = _scan_outputs(out)
+            make_readonly(out)
+            final = self.entry_dir(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if os.path.lexists(final):  # garbage from a run killed before its record was written
+                remove_tree(final)
+            os.rename(out, final)
+            record = {
+                "format": RECORD_FORMAT,
+                "key": key,
+                "step": step.describe(),
+                "outputs": outputs,
+                "size": sum(o.get("size", 0) for o in outputs.values()),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            with atomic_write(self.record_path(key), mode=0o444) as fh:
+                fh.write(json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
+        finally:
+            remove_tree(work)
+        log.info(f"store: built {step.kind} {key[:12]}")
+        return Entry(key, self.entry_dir(key), record)
+
+    # -- maintenance -----------------------------------------------------------------------------
+    def keys(self) -> Iterator[str]:
+        """Keys of committed entries, sorted."""
+        if not self.root.is_dir():
+            return
+        for prefix in sorted(p for p in self.root.iterdir() if len(p.name) == 2 and p.is_dir()):
+            for rec in sorted(prefix.glob("*.json")):
+                if _is_key(rec.stem) and rec.stem.startswith(prefix.name):
+                    yield rec.stem
+
+    def entries(self) -> Iterator[Entry]:
+        for key in self.keys():
+            entry = self.get(key)
+            if entry is not None:
+                yield entry
+
+    def check(self, entry: Entry) -> list[str]:
+        """Re-hash one entry; return what is wrong with it (empty when intact)."""
+        if not entry.path.is_dir():
+            return ["output directory is missing"]
+        try:
+            actual = _scan_outputs(entry.path)
+        except (OSError, StoreError) as exc:
+            return [f"cannot read outputs: {exc}"]
+        problems = []
+        for name, want in sorted(entry.outputs.items()):
+            got = actual.get(name)
+            if got is None:
+                problems.append(f"{name}: missing")
+            elif got.get("sha256") != want.get("sha256") or got.get("target") != want.get("target"):
+                expected = want.get("sha256") or want.get("target")
+                problems.append(f"{name}: content changed (expected {expected})")
+        problems.extend(f"{name}: not in the record" for name in sorted(set(actual) - set(entry.outputs)))
+        return problems
+
+    def remove(self, key: str) -> None:
+        """Drop an entry: record first (so it stops existing at once), then its outputs."""
+        with contextlib.suppress(FileNotFoundError):
+            self.record_path(key).unlink()
+        remove_tree(self.entry_dir(key))
+
+    def verify(self, *, repair: bool = False) -> list[Problem]:
+        problems: list[Problem] = []
+        for entry in self.entries():
+            found = self.check(entry)
+            problems.extend(Problem(entry.key, p) for p in found)
+            if found and repair:
+                with self.lock(entry.key):
+                    self.remove(entry.key)
+        return problems
+
+    def write_roots(self, name: str, keys: Iterable[str]) -> None:
+        """Record the keys a project's last build used; ``gc`` keeps them."""
+        with atomic_write(self.root / "roots" / f"{name}.json") as fh:
+            fh.write(canonical_json(sorted(set(keys))) + b"\n")
+
+    def roots(self) -> set[str]:
+        keys: set[str] = set()
+        roots_dir = self.root / "roots"
+        if roots_dir.is_dir():
+            for path in roots_dir.glob("*.json"):
+                try:
+                    keys.update(json.loads(path.read_bytes()))
+                except (json.JSONDecodeError, TypeError):
+                    log.warn(f"ignoring unreadable gc roots file {path}")
+        return keys
+
+    def garbage(self) -> Iterator[Path]:
+        """Output dirs without a record and temp dirs of builds that are no longer running."""
+        if self.tmp_dir.is_dir():
+            for work in self.tmp_dir.iterdir():
+                key_prefix = work.name.split(".", 1)[0]
+                if not self._lock_held(key_prefix):
+                    yield work
+        for key_dir in self.root.glob("??/*"):
+            orphan = (
+                key_dir.is_dir() and _is_key(key_dir.name) and not self.record_path(key_dir.name).exists()
+            )
+            if orphan and not self._lock_held(key_dir.name):
+                yield key_dir
+
+    def _lock_held(self, key_or_prefix: str) -> bool:
+        """True when some process holds the lock of a key starting with ``key_or_prefix``."""
+        lock_dir = self.root / "locks"
+        for lock_file in lock_dir.glob(f"{key_or_prefix}*.lock") if lock_dir.is_dir() else ():
+            with open(lock_file, "a+b") as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+    def gc(self, *, keep_days: float = 0.0, dry_run: bool = False) -> list[str]:
+        """Remove entries not in any roots file and older than ``keep_days``; return their keys."""
+        roots = self.roots()
+        cutoff = time.time() - keep_days * 86400
+        removed = []
+        for key in list(self.keys()):
+            if key in roots or self.record_path(key).stat().st_mtime > cutoff:
+                continue
+            removed.append(key)
+            if not dry_run:
+                with self.lock(key):
+                    self.remove(key)
+        if not dry_run:
+            for path in list(self.garbage()):
+                remove_tree(path)
+        return removed

@@ -1,0 +1,57 @@
+"""Shared test configuration.
+
+Slow tests (real QEMU boots, fuzzing, GiB-sized packs, real registries) are marked ``slow`` and
+skipped by default; ``--run-slow`` or the environment variable ``CI=true`` (set by CI) runs them.
+Tests that need an external tool call :func:`require_tool`: it skips locally when the tool is
+missing, but fails under CI, where ``.ci/run`` must have installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VECTORS = SHARED / "vectors" / "eif_build-0.5"
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow (CI=true does too)")
+    parser.addoption("--run-kernel-build", action="store_true", help="rebuild the demo kernels from source")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = config.getoption("--run-slow") or IN_CI
+    run_kernel = config.getoption("--run-kernel-build")
+    skip_slow = pytest.mark.skip(reason="slow: use --run-slow (or CI=true)")
+    skip_kernel = pytest.mark.skip(reason="kernel rebuild takes minutes: use --run-kernel-build")
+    for item in items:
+        if "kernel_build" in item.keywords and not run_kernel:
+            item.add_marker(skip_kernel)
+        elif "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip when missing locally, fail in CI (the install step is broken)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    if IN_CI:
+        pytest.fail(f"{name} is not installed: .ci/run must install it")
+    pytest.skip(f"{name} is not installed")
+    raise AssertionError  # unreachable; pytest.skip raises
+
+
+@pytest.fixture(scope="session")
+def vectors_dir() -> Path:
+    if not VECTORS.is_dir():
+        if IN_CI:
+            pytest.fail(f"reference vectors not found at {VECTORS}")
+        pytest.skip(f"reference vectors not found at {VECTORS}")
+    return VECTORS

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from eifbuild.errors import StoreError
+from eifbuild.store import Step, Store, canonical_json
+
+
+def _write(name: str, data: bytes):
+    def build(out: Path) -> None:
+        (out / name).write_bytes(data)
+
+    return build
+
+
+def test_key_is_canonical_and_sensitive() -> None:
+    a = Step("cpio", 1, {"b": 1, "a": [1, 2]}, {"x": "00"})
+    b = Step("cpio", 1, {"a": [1, 2], "b": 1}, {"x": "00"})
+    assert a.key == b.key
+    assert len(a.key) == 64
+    assert Step("cpio", 2, {"b": 1, "a": [1, 2]}, {"x": "00"}).key != a.key
+    assert Step("cpio", 1, {"b": 1, "a": [1, 2]}, {"x": "01"}).key != a.key
+    assert Step("cpio", 1, {"b": 1, "a": [1, 2]}, {"x": "00"}, {"zig": "0.17.1"}).key != a.key
+    assert canonical_json({"é": 1, "a": None}) == '{"a":null,"é":1}'.encode()
+
+
+def test_realize_builds_once_and_publishes_readonly(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    calls = []
+
+    def build(out: Path) -> None:
+        calls.append(out)
+        (out / "sub").mkdir()
+        (out / "sub" / "f").write_bytes(b"hello")
+        (out / "link").symlink_to("sub/f")
+
+    step = Step("demo", 1, {"n": 1})
+    entry = store.realize(step, build)
+    again = store.realize(step, build)
+    assert len(calls) == 1
+    assert again.record == entry.record
+    assert entry.path == tmp_path / "store" / step.key[:2] / step.key
+    assert entry.file("sub/f").read_bytes() == b"hello"
+    assert entry.outputs["link"] == {"type": "symlink", "target": "sub/f"}
+    assert entry.digest("sub/f") == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    assert not stat.S_IMODE(entry.file("sub/f").stat().st_mode) & 0o222
+    assert not stat.S_IMODE(entry.path.stat().st_mode) & 0o222
+    assert list(store.keys()) == [step.key]
+    assert entry.record["step"]["params"] == {"n": 1}
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_unknown_output_name_is_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    entry = store.realize(Step("demo", 1), _write("out", b"x"))
+    with pytest.raises(StoreError, match=r"has no output 'nope' \(outputs: out\)"):
+        entry.file("nope")
+
+
+def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+
+    def build(out: Path) -> None:
+        (out / "partial").write_bytes(b"half")
+        raise RuntimeError("compiler crashed")
+
+    with pytest.raises(RuntimeError):
+        store.realize(Step("demo", 1), build)
+    assert list(store.keys()) == []
+    assert not list((tmp_path / "tmp").iterdir())
+    assert not list(tmp_path.glob("??"))
+
+
+def test_directory_without_record_is_garbage_and_rebuilt(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    step = Step("demo", 1)
+    stale = store.entry_dir(step.key)
+    stale.mkdir(parents=True)
+    (stale / "out").write_bytes(b"stale")
+    assert store.get(step.key) is None
+    assert list(store.garbage()) == [stale]
+    entry = store.realize(step, _write("out", b"fresh"))
+    assert entry.file("out").read_bytes() == b"fresh"
+
+
+def _concurrent_builder(root: str, marker: str) -> None:
+    def build(out: Path) -> None:
+        with open(marker, "a") as fh:
+            fh.write("built\n")
+        time.sleep(0.5)
+        (out / "out").write_bytes(b"data")
+
+    Store(root).realize(Step("demo", 1), build)
+
+
+def test_two_processes_build_a_key_once(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_concurrent_builder, args=(str(tmp_path / "s"), str(marker))) for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert marker.read_text() == "built\n"
+    assert Store(tmp_path / "s").get(Step("demo", 1).key) is not None
+
+
+def test_verify_finds_and_repairs_corruption(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    good = store.realize(Step("demo", 1, {"i": 1}), _write("out", b"good"))
+    bad = store.realize(Step("demo", 1, {"i": 2}), _write("out", b"bad"))
+    target = bad.file("out")
+    os.chmod(target, 0o644)
+    target.write_bytes(b"tampered")
+    problems = store.verify()
+    assert [(p.key, p.message) for p in problems] == [
+        (bad.key, f"out: content changed (expected {bad.digest('out')})")
+    ]
+    store.verify(repair=True)
+    assert store.get(bad.key) is None
+    assert not bad.path.exists()
+    assert store.get(good.key) is not None
+    assert store.verify() == []
+
+
+def test_gc_keeps_roots_and_recent_entries(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    keep = store.realize(Step("demo", 1, {"i": 1}), _write("out", b"1"))
+    drop = store.realize(Step("demo", 1, {"i": 2}), _write("out", b"2"))
+    store.write_roots("project", [keep.key])
+    assert store.gc(keep_days=1) == []  # both are younger than a day
+    assert store.gc(keep_days=0) == [drop.key]
+    assert list(store.keys()) == [keep.key]
+    assert not drop.path.exists()
+
+
+def test_for_project_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    assert Store.for_project(tmp_path).root == tmp_path / "cache"
+    monkeypatch.setenv("EIFBUILD_CACHE", str(tmp_path / "elsewhere"))
+    assert Store.for_project(tmp_path).root == tmp_path / "elsewhere"
