@@ -29,6 +29,7 @@ import os
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,10 +40,14 @@ from .errors import StoreError
 from .fsutil import atomic_write, hash_file, make_readonly, remove_tree
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 RECORD_FORMAT: Final = 1
+PROJECT_FILE: Final = "eif.toml"
 _HEX: Final = frozenset("0123456789abcdef")
+
+
+Builder = Callable[[Path], "Mapping[str, Any] | None"]
 
 
 def canonical_json(value: Any) -> bytes:
@@ -106,6 +111,20 @@ class Entry:
         self.file(name)
         return str(self.outputs[name]["sha256"])
 
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        """What the builder returned (e.g. a source's origin and tree digest); empty if nothing."""
+        meta: Mapping[str, Any] = self.record.get("meta", {})
+        return meta
+
+    @property
+    def size(self) -> int:
+        return int(self.record.get("size", 0))
+
+    @property
+    def created(self) -> str:
+        return str(self.record.get("created", ""))
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -141,9 +160,23 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
+def find_project_dir(start: str | os.PathLike[str] = ".") -> Path:
+    """The nearest directory at or above ``start`` holding an eif.toml; ``start`` itself if none."""
+    here = Path(start).absolute()
+    for candidate in (here, *here.parents):
+        if (candidate / PROJECT_FILE).is_file():
+            return candidate
+    return here
+
+
 class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
+
+    @classmethod
+    def for_cwd(cls, start: str | os.PathLike[str] = ".") -> Store:
+        """The store of the project around ``start`` (see :func:`find_project_dir`)."""
+        return cls.for_project(find_project_dir(start))
 
     @classmethod
     def for_project(cls, project_dir: str | os.PathLike[str]) -> Store:
@@ -191,11 +224,12 @@ class Store:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def realize(self, step: Step, build: Callable[[Path], None]) -> Entry:
+    def realize(self, step: Step, build: Builder) -> Entry:
         """Return the entry for ``step``, running ``build(out_dir)`` only if no process did already.
 
-        ``build`` fills ``out_dir`` (an empty directory) with the step's outputs. If it raises,
-        nothing is published and the temp dir is removed.
+        ``build`` fills ``out_dir`` (an empty directory) with the step's outputs and may return a
+        small JSON-able mapping, kept in the record as ``meta``. If it raises, nothing is published
+        and the temp dir is removed.
         """
         key = step.key
         entry = self.get(key)
@@ -207,13 +241,13 @@ class Store:
                 return entry
             return self._build_locked(step, key, build)
 
-    def _build_locked(self, step: Step, key: str, build: Callable[[Path], None]) -> Entry:
+    def _build_locked(self, step: Step, key: str, build: Builder) -> Entry:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.tmp_dir))
         try:
             out = work / "out"
             out.mkdir()
-            build(out)
+            meta = build(out)
             outputs = _scan_outputs(out)
             make_readonly(out)
             final = self.entry_dir(key)
@@ -229,6 +263,8 @@ class Store:
                 "size": sum(o.get("size", 0) for o in outputs.values()),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
+            if meta:
+                record["meta"] = dict(meta)
             with atomic_write(self.record_path(key), mode=0o444) as fh:
                 fh.write(json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
         finally:
@@ -268,6 +304,8 @@ class Store:
             elif got.get("sha256") != want.get("sha256") or got.get("target") != want.get("target"):
                 expected = want.get("sha256") or want.get("target")
                 problems.append(f"{name}: content changed (expected {expected})")
+            elif got.get("executable") != want.get("executable"):
+                problems.append(f"{name}: executable bit changed")
         problems.extend(f"{name}: not in the record" for name in sorted(set(actual) - set(entry.outputs)))
         return problems
 

@@ -48,6 +48,14 @@ def require_tool(name: str) -> str:
     raise AssertionError  # unreachable; pytest.skip raises
 
 
+@pytest.fixture(autouse=True)
+def _private_download_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test gets its own download cache, never the user's (a test may still override this)."""
+    monkeypatch.setenv("EIFBUILD_SOURCES_DIR", str(tmp_path_factory.mktemp("eifbuild-sources")))
+
+
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
     if not VECTORS.is_dir():

@@ -4,6 +4,7 @@ import multiprocessing
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from eifbuild.errors import StoreError
 from eifbuild.store import Step, Store, canonical_json
 
 
-def _write(name: str, data: bytes):
+def _write(name: str, data: bytes) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         (out / name).write_bytes(data)
 

@@ -1,0 +1,159 @@
+"""PCR arithmetic: the streaming PCR0/1/2 hashers, PCR8, and the CRC-32 combine the writer needs.
+
+PCRn = H(zeros ‖ H(content)): the extend of an all-zero register (spec §5.1). PCR0 covers kernel,
+cmdline and every ramdisk; PCR1 kernel, cmdline and the first ramdisk; PCR2 the later ramdisks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .errors import ConfigError
+
+HashAlgo = Literal["sha256", "sha384", "sha512"]
+HASH_ALGOS: Final[tuple[HashAlgo, ...]] = ("sha256", "sha384", "sha512")
+DEFAULT_ALGO: Final[HashAlgo] = "sha384"
+
+# What eif_build 0.3.1 and nitro-cli <= 1.4 print as "HashAlgorithm": Rust's Debug of sha2 0.9's
+# hasher. Consumers should not parse it.
+HASH_ALGORITHM_LABELS: Final[dict[HashAlgo, str]] = {
+    "sha256": "Sha256 { ... }",
+    "sha384": "Sha384 { ... }",
+    "sha512": "Sha512 { ... }",
+}
+
+
+def parse_algo(value: str) -> HashAlgo:
+    for algo in HASH_ALGOS:
+        if value == algo:
+            return algo
+    msg = f"unknown hash algorithm {value!r}: expected one of {', '.join(HASH_ALGOS)}"
+    raise ConfigError(msg, key="algo")
+
+
+def algo_for_digest_size(size: int) -> HashAlgo | None:
+    """The algorithm whose digests are ``size`` bytes long (PCR hex strings have twice that)."""
+    for algo in HASH_ALGOS:
+        if hashlib.new(algo).digest_size == size:
+            return algo
+    return None
+
+
+def extend(digest: bytes, algo: HashAlgo) -> bytes:
+    """Extend an all-zero PCR with ``digest``."""
+    return hashlib.new(algo, bytes(len(digest)) + digest).digest()
+
+
+def measure_bytes(data: bytes, algo: HashAlgo = DEFAULT_ALGO) -> str:
+    """The PCR (hex) that results from extending a zero register with H(data); PCR8 uses the cert DER."""
+    return extend(hashlib.new(algo, data).digest(), algo).hex()
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """PCR values as lower-case hex, in one hash algorithm."""
+
+    algo: HashAlgo
+    pcr0: str
+    pcr1: str
+    pcr2: str
+    pcr8: str | None = None
+
+    def pcrs(self) -> dict[str, str]:
+        """``{"PCR0": …, "PCR1": …, "PCR2": …[, "PCR8": …]}``."""
+        values = {"PCR0": self.pcr0, "PCR1": self.pcr1, "PCR2": self.pcr2}
+        if self.pcr8 is not None:
+            values["PCR8"] = self.pcr8
+        return values
+
+    def to_json(self) -> dict[str, str]:
+        """The map eif_build prints (and nitro-cli nests under "Measurements"), keys in its order."""
+        return {"HashAlgorithm": HASH_ALGORITHM_LABELS[self.algo], **self.pcrs()}
+
+
+class PcrHashers:
+    """Feeds kernel/cmdline/ramdisk bytes to the PCR0, PCR1 and PCR2 hashes in one pass.
+
+    Call :meth:`boot` for the kernel, the cmdline and the first ramdisk and :meth:`app` for every
+    later ramdisk, in file order, then :meth:`finish`. Boot bytes are hashed once: PCR1's input is
+    a prefix of PCR0's, so PCR1 forks from PCR0's state when the first app byte arrives. App bytes
+    are hashed twice (PCR0 and PCR2) on the calling thread: a second hashing thread made packing
+    slower on the shared 2-core build machine (see ``bench/pack_bench.py``).
+    """
+
+    def __init__(self, algo: HashAlgo = DEFAULT_ALGO) -> None:
+        self.algo = algo
+        self._pcr0 = hashlib.new(algo)
+        self._pcr1: hashlib._Hash | None = None  # forked from PCR0 at the first app byte
+        self._pcr2 = hashlib.new(algo)
+
+    def boot(self, chunk: bytes) -> None:
+        self._pcr0.update(chunk)
+        if self._pcr1 is not None:  # boot bytes after app bytes: only in hand-made files
+            self._pcr1.update(chunk)
+
+    def app(self, chunk: bytes) -> None:
+        if self._pcr1 is None:
+            self._pcr1 = self._pcr0.copy()
+        self._pcr0.update(chunk)
+        self._pcr2.update(chunk)
+
+    def finish(self) -> Measurements:
+        pcr1 = self._pcr1 if self._pcr1 is not None else self._pcr0
+        return Measurements(
+            self.algo,
+            extend(self._pcr0.digest(), self.algo).hex(),
+            extend(pcr1.digest(), self.algo).hex(),
+            extend(self._pcr2.digest(), self.algo).hex(),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# CRC-32 combine (zlib's crc32_combine, which Python's zlib does not expose): the writer CRCs the
+# sections while streaming them and only knows the header bytes, which come first, at the end.
+
+_CRC_POLY: Final = 0xEDB88320
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC polynomial (bit-reflected)."""
+    m = 1 << 31
+    p = 0
+    while True:
+        if a & m:
+            p ^= b
+            if (a & (m - 1)) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+
+
+def _x2n_table() -> tuple[int, ...]:
+    p = 1 << 30  # x^1
+    table = [p]
+    for _ in range(31):
+        p = _multmodp(p, p)
+        table.append(p)
+    return tuple(table)
+
+
+_X2N: Final = _x2n_table()  # x^(2^k) mod P
+
+
+def _x8nmodp(n: int) -> int:
+    """x^(8n) mod P."""
+    p = 1 << 31  # x^0
+    k = 3
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return p
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC-32 of A ‖ B from crc32(A), crc32(B) and len(B)."""
+    return _multmodp(_x8nmodp(len2), crc1) ^ crc2

@@ -1,0 +1,1 @@
+#define GREETING "greetings from a header"
