@@ -87,12 +87,17 @@ Input = SourceRef | PathInput | Compile | TextInput
 
 
 # -- sections --------------------------------------------------------------------------------------
+NO_NSM: Final = "none"
+
+
 @dataclass(frozen=True)
 class Bootstrap:
-    kernel: SourceRef | PathInput
-    init: SourceRef | PathInput | Compile
+    """The bootstrap parts; None means "the recipes' [defaults] decide" (``nsm = "none"``: no nsm.ko)."""
+
+    kernel: SourceRef | PathInput | None = None
+    init: SourceRef | PathInput | Compile | None = None
     kernel_config: SourceRef | PathInput | None = None
-    nsm: SourceRef | PathInput | None = None
+    nsm: SourceRef | PathInput | Literal["none"] | None = None
 
 
 @dataclass(frozen=True)
@@ -369,16 +374,12 @@ def _metadata(value: Any, ctx: _Ctx) -> Mapping[str, Any] | None:
 def _bootstrap(value: Any, ctx: _Ctx) -> Bootstrap:
     table = ctx.table(value, "bootstrap")
     ctx.only_keys(table, _BOOTSTRAP_KEYS, "bootstrap")
-    for required in ("kernel", "init"):
-        if required not in table:
-            raise ctx.error(f"bootstrap.{required}", "missing: the EIF needs a kernel and an init")
-    config = table.get("kernel_config")
-    nsm = table.get("nsm", "none")
+    kernel, config, init, nsm = (table.get(k) for k in ("kernel", "kernel_config", "init", "nsm"))
     return Bootstrap(
-        kernel=_file_ref(table["kernel"], ctx, "bootstrap.kernel"),
-        init=_program(table["init"], ctx, "bootstrap.init"),
+        kernel=None if kernel is None else _file_ref(kernel, ctx, "bootstrap.kernel"),
+        init=None if init is None else _program(init, ctx, "bootstrap.init"),
         kernel_config=None if config is None else _file_ref(config, ctx, "bootstrap.kernel_config"),
-        nsm=None if nsm == "none" else _file_ref(nsm, ctx, "bootstrap.nsm"),
+        nsm=None if nsm is None else NO_NSM if nsm == NO_NSM else _file_ref(nsm, ctx, "bootstrap.nsm"),
     )
 
 
@@ -457,7 +458,7 @@ def parse_project(text: str, path: Path) -> Project:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=path) from None
     ctx.only_keys(doc, {"eif", "bootstrap", "app", "sign"}, "")
-    for section in ("eif", "bootstrap", "app"):
+    for section in ("eif", "app"):
         if section not in doc:
             raise ctx.error(section, f"missing section [{section}]")
     eif = ctx.table(doc["eif"], "eif")
@@ -479,7 +480,7 @@ def parse_project(text: str, path: Path) -> Project:
         recipes=tuple(
             ctx.path_of(r, f"eif.recipes[{i}]") for i, r in enumerate(ctx.strings(recipes, "eif.recipes"))
         ),
-        bootstrap=_bootstrap(doc["bootstrap"], ctx),
+        bootstrap=_bootstrap(doc.get("bootstrap", {}), ctx),
         app=_app(doc["app"], ctx),
         build_time=build_time,
         build_epoch=build_epoch,

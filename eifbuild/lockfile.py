@@ -26,11 +26,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from . import log
 from .arch import parse_arch
 from .errors import ConfigError
-from .fetch import Downloader, SourceCache
 from .fsutil import atomic_write
-from .nar import nar_digest_of_path
-from .recipe import Pins, Recipe, Source, load_recipe
-from .sources import LOCK_COMMAND, obtain
+from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from .arch import Arch
+    from .fetch import Downloader, SourceCache
 
 LOCK_VERSION: Final = 1
 DEFAULT_LOCK_FILE: Final = "eif.lock"
@@ -241,6 +239,8 @@ def lock_sources(
             f"run '{LOCK_COMMAND} {paths}' to download them once and record their sha256"
         )
         raise ConfigError(msg)
+    from .fetch import Downloader, SourceCache  # noqa: PLC0415 - network code only when locking
+
     cache = cache or SourceCache()
     downloader = downloader or Downloader()
     done = [r if isinstance(r, LockResult) else _trust(r, lock, cache, downloader) for r in results]
@@ -252,9 +252,13 @@ def lock_sources(
 def _trust(source: Source, lock: Lock, cache: SourceCache, downloader: Downloader) -> LockResult:
     local = source.local_path
     if local is not None and local.is_dir():  # a directory's sha256 pin is its NAR hash
+        from .nar import nar_digest_of_path  # noqa: PLC0415
+
         nar = nar_digest_of_path(local)
         sha256, size = nar.sha256, nar.size
     else:
+        from .sources import obtain  # noqa: PLC0415
+
         blob = obtain(source, cache=cache, downloader=downloader, trust_on_first_use=True)
         sha256, size = blob.sha256, blob.size
     lock.entries[_entry_key(source)] = LockEntry(origin_of(source), size, sha256)

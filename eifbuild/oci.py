@@ -30,7 +30,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from . import log
 from .arch import info as arch_info
@@ -391,6 +391,54 @@ def resolve_image(
             imp.close()
     for note in image.unsupported:
         log.warn(f"{ref}: {note}")
+    return image
+
+
+class _NotInStore(Exception):
+    """Raised by :class:`_StoreOnly` when a blob would have to be downloaded."""
+
+
+class _StoreOnly:
+    """A registry source that never touches the network: every blob must already be in the store."""
+
+    kind: SourceKind = "registry"
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def index(self) -> bytes:
+        raise _NotInStore
+
+    def open(self, digest: str, *, manifest: bool) -> IO[bytes]:
+        raise _NotInStore
+
+    def close(self) -> None:
+        pass
+
+
+def cached_image(ref: str, *, arch: Arch, store: Store, project_dir: Path) -> OciImage | None:
+    """The image :func:`resolve_image` would return, if that needs no download; else None.
+
+    Local layouts and archives are read (they are on disk anyway); a registry image counts only if
+    its index, manifest, config and layers are all in the store already. Used for cheap no-op checks.
+    """
+    parsed = parse_image_ref(ref, project_dir)
+    if not isinstance(parsed, RegistryRef):
+        return resolve_image(ref, arch=arch, store=store, project_dir=project_dir)
+    if parsed.digest is None:
+        return None
+    imp = Importer(store, _StoreOnly(str(parsed)))
+    try:
+        index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
+        image = _load(imp, ref, arch, index, manifest)
+        for i, layer in enumerate(image.layers):
+            imp.layer(layer, i)
+        if imp.pending:
+            return None
+    except _NotInStore:
+        return None
+    finally:
+        imp.close()
     return image
 
 

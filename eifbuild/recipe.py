@@ -70,6 +70,7 @@ _DEB_VERSION: Final = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
 
 
 SOURCE_STEP_VERSION: Final = 1
+LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
 _SAFE_FILENAME: Final = re.compile(r"[A-Za-z0-9._+~=-]+")
 
 

@@ -24,7 +24,7 @@ from .errors import ArchiveError, ConfigError, FetchError, HashMismatch, ToolErr
 from .fetch import Downloaded, Downloader, Hashers, SourceCache, apt_download, copy_local
 from .fsutil import CHUNK
 from .nar import to_sri
-from .recipe import Pins, Recipe, Source, load_recipe
+from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -48,7 +48,6 @@ __all__ = [
     "unpinned_error",
 ]
 
-LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
 _FAILURES: Final = (FetchError, HashMismatch, ArchiveError, ToolError)
 
 
@@ -104,7 +103,7 @@ def fetch(
     if entry is None:
         log.step(f"fetch {source.label}")
         entry = store.realize(step, lambda out: _materialise(source, out, cache, downloader))
-    return _fetched(source, entry)
+    return fetched_from_entry(source, entry)
 
 
 def fetch_recipe(
@@ -153,7 +152,7 @@ def fetch_all(
     return [fetch(s, store=store, cache=cache, downloader=downloader) for s in sources]
 
 
-def _fetched(source: Source, entry: Entry) -> FetchedSource:
+def fetched_from_entry(source: Source, entry: Entry) -> FetchedSource:
     meta = entry.meta
     path = entry.path if meta["tree"] else entry.path / str(meta["filename"])
     return FetchedSource(

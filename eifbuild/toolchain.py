@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import os
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +49,7 @@ BASE_FLAGS: Final = ("-mcpu=baseline", "-static", "-O2", "-s")
 INIT_CFLAGS: Final = ("-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers")
 INIT_OUTPUT: Final = "init"
 ZIG_CACHE: Final = "zig-cache"
+ZIG_CACHE_ENV: Final = "EIFBUILD_ZIG_CACHE"
 SOURCE_DATE_EPOCH: Final = "0"
 HEADER_SUFFIXES: Final = (".h",)
 
@@ -144,6 +146,17 @@ def zig_cache_dir(store: Store) -> Path:
     return store.root / ZIG_CACHE
 
 
+def zig_global_cache_dir(cache: Path) -> Path:
+    """Where zig keeps the libc (musl) and compiler-rt it builds once per target.
+
+    ``$EIFBUILD_ZIG_CACHE`` may point several stores at one such directory (zig's cache is
+    content-addressed and locked, so sharing it is safe): the test suite and ``doit check`` use it to
+    pay for each musl build once per machine instead of once per fresh store.
+    """
+    override = os.environ.get(ZIG_CACHE_ENV)
+    return Path(override).absolute() if override else cache / "global"
+
+
 def zig_environment(cache: Path) -> dict[str, str]:
     """The whole environment zig runs in: nothing from the caller's."""
     return {
@@ -151,7 +164,7 @@ def zig_environment(cache: Path) -> dict[str, str]:
         "LC_ALL": "C",
         "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
         "TZ": "UTC",
-        "ZIG_GLOBAL_CACHE_DIR": str(cache / "global"),
+        "ZIG_GLOBAL_CACHE_DIR": str(zig_global_cache_dir(cache)),
         "ZIG_LOCAL_CACHE_DIR": str(cache / "local"),
     }
 

@@ -158,3 +158,39 @@ def _hash_member(root: Path, path: str) -> str:
     except OSError as exc:
         msg = f"cannot read file: {exc.strerror}"
         raise ArchiveError(msg, path=root / path) from None
+
+
+class FileDigests:
+    """sha256 of single project files, cached against their stat fingerprint in one small JSON file."""
+
+    def __init__(self, cache_path: Path) -> None:
+        self.cache_path = cache_path
+        self._known: dict[str, list[Any]] | None = None
+
+    def _cache(self) -> dict[str, list[Any]]:
+        if self._known is None:
+            self._known = _load_json(self.cache_path).get("files", {})
+        return self._known
+
+    def digest(self, path: Path) -> str:
+        absolute = str(path.absolute())
+        try:
+            st = os.stat(absolute)
+        except OSError as exc:
+            msg = f"cannot read file: {exc.strerror}"
+            raise ArchiveError(msg, path=path) from None
+        fingerprint = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        known = self._cache()
+        old = known.get(absolute)
+        if old is not None and old[:5] == fingerprint:
+            return str(old[5])
+        digest = _hash_member(path.parent, path.name)
+        known[absolute] = [*fingerprint, digest]
+        with atomic_write(self.cache_path) as fh:
+            fh.write(json.dumps({"format": CACHE_FORMAT, "files": known}).encode())
+        return digest
+
+    @staticmethod
+    def path_id(path: Path) -> str:
+        """A short stable name for a cache file about ``path`` on this machine."""
+        return hashlib.sha256(os.fsencode(path.absolute())).hexdigest()[:32]

@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+import platformdirs
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -23,6 +24,12 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow (CI=true does too)")
     parser.addoption("--run-kernel-build", action="store_true", help="rebuild the demo kernels from source")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test store shares one zig global cache, so zig builds musl once per target and machine
+    # (a minute each), not once per test. Tests that need a cold cache remove the variable.
+    os.environ.setdefault("EIFBUILD_ZIG_CACHE", platformdirs.user_cache_dir("eifbuild-tests") + "/zig-global")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -81,7 +81,7 @@ def test_minimal_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert project.recipes == (tmp_path / "recipes" / "demo.toml",)
     assert project.bootstrap.kernel == SourceRef("demo", "kernel")
     assert project.bootstrap.init == Compile((Builtin("eifbuild-init"),))
-    assert project.bootstrap.nsm is None
+    assert project.bootstrap.nsm is None  # the recipes' defaults decide
     assert project.bootstrap.kernel_config is None
     assert project.app == App(rootfs=tmp_path / "rootfs", cmd=("/bin/hello",))
     assert project.build_time == "1970-01-01T00:00:00+00:00"
@@ -174,7 +174,7 @@ BAD_CASES = [
         ('kernel = "demo.kernel"', 'kernel = { compile = ["k.c"] }'),
         "key 'bootstrap.kernel.compile': unknown key; expected one of: path, source",
     ),
-    ("no init", ('init = { compile = "eifbuild-init" }', ""), "key 'bootstrap.init': missing"),
+    ("nsm typo", ('init = { compile = "eifbuild-init" }', 'nsm = "nope"'), "expected a recipe source reference"),
     ("no cmd", ('cmd = ["/bin/hello"]', ""), "key 'app.cmd': missing: the command to run"),
     ("empty cmd", ('cmd = ["/bin/hello"]', "cmd = []"), "key 'app.cmd': expected at least the program"),
     (

@@ -8,6 +8,7 @@ equality across directories and caches, concurrent compiles) are ``slow``.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -351,7 +352,8 @@ def test_source_errors(tmp_path: Path) -> None:
         assert str(exc.value) == message
 
 
-def test_zig_environment_is_only_what_zig_needs(tmp_path: Path) -> None:
+def test_zig_environment_is_only_what_zig_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(toolchain.ZIG_CACHE_ENV, raising=False)
     cache = toolchain.zig_cache_dir(Store(tmp_path))
     assert cache == tmp_path / "zig-cache"
     assert toolchain.zig_environment(cache) == {
@@ -362,6 +364,13 @@ def test_zig_environment_is_only_what_zig_needs(tmp_path: Path) -> None:
         "ZIG_GLOBAL_CACHE_DIR": str(cache / "global"),
         "ZIG_LOCAL_CACHE_DIR": str(cache / "local"),
     }
+
+
+def test_shared_global_zig_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(toolchain.ZIG_CACHE_ENV, str(tmp_path / "shared"))
+    env = toolchain.zig_environment(toolchain.zig_cache_dir(Store(tmp_path / "store")))
+    assert env["ZIG_GLOBAL_CACHE_DIR"] == str(tmp_path / "shared")
+    assert env["ZIG_LOCAL_CACHE_DIR"] == str(tmp_path / "store" / "zig-cache" / "local")
 
 
 def test_missing_ziglang_is_a_tool_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -419,6 +428,7 @@ def test_other_dir_and_cold_cache_give_identical_bytes(
         subprocess.Popen(
             [sys.executable, "-c", _COMPILE_SCRIPT, "store-b", src, arch],
             cwd=work,
+            env={k: v for k, v in os.environ.items() if k != toolchain.ZIG_CACHE_ENV},  # really cold
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

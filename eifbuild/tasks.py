@@ -1,0 +1,155 @@
+"""doit tasks for the eif.toml next to dodo.py: ``doit eif`` (default), ``doit check``, ``doit list``.
+
+An app repo's ``dodo.py`` is two lines::
+
+    # Tasks for ./eif.toml: doit eif | doit check | doit list | doit clean
+    from eifbuild.tasks import *  # noqa: F403
+
+doit runs dodo.py from its own directory, so the project is ``./eif.toml`` (``$EIFBUILD_CONFIG``
+names another file). Each node of the build plan (:mod:`eifbuild.build`) becomes one task whose
+up-to-date check asks the store, never a file timestamp: a no-op run computes keys and stats files.
+doit's own dependency file (sqlite3) lives in the store directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from doit.exceptions import InvalidDodoFile, TaskFailed
+
+from . import log
+from .build import CompileNode, EifNode, OciNode, Plan, RamdiskNode, SourceNode
+from .config import CONFIG_NAME, load_project
+from .errors import EifbuildError
+from .store import Store
+from .treedigest import FileDigests
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from .build import Node
+
+__all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch", "task_ramdisk"]
+
+CONFIG_ENV = "EIFBUILD_CONFIG"
+
+
+def _config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV, CONFIG_NAME)).absolute()
+
+
+def _doit_config() -> dict[str, Any]:
+    config = _config_path()
+    store = Store.for_project(config.parent)
+    dep_file = store.root / "doit" / f"{FileDigests.path_id(config)}.sqlite3"
+    dep_file.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "default_tasks": ["eif"],
+        "backend": "sqlite3",
+        "dep_file": str(dep_file),
+        "verbosity": 2,
+        "action_string_formatting": "new",
+    }
+
+
+DOIT_CONFIG = _doit_config()
+
+
+@functools.cache
+def _plan() -> Plan:
+    try:
+        return Plan(load_project(_config_path()))
+    except EifbuildError as exc:
+        raise InvalidDodoFile(str(exc)) from None
+
+
+def _reporting(action: Callable[[], str | None]) -> Callable[[], TaskFailed | None]:
+    """Run ``action`` with eifbuild's reporter; an EifbuildError becomes one clear failure line."""
+
+    def run() -> TaskFailed | None:
+        with log.use(log.StderrReporter()):
+            try:
+                text = action()
+            except EifbuildError as exc:
+                return TaskFailed(f"error: {exc}")
+        if text:
+            print(text, flush=True)
+        return None
+
+    return run
+
+
+def _task(node: Node, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": node.task.split(":", 1)[1],
+        "doc": node.doc,
+        "actions": [_reporting(lambda: _build(node))],
+        "uptodate": [node.current],
+        "task_dep": [dep.task for dep in node.deps if dep.task],
+        **extra,
+    }
+
+
+def _build(node: Node) -> str | None:
+    node.build()
+    return node.summary() if isinstance(node, EifNode) else None
+
+
+def _tasks(kinds: tuple[type, ...]) -> Iterator[dict[str, Any]]:
+    plan = _plan()
+    found = False
+    for node in plan.nodes():
+        if isinstance(node, kinds):
+            found = True
+            yield _task(node)
+    if not found:  # doit wants every task_* to define something
+        yield {"name": None, "doc": "nothing to do for this project", "actions": None}
+
+
+def task_fetch() -> Iterator[dict[str, Any]]:
+    """fetch and verify the pinned sources and OCI images"""
+    yield from _tasks((SourceNode, OciNode))
+
+
+def task_compile() -> Iterator[dict[str, Any]]:
+    """compile init and app programs with zig"""
+    yield from _tasks((CompileNode,))
+
+
+def task_ramdisk() -> Iterator[dict[str, Any]]:
+    """pack the bootstrap and app ramdisks"""
+    yield from _tasks((RamdiskNode,))
+
+
+def task_eif() -> Iterator[dict[str, Any]]:
+    """build the EIFs and their PCRs (every arch of eif.toml)"""
+    plan = _plan()
+    for node in plan.nodes():
+        if isinstance(node, EifNode):
+            yield _task(node, targets=[str(node.out.eif), str(node.out.pcrs)], clean=True)
+
+
+def task_check() -> dict[str, Any]:
+    """rebuild everything elsewhere (fresh store, other path, umask, TZ, LANG) and compare"""
+    from .selfcheck import self_check  # noqa: PLC0415 - only `doit check` needs it
+
+    plan = _plan()
+
+    def check() -> TaskFailed | None:
+        with log.use(log.StderrReporter()):
+            try:
+                report = self_check(plan)
+            except EifbuildError as exc:
+                return TaskFailed(f"error: {exc}")
+        print(report.text, flush=True)
+        return None if report.ok else TaskFailed("not reproducible: see the differences above")
+
+    return {
+        "actions": [check],
+        "task_dep": ["eif"],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
