@@ -509,6 +509,8 @@ class EifNode(Node):
         self.task = f"eif:{arch}"
         self.doc = f"write {os.path.relpath(self.out.eif, project.root)} and its PCRs"
         self.measurements: dict[str, str] = {}
+        self.on_built: Callable[[], None] | None = None
+        self.on_current: Callable[[], None] | None = None
 
     def _cmdline_text(self) -> str | None:
         if isinstance(self.cmdline, str):
@@ -551,6 +553,12 @@ class EifNode(Node):
         }
         return Step("eif", EIF_STEP_VERSION, params, digests)
 
+    def current(self) -> bool:
+        found = super().current()
+        if found and self.on_current is not None:
+            self.on_current()
+        return found
+
     def _stamp_path(self) -> Path:
         return self.store.root / "stamps" / f"{FileDigests.path_id(self.out.eif)}.json"
 
@@ -591,7 +599,10 @@ class EifNode(Node):
             entry = self.store.realize(step, lambda out: self._write(step, out))
         self._publish(entry)
         self.measurements = dict(entry.meta.get("pcrs", {}))
-        return Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
+        self._artifact = Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
+        if self.on_built is not None:
+            self.on_built()
+        return self._artifact
 
     def _write(self, step: Step, out: Path) -> dict[str, Any]:
         from .eif import write_eif  # noqa: PLC0415 - format and crypto code only when writing
@@ -677,6 +688,28 @@ class Plan:
         self.digests = FileDigests(self.store.root / "fingerprints" / "files.json")
         self._nodes: dict[tuple[Any, ...], Node] = {}
         self.eifs: dict[Arch, EifNode] = {arch: self._plan(arch) for arch in project.arches}
+        for eif in self.eifs.values():
+            eif.on_built = self.write_roots
+            eif.on_current = self._ensure_roots
+
+    @property
+    def roots_file(self) -> Path:
+        return self.store.root / "roots" / f"{FileDigests.path_id(self.project.path)}.json"
+
+    def _ensure_roots(self) -> None:
+        if not self.roots_file.exists():
+            self.write_roots()
+
+    def write_roots(self) -> None:
+        """Record every store entry this project's build uses, so ``eifbuild store gc`` keeps them."""
+        keys: set[str] = set()
+        for node in self.nodes():
+            artifact = node.cached()
+            if artifact is not None and artifact.key:
+                keys.add(artifact.key)
+            if isinstance(node, OciNode) and node.image is not None:
+                keys |= node.image.store_keys()
+        self.store.write_roots(self.roots_file.stem, keys)
 
     def _load_recipes(self) -> dict[str, Recipe]:
         recipes: dict[str, Recipe] = {}

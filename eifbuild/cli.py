@@ -496,7 +496,9 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "file. With --trust-on-first-use, download each unpinned source once and record its sha256 "
         "and size in the lock file (check the printed hashes against a copy you trust).",
     )
-    p.add_argument("recipes", nargs="+", type=Path, metavar="RECIPE.toml")
+    p.add_argument(
+        "recipes", nargs="*", type=Path, metavar="RECIPE.toml", help="default: the recipes of ./eif.toml"
+    )
     p.add_argument("--lock-file", type=Path, metavar="FILE", help="default: eif.lock next to eif.toml")
     p.add_argument(
         "--trust-on-first-use", action="store_true", help="download unpinned sources and record their hashes"
@@ -507,8 +509,16 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_lock(args: argparse.Namespace) -> int:
     from .lockfile import lock_sources  # noqa: PLC0415
 
+    recipes = args.recipes
     lock_path = _lock_path(args)
-    results = lock_sources(args.recipes, lock_path, trust_on_first_use=args.trust_on_first_use)
+    if not recipes:
+        from .config import load_project  # noqa: PLC0415
+        from .store import find_project_dir  # noqa: PLC0415
+
+        project = load_project(find_project_dir() / "eif.toml")
+        recipes = list(project.recipes)
+        lock_path = args.lock_file or project.lock_file
+    results = lock_sources(recipes, lock_path, trust_on_first_use=args.trust_on_first_use)
     for r in results:
         detail = f" {r.sha256} {r.size} {r.source.origin}" if r.sha256 else ""
         print(f"{r.status:<6} {r.source.recipe}/{r.source.qualified_name}{detail}")

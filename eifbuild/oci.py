@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from . import log
 from .arch import info as arch_info
 from .errors import ArchiveError, ConfigError, StoreError
-from .ocifetch import Descriptor, Importer, Layer, descriptor, descriptors, layer_step
+from .ocifetch import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
 from .ocilayers import LayerFile, Rootfs
 from .ocisource import (
     DOCKER_LIST,
@@ -109,6 +109,11 @@ class OciImage:
     def argv(self) -> tuple[str, ...]:
         """Entrypoint + Cmd, combined as the OCI spec (and Docker) do."""
         return self.entrypoint + self.cmd
+
+    def store_keys(self) -> set[str]:
+        """Keys of the store entries this image uses (index, manifest, config, layers): gc roots."""
+        blobs = [d for d in (self.index_digest, self.manifest_digest, self.config_digest) if d]
+        return {blob_step(d).key for d in blobs} | {layer_step(layer.digest).key for layer in self.layers}
 
     @property
     def rootfs_digest(self) -> str:

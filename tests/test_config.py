@@ -245,3 +245,11 @@ def test_exact_messages(tmp_path: Path) -> None:
     assert (
         str(info.value) == f"{tmp_path / 'nope.toml'}: no such file: expected an eif.toml build description"
     )
+
+
+def test_bootstrap_may_be_left_to_recipe_defaults(tmp_path: Path) -> None:
+    text = MINIMAL.replace('[bootstrap]\nkernel = "demo.kernel"\ninit = { compile = "eifbuild-init" }\n', "")
+    boot = parse_project(text, tmp_path / "eif.toml").bootstrap
+    assert (boot.kernel, boot.init, boot.kernel_config, boot.nsm) == (None, None, None, None)
+    text = MINIMAL.replace('init = { compile = "eifbuild-init" }', 'init = { compile = "eifbuild-init" }\nnsm = "none"')
+    assert parse_project(text, tmp_path / "eif.toml").bootstrap.nsm == "none"

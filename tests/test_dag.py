@@ -4,6 +4,7 @@ stand-in sources from a real HTTP server on 127.0.0.1)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -23,7 +24,8 @@ from oci_helpers import sample_image, write_layout
 from oci_registry import Registry
 from source_helpers import LocalServer
 
-from eifbuild.eif import describe, read_eif
+from eifbuild.cpio import read_cpio
+from eifbuild.eif import describe, read_eif, read_section
 from eifbuild.store import Store
 
 DODO = "# Tasks for ./eif.toml: doit eif | doit check | doit list | doit clean\nfrom eifbuild.tasks import *  # noqa: F403\n"
@@ -476,3 +478,24 @@ def test_compiled_init_and_app_for_both_arches(project: Project) -> None:
     assert read_eif(project.eif("aarch64")).arch == "aarch64"
     check = project.doit("check")
     assert "aarch64: identical" in check.result.stdout
+
+
+def test_gc_keeps_what_the_last_build_used(project: Project) -> None:
+    project.doit()
+    (project.root / "rootfs/etc/config").write_text("mode=debug\n")
+    project.doit()
+    store = Store(project.root / "cache")
+    kinds_before = sorted(e.kind for e in store.entries())
+    assert kinds_before.count("eif") == 2
+    gc = subprocess.run(
+        [sys.executable, "-m", "eifbuild", "store", "gc", "--keep-days", "0"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gc.returncode == 0, gc.stderr
+    kinds_after = sorted(e.kind for e in store.entries())
+    assert kinds_after.count("eif") == 1
+    assert kinds_after.count("ramdisk") == 2  # the old app ramdisk went, both current ones stay
+    assert project.doit().ran == set()
