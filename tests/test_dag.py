@@ -372,18 +372,31 @@ def test_list_shows_the_tasks(project: Project) -> None:
 
 def test_recipe_defaults_fill_the_bootstrap(project: Project) -> None:
     url, digest = project.serve("init", seeded("init-blob", 7000))
+    nsm_url, nsm_digest = project.serve("nsm.ko", seeded("nsm", 3000))
     extra = f'[sources.init]\nurl = "{url}"\nsha256 = "{digest}"\n'
+    extra += f'[sources.nsm]\nurl = "{nsm_url}"\nsha256 = "{nsm_digest}"\n'
     project.recipe({"x86_64": seeded("kernel", 40_000)}, extra=extra)
     recipe = project.root / "recipes/test.toml"
-    recipe.write_text(
-        recipe.read_text().replace('cmdline = "cmdline"\n', 'cmdline = "cmdline"\ninit = "init"\n', 1)
-    )
+    defaults = 'cmdline = "cmdline"\ninit = "init"\nnsm = "nsm"\n'
+    recipe.write_text(recipe.read_text().replace('cmdline = "cmdline"\n', defaults, 1))
     toml = project.root / "eif.toml"
     toml.write_text(toml.read_text().replace('[bootstrap]\ninit = { path = "init.bin" }\n', ""))
     run = project.doit()
-    assert "fetch:test.init" in run.ran
-    info = describe(read_eif(project.eif()))
-    assert info["Metadata"]["eifbuild"]["inputs"]["init"] == digest
+    assert {"fetch:test.init", "fetch:test.nsm"} <= run.ran
+    inputs = describe(read_eif(project.eif()))["Metadata"]["eifbuild"]["inputs"]
+    assert inputs["init"] == digest
+    assert inputs["nsm"] == nsm_digest
+    assert "nsm.ko" in _bootstrap_members(project)
+    # nsm = "none" overrides the recipe's default
+    toml.write_text(toml.read_text() + '\n[bootstrap]\nnsm = "none"\n')
+    assert project.doit().ran == {"ramdisk:bootstrap:x86_64", "eif:x86_64"}
+    assert "nsm.ko" not in _bootstrap_members(project)
+
+
+def _bootstrap_members(project: Project) -> list[str]:
+    image = read_eif(project.eif())
+    data = read_section(image, image.ramdisks[0])
+    return [m.name for m in read_cpio(io.BytesIO(data))]
 
 
 def test_signed_build_is_deterministic(project: Project, tmp_path: Path) -> None:
