@@ -174,7 +174,11 @@ BAD_CASES = [
         ('kernel = "demo.kernel"', 'kernel = { compile = ["k.c"] }'),
         "key 'bootstrap.kernel.compile': unknown key; expected one of: path, source",
     ),
-    ("nsm typo", ('init = { compile = "eifbuild-init" }', 'nsm = "nope"'), "expected a recipe source reference"),
+    (
+        "nsm typo",
+        ('init = { compile = "eifbuild-init" }', 'nsm = "nope"'),
+        "expected a recipe source reference",
+    ),
     ("no cmd", ('cmd = ["/bin/hello"]', ""), "key 'app.cmd': missing: the command to run"),
     ("empty cmd", ('cmd = ["/bin/hello"]', "cmd = []"), "key 'app.cmd': expected at least the program"),
     (
@@ -251,5 +255,7 @@ def test_bootstrap_may_be_left_to_recipe_defaults(tmp_path: Path) -> None:
     text = MINIMAL.replace('[bootstrap]\nkernel = "demo.kernel"\ninit = { compile = "eifbuild-init" }\n', "")
     boot = parse_project(text, tmp_path / "eif.toml").bootstrap
     assert (boot.kernel, boot.init, boot.kernel_config, boot.nsm) == (None, None, None, None)
-    text = MINIMAL.replace('init = { compile = "eifbuild-init" }', 'init = { compile = "eifbuild-init" }\nnsm = "none"')
+    text = MINIMAL.replace(
+        'init = { compile = "eifbuild-init" }', 'init = { compile = "eifbuild-init" }\nnsm = "none"'
+    )
     assert parse_project(text, tmp_path / "eif.toml").bootstrap.nsm == "none"

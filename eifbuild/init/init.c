@@ -1,0 +1,484 @@
+/*
+ * eifbuild init: PID 1 of a Nitro Enclave image (EIF).
+ *
+ * It follows the boot contract of AWS's init.c (aws-nitro-enclaves-sdk-bootstrap, init/init.c):
+ *
+ *   1. block every signal in PID 1;
+ *   2. mount devtmpfs on /dev and reopen stdin/stdout/stderr on /dev/console;
+ *   3. load /nsm.ko with finit_module() if the file exists (absent: NSM is built into the kernel),
+ *      then delete it;
+ *   4. heartbeat: connect AF_VSOCK to CID 3 (the parent instance) port 9000, send 0xB7, expect
+ *      0xB7 back;
+ *   5. read /cmd (argv) and /env (the whole environment), one entry per line, and delete them;
+ *      an empty file means argv {"sh"} or env {"PATH=/sbin:/usr/sbin:/bin:/usr/bin"};
+ *   6. switch root into /rootfs (bind mount, move onto /, chroot) and mount there: devtmpfs on
+ *      /dev, proc on /proc, the /dev/fd and /dev/std* links, tmpfs on /run, /tmp and /dev/shm,
+ *      devpts on /dev/pts, sysfs on /sys, tmpfs on /sys/fs/cgroup and one cgroup-v1 hierarchy
+ *      per enabled controller in /proc/cgroups;
+ *   7. fork the command (new session, signals unblocked, environment exactly /env), reap every
+ *      child until the command exits, then reboot, which ends the enclave;
+ *   8. fail closed: any setup error exits PID 1, and the kernel panics.
+ *
+ * Differences from AWS's init.c, each on purpose:
+ *
+ *   - A bare command name (no '/') is looked up in the PATH from /env first, then in the fixed
+ *     list /sbin:/usr/sbin:/bin:/usr/bin that AWS's init always uses, so every command AWS's init
+ *     finds is still found. ENOEXEC is not retried through /bin/sh (musl's execvpe doesn't either).
+ *   - Local runs: when the kernel command line contains the word "eifbuild.local=1" (added by
+ *     `eifbuild boot`), a vsock heartbeat that cannot connect (no vsock device, no listener) is
+ *     logged and skipped, and when the command exits the machine is powered off instead of
+ *     rebooted on aarch64 (PSCI), so QEMU exits. x86 kernels without ACPI (the demo kernel) cannot
+ *     power off, so x86 still reboots and QEMU's -no-reboot ends the run. A real enclave's command
+ *     line lacks the flag (it is part of the measured image: adding it changes PCR0/PCR1), so
+ *     there the heartbeat stays mandatory. The command line is read from /proc/cmdline, which
+ *     needs a short proc mount on /proc in the initial root; if that fails, the mode is not local.
+ *   - Every failure prints one line "eifbuild-init: fatal: <what>: <why>" on the console before
+ *     PID 1 exits. A missing /cmd or /env is a clean fatal error (AWS's init crashes on it), and a
+ *     command that cannot be run prints "eifbuild-init: cannot run <cmd>: <why>".
+ *   - The command's exit status or signal is printed before the reboot.
+ *   - setpgid(0, 0) after setsid() is not called: setsid() already made the child a process group
+ *     leader (and setpgid would fail with EPERM).
+ *
+ * Build (static musl, reproducible): zig cc -target <arch>-linux-musl -static -O2 -s
+ *   -Wall -Wextra -Werror
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/vm_sockets.h>
+
+#define DEFAULT_PATH "/sbin:/usr/sbin:/bin:/usr/bin"
+#define NSM_MODULE "nsm.ko" /* relative to the initial root, like AWS's init */
+#define VSOCK_PARENT_CID 3
+#define VSOCK_READY_PORT 9000
+#define HEARTBEAT 0xB7
+#define LOCAL_FLAG "eifbuild.local=1"
+#define MAX_LINE_FILE (16u << 20) /* /cmd and /env: more than this is not a command line */
+
+static int local_mode;
+
+static void vsay(const char *prefix, const char *fmt, va_list ap, int err)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "eifbuild-init: %s", prefix);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof buf) {
+        int m = vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+        if (m > 0)
+            n += m;
+    }
+    if ((size_t)n >= sizeof buf - 2)
+        n = (int)sizeof buf - 2;
+    if (err) {
+        int m = snprintf(buf + n, sizeof buf - (size_t)n, ": %s", strerror(err));
+        if (m > 0)
+            n += m;
+        if ((size_t)n >= sizeof buf - 2)
+            n = (int)sizeof buf - 2;
+    }
+    buf[n++] = '\n';
+    (void)!write(STDERR_FILENO, buf, (size_t)n);
+}
+
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay("", fmt, ap, 0);
+    va_end(ap);
+}
+
+/* Fail closed: report and exit PID 1, which makes the kernel panic. */
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
+{
+    int err = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    vsay("fatal: ", fmt, ap, err);
+    va_end(ap);
+    _exit(err ? err : 1);
+}
+
+/* Like die() but without an errno part. */
+__attribute__((format(printf, 1, 2), noreturn)) static void die_plain(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay("fatal: ", fmt, ap, 0);
+    va_end(ap);
+    _exit(1);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q)
+        die("out of memory");
+    return q;
+}
+
+static void mount_dev(const char *where)
+{
+    if (mount("dev", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
+        die("mount devtmpfs on %s/dev", where);
+}
+
+static void open_console(void)
+{
+    int in = open("/dev/console", O_RDONLY | O_NOCTTY);
+    if (in < 0)
+        die("open /dev/console");
+    int out = open("/dev/console", O_WRONLY | O_NOCTTY);
+    if (out < 0)
+        die("open /dev/console");
+    if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
+        die("redirect stdio to /dev/console");
+    if (in > STDERR_FILENO)
+        close(in);
+    if (out > STDERR_FILENO)
+        close(out);
+}
+
+/* Whether the kernel command line contains LOCAL_FLAG as a whole word. */
+static int cmdline_is_local(void)
+{
+    char buf[4096];
+    int created = mkdir("/proc", 0555) == 0;
+    int found = 0;
+    if (mount("proc", "/proc", "proc", MS_NODEV | MS_NOSUID | MS_NOEXEC, NULL) != 0) {
+        say("cannot mount proc to read the kernel command line (%s): not a local run", strerror(errno));
+        return 0;
+    }
+    int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            for (char *tok = strtok(buf, " \t\n"); tok; tok = strtok(NULL, " \t\n"))
+                if (strcmp(tok, LOCAL_FLAG) == 0)
+                    found = 1;
+        }
+    }
+    if (umount("/proc") != 0)
+        die("umount /proc");
+    if (created)
+        rmdir("/proc");
+    return found;
+}
+
+static void load_nsm(void)
+{
+    int fd = open(NSM_MODULE, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            say("no /nsm.ko: using the kernel's own NSM driver, if any");
+            return;
+        }
+        die("open /nsm.ko");
+    }
+    if (syscall(SYS_finit_module, fd, "", 0) != 0)
+        die("load the NSM driver /nsm.ko (does it match the kernel?)");
+    close(fd);
+    if (unlink(NSM_MODULE) != 0)
+        say("warning: cannot delete /nsm.ko (%s)", strerror(errno));
+}
+
+/* Tell the parent instance that the enclave booted. Returns only on success or a skipped
+ * heartbeat in local mode. */
+static void heartbeat(void)
+{
+    struct sockaddr_vm addr = {0};
+    unsigned char byte = HEARTBEAT;
+    int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    addr.svm_family = AF_VSOCK;
+    addr.svm_cid = VSOCK_PARENT_CID;
+    addr.svm_port = VSOCK_READY_PORT;
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        if (local_mode) {
+            say("no vsock peer at CID %d port %d (%s): heartbeat skipped (" LOCAL_FLAG ")",
+                VSOCK_PARENT_CID, VSOCK_READY_PORT, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            return;
+        }
+        die("heartbeat: connect to vsock CID %d port %d", VSOCK_PARENT_CID, VSOCK_READY_PORT);
+    }
+    if (write(fd, &byte, 1) != 1)
+        die("heartbeat: send");
+    if (read(fd, &byte, 1) != 1)
+        die("heartbeat: receive");
+    if (byte != HEARTBEAT)
+        die_plain("heartbeat: the parent answered 0x%02x, expected 0x%02x", byte, HEARTBEAT);
+    close(fd);
+}
+
+/* Read a newline-separated list (one entry per line, a final newline optional) and delete the
+ * file. Returns a NULL-terminated array, or NULL for an empty file. */
+static char **read_lines(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        die("open %s (the app ramdisk must contain /cmd and /env)", path);
+    char *data = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            if (cap >= MAX_LINE_FILE)
+                die_plain("%s is larger than %u bytes", path, MAX_LINE_FILE);
+            cap = cap ? cap * 2 : 4096;
+            data = xrealloc(data, cap + 1);
+        }
+        ssize_t n = read(fd, data + len, cap - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("read %s", path);
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (unlink(path) != 0)
+        say("warning: cannot delete %s (%s)", path, strerror(errno));
+    if (len == 0) {
+        free(data);
+        return NULL;
+    }
+    data[len] = '\0';
+    size_t count = 0;
+    char **list = NULL;
+    for (char *line = data; line < data + len;) {
+        char *nl = memchr(line, '\n', (size_t)(data + len - line));
+        if (nl)
+            *nl = '\0';
+        list = xrealloc(list, (count + 2) * sizeof *list);
+        list[count++] = line;
+        line = nl ? nl + 1 : data + len;
+    }
+    list[count] = NULL;
+    return list;
+}
+
+static void switch_root(void)
+{
+    if (mount("/rootfs", "/rootfs", NULL, MS_BIND, NULL) != 0)
+        die("bind mount /rootfs (the app ramdisk must contain /rootfs)");
+    if (chdir("/rootfs") != 0)
+        die("chdir /rootfs");
+    if (mount(".", "/", NULL, MS_MOVE, NULL) != 0)
+        die("move /rootfs onto /");
+    if (chroot(".") != 0)
+        die("chroot /rootfs");
+    if (chdir("/") != 0)
+        die("chdir / in /rootfs");
+}
+
+static void mount_in_root(const char *source, const char *target, const char *type, unsigned long flags,
+                          const char *data)
+{
+    if (mount(source, target, type, flags, data) != 0)
+        die("mount %s on /rootfs%s", type, target);
+}
+
+static void make_dir(const char *path)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        die("mkdir /rootfs%s", path);
+}
+
+static void make_link(const char *target, const char *path)
+{
+    if (symlink(target, path) != 0 && errno != EEXIST)
+        die("symlink /rootfs%s -> %s", path, target);
+}
+
+static void mount_cgroups(void)
+{
+    const unsigned long flags = MS_NODEV | MS_NOSUID | MS_NOEXEC;
+    FILE *f = fopen("/proc/cgroups", "re");
+    char line[256];
+    if (!f)
+        die("open /proc/cgroups (the kernel needs CONFIG_CGROUPS)");
+    while (fgets(line, sizeof line, f)) {
+        char name[64];
+        unsigned hierarchy, count, enabled;
+        if (line[0] == '#')
+            continue;
+        if (sscanf(line, "%63s %u %u %u", name, &hierarchy, &count, &enabled) != 4)
+            die_plain("cannot parse /proc/cgroups line: %s", line);
+        if (!enabled)
+            continue;
+        char path[128];
+        snprintf(path, sizeof path, "/sys/fs/cgroup/%s", name);
+        make_dir(path);
+        if (mount(name, path, "cgroup", flags, name) != 0)
+            die("mount cgroup %s on /rootfs%s", name, path);
+    }
+    if (ferror(f))
+        die("read /proc/cgroups");
+    fclose(f);
+}
+
+static void setup_root(void)
+{
+    const unsigned long flags = MS_NODEV | MS_NOSUID | MS_NOEXEC;
+    mount_dev("/rootfs");
+    mount_in_root("proc", "/proc", "proc", flags, NULL);
+    make_link("/proc/self/fd", "/dev/fd");
+    make_link("/proc/self/fd/0", "/dev/stdin");
+    make_link("/proc/self/fd/1", "/dev/stdout");
+    make_link("/proc/self/fd/2", "/dev/stderr");
+    mount_in_root("run", "/run", "tmpfs", flags, "mode=0755");
+    mount_in_root("tmp", "/tmp", "tmpfs", flags, NULL);
+    make_dir("/dev/shm");
+    mount_in_root("shm", "/dev/shm", "tmpfs", flags, NULL);
+    make_dir("/dev/pts");
+    mount_in_root("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, NULL);
+    mount_in_root("sysfs", "/sys", "sysfs", flags, NULL);
+    mount_in_root("cgroup_root", "/sys/fs/cgroup", "tmpfs", flags, "mode=0755");
+    mount_cgroups();
+}
+
+/* PATH=... from the app's environment, or NULL. */
+static const char *env_path(char **envp)
+{
+    for (; envp && *envp; envp++)
+        if (strncmp(*envp, "PATH=", 5) == 0)
+            return *envp + 5;
+    return NULL;
+}
+
+/* Try execve on every dir of a colon-separated list; returns the most telling errno. */
+static int exec_in(const char *dirs, char **argv, char **envp, int err)
+{
+    size_t name_len = strlen(argv[0]);
+    while (dirs) {
+        const char *end = strchr(dirs, ':');
+        size_t dir_len = end ? (size_t)(end - dirs) : strlen(dirs);
+        char *path = malloc(dir_len + name_len + 3); /* "." for an empty entry, "/", NUL */
+        if (!path)
+            return ENOMEM;
+        memcpy(path, dirs, dir_len);
+        if (dir_len == 0)
+            path[dir_len++] = '.';
+        path[dir_len] = '/';
+        memcpy(path + dir_len + 1, argv[0], name_len + 1);
+        execve(path, argv, envp);
+        if (errno != ENOENT && errno != ENOTDIR)
+            err = errno; /* found but not runnable: report that, keep looking like execvp */
+        free(path);
+        dirs = end ? end + 1 : NULL;
+    }
+    return err;
+}
+
+static _Noreturn void run_command(char **argv, char **envp)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_UNBLOCK, &all, NULL);
+    if (setsid() < 0)
+        say("warning: setsid failed (%s)", strerror(errno));
+    const char *path = env_path(envp);
+    int err;
+    if (argv[0][0] == '\0') {
+        err = ENOENT;
+    } else if (strchr(argv[0], '/')) {
+        execve(argv[0], argv, envp);
+        err = errno;
+    } else {
+        err = exec_in(path, argv, envp, ENOENT);
+        err = exec_in(DEFAULT_PATH, argv, envp, err);
+    }
+    if (argv[0][0] != '\0' && !strchr(argv[0], '/') && err == ENOENT)
+        say("cannot run '%s': not found in PATH=%s (nor in %s)", argv[0], path ? path : "(unset)",
+            DEFAULT_PATH);
+    else
+        say("cannot run '%s': %s", argv[0], strerror(err));
+    _exit(err == ENOENT ? 127 : 126);
+}
+
+/* Reap every child (orphans included) until `main_pid` exits; report how it ended. */
+static void reap_until(pid_t main_pid)
+{
+    for (;;) {
+        int status;
+        pid_t pid = wait(&status);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            die("wait");
+        }
+        if (pid != main_pid)
+            continue;
+        if (WIFEXITED(status))
+            say("command exited with status %d", WEXITSTATUS(status));
+        else if (WIFSIGNALED(status))
+            say("command killed by signal %d", WTERMSIG(status));
+        return;
+    }
+}
+
+static _Noreturn void shutdown_machine(void)
+{
+    int how = RB_AUTOBOOT;
+#if defined(__aarch64__)
+    if (local_mode)
+        how = RB_POWER_OFF;
+#endif
+    say(how == RB_POWER_OFF ? "powering off (" LOCAL_FLAG ")" : "rebooting");
+    sync();
+    reboot(how);
+    die("reboot");
+}
+
+int main(void)
+{
+    static char *default_cmd[] = {"sh", NULL};
+    static char *default_env[] = {"PATH=" DEFAULT_PATH, NULL};
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+
+    mount_dev("");
+    open_console();
+    local_mode = cmdline_is_local();
+    if (local_mode)
+        say("local run (" LOCAL_FLAG ")");
+    load_nsm();
+    heartbeat();
+
+    char **env = read_lines("/env");
+    char **cmd = read_lines("/cmd");
+    if (!env)
+        env = default_env;
+    if (!cmd)
+        cmd = default_cmd;
+
+    switch_root();
+    setup_root();
+
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0)
+        run_command(cmd, env);
+    reap_until(pid);
+    shutdown_machine();
+}
