@@ -1,0 +1,12 @@
+"""The subcommands of ``eifbuild``, one module per area; each lists its parsers in ``COMMANDS``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import boot, eif, oci, sources, tools
+
+if TYPE_CHECKING:
+    from .common import Adder
+
+COMMANDS: list[Adder] = [*eif.COMMANDS, *tools.COMMANDS, *sources.COMMANDS, *oci.COMMANDS, *boot.COMMANDS]

@@ -1,0 +1,121 @@
+"""``boot`` (run an EIF under QEMU) and ``kernel`` (build a kernel from a recipe)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import fsutil
+from ..arch import parse_arch
+from ..store import Store
+from .common import EXIT_FAILED, EXIT_OK, Adder
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "boot",
+        help="boot an EIF under QEMU and watch its serial console",
+        description="Boot FILE.eif with QEMU (TCG), stream its console, and stop at --expect TEXT "
+        "(exit 0), a kernel panic or --timeout (exit 1). Without --expect, success is the machine "
+        "shutting down by itself after the command exited 0.",
+    )
+    p.add_argument("eif", type=Path, metavar="FILE.eif")
+    p.add_argument("--expect", metavar="TEXT", help="succeed as soon as TEXT appears on the console")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="give up after (default 60)"
+    )
+    p.add_argument(
+        "--local-init",
+        action="store_true",
+        help="boot with eifbuild's own init instead of the EIF's (keeps its nsm.ko)",
+    )
+    p.add_argument("--machine", help="QEMU machine: microvm (default), pc or q35 on x86_64; virt on aarch64")
+    p.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: max(256, 4 x EIF size))")
+    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
+    p.add_argument(
+        "--cache", type=Path, metavar="DIR", help="store directory (default: $EIFBUILD_CACHE, else ./cache)"
+    )
+    p.set_defaults(func=_cmd_boot)
+
+
+def _cmd_boot(args: argparse.Namespace) -> int:
+    from .. import boot as booting  # noqa: PLC0415
+
+    options = booting.BootOptions(
+        expect=args.expect,
+        timeout=args.timeout,
+        local_init=args.local_init,
+        machine=args.machine,
+        memory_mib=args.memory,
+        accel=args.accel,
+    )
+    store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
+    shown = []
+
+    def show(text: str) -> None:
+        shown.append(text[-1:])
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    result = booting.boot(args.eif, options, store=store, console=None if args.quiet else show)
+    if shown and shown[-1] != "\n":
+        sys.stdout.write("\n")
+    print(result.verdict)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "kernel",
+        help="build a recipe's kernel from source, reproducibly (minutes per arch)",
+        description="Build the kernel a recipe's [defaults.kernel_build] describes, through the "
+        "store. Needs clang, lld, llvm, make, flex, bison, bc and libelf-dev.",
+    )
+    p.add_argument("recipe", type=Path, metavar="RECIPE.toml")
+    p.add_argument("--arch", action="append", help="x86_64 or aarch64; repeatable (default: the recipe's)")
+    p.add_argument(
+        "--source", type=Path, metavar="TARBALL", help="this kernel source tarball instead of the recipe's"
+    )
+    p.add_argument("--output", type=Path, metavar="DIR", help="copy <arch>/<image> and <image>.config here")
+    p.add_argument(
+        "--check", action="store_true", help="fail unless the image has the sha256 the recipe pins"
+    )
+    p.add_argument("-j", "--jobs", type=int, help="parallel make jobs (default: CPU count)")
+    p.add_argument(
+        "--cache", type=Path, metavar="DIR", help="store directory (default: $EIFBUILD_CACHE, else ./cache)"
+    )
+    p.set_defaults(func=_cmd_kernel)
+
+
+def _cmd_kernel(args: argparse.Namespace) -> int:
+    from ..kernelrecipe import build_from_recipe  # noqa: PLC0415
+    from ..recipe import load_recipe  # noqa: PLC0415
+
+    if args.arch:
+        arches = tuple(parse_arch(a, where="--arch") for a in args.arch)
+    else:
+        arches = load_recipe(args.recipe).arches
+    store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
+    status = EXIT_OK
+    for arch in arches:
+        built = build_from_recipe(args.recipe, arch, store=store, tarball=args.source, jobs=args.jobs)
+        image = built.build.image
+        if args.output is not None:
+            for src in (image, built.build.config):
+                dest = args.output / arch / src.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with fsutil.atomic_write(dest) as fh:
+                    fh.write(src.read_bytes())
+        print(f"{built.build.image_sha256}  {arch}/{image.name}")
+        if args.check and built.matches is not True:
+            pinned = built.expected_sha256 or "nothing"
+            print(f"MISMATCH: {arch}/{image.name}: the recipe pins {pinned}", file=sys.stderr)
+            status = EXIT_FAILED
+    return status
+
+
+COMMANDS: list[Adder] = [_add_boot, _add_kernel]

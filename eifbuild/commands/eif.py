@@ -1,0 +1,200 @@
+"""``pack``, ``describe``, ``verify``, ``pcrs`` and ``sign``: the EIF format commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import fsutil, log
+from ..arch import parse_arch
+from ..eif import (
+    Measurements,
+    Signer,
+    describe,
+    load_custom_metadata,
+    load_expected_pcrs,
+    make_metadata,
+    measure,
+    min_enclave_memory_mib,
+    sign_eif,
+    verify,
+    write_eif,
+)
+from ..errors import ConfigError
+from ..metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue
+from ..metadata import dumps as json_dumps
+from ..pcr import HASH_ALGOS, parse_algo
+from .common import EXIT_FAILED, EXIT_OK, Adder
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def _both(name: str) -> list[str]:
+    """``--name`` as eif_build spells it, then with ``_`` and ``-`` swapped: eif_build mixes both."""
+    return list(dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}", f"--{name.replace('-', '_')}"]))
+
+
+def _print_measurements(measurements: Measurements, pcrs_out: Path | None = None) -> None:
+    value: dict[str, JsonValue] = {**measurements.to_json()}
+    text = json_dumps(value, indent=2) + "\n"
+    if pcrs_out is not None:
+        with fsutil.atomic_write(pcrs_out) as fh:
+            fh.write(text.encode("utf-8"))
+    sys.stdout.write(text)
+
+
+def _signer(certificate: Path | None, private_key: Path | None) -> Signer | None:
+    if certificate is None and private_key is None:
+        return None
+    if certificate is None or private_key is None:
+        msg = "--signing-certificate and --private-key must be given together"
+        raise ConfigError(msg)
+    return Signer.from_files(certificate, private_key)
+
+
+def _add_algo(p: argparse.ArgumentParser) -> None:
+    p.add_argument(*_both("algo"), default="sha384", choices=HASH_ALGOS, help="PCR hash (default sha384)")
+
+
+def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="write an EIF from a kernel, a cmdline and ramdisks (eif_build's flags)",
+        description="Write an EIF byte-identical to AWS eif_build's for the same arguments and print its "
+        "PCRs. Unlike eif_build, --version sets ImageVersion, --build-time is honoured with "
+        "--kernel_config, the build time defaults to SOURCE_DATE_EPOCH (else 1970-01-01), and signing "
+        "is deterministic.",
+    )
+    p.add_argument(*_both("kernel"), required=True, type=Path, metavar="FILE", help="bzImage or Image")
+    p.add_argument(*_both("kernel_config"), type=Path, metavar="FILE", help="kernel .config: OS and version")
+    p.add_argument(*_both("cmdline"), required=True, metavar="STRING", help="kernel command line, verbatim")
+    p.add_argument(
+        *_both("ramdisk"), dest="ramdisks", action="append", required=True, type=Path, metavar="FILE",
+        help="initramfs (repeat; the first is measured into PCR1, the rest into PCR2)",
+    )  # fmt: skip
+    p.add_argument(*_both("output"), required=True, type=Path, metavar="FILE", help="EIF to write")
+    p.add_argument(*_both("arch"), default="x86_64", help="x86_64 (default) or aarch64")
+    p.add_argument(*_both("name"), help="ImageName (default: the kernel file's name)")
+    p.add_argument(
+        *_both("version"), dest="image_version", metavar="V", help="ImageVersion (default: --name)"
+    )
+    p.add_argument(*_both("metadata"), type=Path, metavar="JSON", help="CustomMetadata file (≤ 4096 bytes)")
+    p.add_argument(*_both("build-time"), metavar="RFC3339", help="BuildTime (default: SOURCE_DATE_EPOCH)")
+    p.add_argument(*_both("build-tool"), default=EIF_BUILD_TOOL, metavar="NAME", help="BuildTool")
+    p.add_argument(
+        *_both("build-tool-version"), default=EIF_BUILD_TOOL_VERSION, metavar="V", help="BuildToolVersion"
+    )
+    p.add_argument(*_both("img-os"), metavar="NAME", help="OperatingSystem (default: --kernel_config's)")
+    p.add_argument(*_both("img-kernel"), metavar="V", help="KernelVersion (default: --kernel_config's)")
+    p.add_argument(*_both("signing-certificate"), type=Path, metavar="PEM", help="sign with this cert…")
+    p.add_argument(*_both("private-key"), type=Path, metavar="PEM", help="…and this EC private key")
+    _add_algo(p)
+    p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
+    p.set_defaults(func=_cmd_pack)
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    arch = parse_arch(args.arch, where="--arch")
+    signer = _signer(args.signing_certificate, args.private_key)
+    metadata = make_metadata(
+        kernel=args.kernel,
+        name=args.name,
+        version=args.image_version,
+        build_time=args.build_time,
+        build_tool=args.build_tool,
+        build_tool_version=args.build_tool_version,
+        operating_system=args.img_os,
+        kernel_version=args.img_kernel,
+        kernel_config=args.kernel_config,
+        custom=load_custom_metadata(args.metadata) if args.metadata else None,
+    )
+    measurements = write_eif(
+        args.output,
+        kernel=args.kernel,
+        cmdline=args.cmdline,
+        ramdisks=args.ramdisks,
+        metadata=metadata,
+        arch=arch,
+        signer=signer,
+        algo=parse_algo(args.algo),
+    )
+    size = args.output.stat().st_size
+    memory = min_enclave_memory_mib(size)
+    log.step(f"Output file: {args.output} ({size} bytes; run it with --memory {memory} or more)")
+    _print_measurements(measurements, args.pcrs_out)
+    return EXIT_OK
+
+
+def _add_describe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("describe", help="print an EIF's header, PCRs, signer and metadata (nitro-cli's JSON)")
+    p.add_argument("eif", type=Path, metavar="FILE")
+    _add_algo(p)
+    p.set_defaults(func=_cmd_describe)
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    print(json_dumps(describe(args.eif, algo=parse_algo(args.algo)), indent=2))
+    return EXIT_OK
+
+
+def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check an EIF's structure, CRC, signature and (optionally) PCRs",
+        description="Exit 0 when the EIF is sound; otherwise print one line per problem and exit 1.",
+    )
+    p.add_argument("eif", type=Path, metavar="FILE")
+    p.add_argument("--pcrs", type=Path, metavar="JSON", help="expected PCRs (JSON as pack prints them)")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    expected = load_expected_pcrs(args.pcrs) if args.pcrs else None
+    problems = verify(args.eif, expected)
+    for problem in problems:
+        print(f"{args.eif}: {problem}")
+    if problems:
+        return EXIT_FAILED
+    print(f"{args.eif}: OK")
+    return EXIT_OK
+
+
+def _add_pcrs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("pcrs", help="print the PCRs of an existing EIF")
+    p.add_argument("eif", type=Path, metavar="FILE")
+    _add_algo(p)
+    p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
+    p.set_defaults(func=_cmd_pcrs)
+
+
+def _cmd_pcrs(args: argparse.Namespace) -> int:
+    _print_measurements(measure(args.eif, parse_algo(args.algo)), args.pcrs_out)
+    return EXIT_OK
+
+
+def _add_sign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sign",
+        help="sign an EIF, replacing any existing signature",
+        description="Drop any signature section, append a new one (deterministic ECDSA) and rewrite the "
+        "header; PCR0/1/2 are unchanged. Writes FILE in place unless --output is given.",
+    )
+    p.add_argument("eif", type=Path, metavar="FILE")
+    p.add_argument(*_both("signing-certificate"), required=True, type=Path, metavar="PEM")
+    p.add_argument(*_both("private-key"), required=True, type=Path, metavar="PEM")
+    p.add_argument(*_both("output"), type=Path, metavar="FILE", help="write the signed EIF here instead")
+    _add_algo(p)
+    p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
+    p.set_defaults(func=_cmd_sign)
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    signer = Signer.from_files(args.signing_certificate, args.private_key)
+    measurements = sign_eif(args.eif, signer, output=args.output, algo=parse_algo(args.algo))
+    _print_measurements(measurements, args.pcrs_out)
+    return EXIT_OK
+
+
+COMMANDS: list[Adder] = [_add_pack, _add_describe, _add_verify, _add_pcrs, _add_sign]

@@ -1,0 +1,139 @@
+"""``fetch``, ``lock`` and ``store``: pinned sources, the lock file and the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..arch import parse_arch
+from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def _lock_path(args: argparse.Namespace) -> Path:
+    from ..lockfile import DEFAULT_LOCK_FILE  # noqa: PLC0415
+    from ..store import find_project_dir  # noqa: PLC0415
+
+    if args.lock_file:
+        return Path(args.lock_file)
+    found = find_project_dir() / DEFAULT_LOCK_FILE
+    cwd = Path.cwd()
+    return found.relative_to(cwd) if found.is_relative_to(cwd) else found
+
+
+def _add_fetch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help="fetch and verify every source of a recipe into the store",
+        description="Download (or find in the shared cache) every source of RECIPE.toml, check its "
+        "pins and publish it in the store. Prints 'name sha256 store-path' per source.",
+    )
+    p.add_argument("recipe", type=Path, metavar="RECIPE.toml")
+    p.add_argument("--arch", action="append", help="only this arch's sources; repeatable (default: all)")
+    p.add_argument("--lock-file", type=Path, metavar="FILE", help="default: eif.lock next to eif.toml")
+    p.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
+    p.set_defaults(func=_cmd_fetch)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from ..lockfile import Lock  # noqa: PLC0415
+    from ..sources import fetch_all, load_recipe  # noqa: PLC0415
+
+    arches = [parse_arch(a, where="--arch") for a in args.arch] if args.arch else None
+    recipe = load_recipe(args.recipe)
+    lock = Lock.load(_lock_path(args))
+    for got in fetch_all(recipe, store=store_of(args), arches=arches, lock=lock):
+        print(f"{got.source.qualified_name} {got.sha256} {got.path}")
+    return EXIT_OK
+
+
+def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "lock",
+        help="check every source is pinned; record pins for unpinned ones in eif.lock",
+        description="Check that every source of the recipes is pinned, by its recipe or by the lock "
+        "file. With --trust-on-first-use, download each unpinned source once and record its sha256 "
+        "and size in the lock file (check the printed hashes against a copy you trust).",
+    )
+    p.add_argument(
+        "recipes", nargs="*", type=Path, metavar="RECIPE.toml", help="default: the recipes of ./eif.toml"
+    )
+    p.add_argument("--lock-file", type=Path, metavar="FILE", help="default: eif.lock next to eif.toml")
+    p.add_argument(
+        "--trust-on-first-use", action="store_true", help="download unpinned sources and record their hashes"
+    )
+    p.set_defaults(func=_cmd_lock)
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    from ..lockfile import lock_sources  # noqa: PLC0415
+
+    recipes = args.recipes
+    lock_path = _lock_path(args)
+    if not recipes:
+        from ..config import load_project  # noqa: PLC0415
+        from ..store import find_project_dir  # noqa: PLC0415
+
+        project = load_project(find_project_dir() / "eif.toml")
+        recipes = list(project.recipes)
+        lock_path = args.lock_file or project.lock_file
+    results = lock_sources(recipes, lock_path, trust_on_first_use=args.trust_on_first_use)
+    for r in results:
+        detail = f" {r.sha256} {r.size} {r.source.origin}" if r.sha256 else ""
+        print(f"{r.status:<6} {r.source.recipe}/{r.source.qualified_name}{detail}")
+    if any(r.status == "new" for r in results):
+        print(f"wrote {lock_path}")
+    return EXIT_OK
+
+
+def _add_store(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("store", help="list, verify or clean the content-addressed store")
+    actions = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    ls = actions.add_parser("ls", help="list entries: key, kind, size, creation time, label")
+    ls.set_defaults(func=_cmd_store_ls)
+    verify = actions.add_parser("verify", help="re-hash every entry; exit 1 if any is corrupt")
+    verify.add_argument("--repair", action="store_true", help="remove corrupt entries (rebuilt on next use)")
+    verify.set_defaults(func=_cmd_store_verify)
+    gc = actions.add_parser("gc", help="remove entries no project's last build used")
+    gc.add_argument(
+        "--keep-days", type=float, default=7.0, metavar="N", help="keep younger entries (default 7)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    gc.set_defaults(func=_cmd_store_gc)
+    for action in (ls, verify, gc):
+        action.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
+
+
+def _cmd_store_ls(args: argparse.Namespace) -> int:
+    for entry in store_of(args).entries():
+        label = entry.meta.get("source") or ""
+        print(f"{entry.key}  {entry.kind:<10} {entry.size:>12}  {entry.created}  {label}".rstrip())
+    return EXIT_OK
+
+
+def _cmd_store_verify(args: argparse.Namespace) -> int:
+    store = store_of(args)
+    checked = len(list(store.keys()))
+    problems = store.verify(repair=args.repair)
+    for problem in problems:
+        print(f"{problem.key}: {problem.message}")
+    corrupt = len({p.key for p in problems})
+    action = " (removed)" if args.repair and corrupt else ""
+    print(f"{checked} entries checked, {corrupt} corrupt{action}")
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _cmd_store_gc(args: argparse.Namespace) -> int:
+    store = store_of(args)
+    sizes = {e.key: e.size for e in store.entries()}
+    removed = store.gc(keep_days=args.keep_days, dry_run=args.dry_run)
+    for key in removed:
+        print(key)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} entries ({sum(sizes.get(k, 0) for k in removed)} bytes)")
+    return EXIT_OK
+
+
+COMMANDS: list[Adder] = [_add_fetch, _add_lock, _add_store]
