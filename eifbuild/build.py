@@ -16,6 +16,7 @@ the store is the source of truth. Nodes:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-from . import __version__, log, toolchain
+from . import __version__, log
 from .config import (
     NO_NSM,
     Builtin,
@@ -113,6 +114,16 @@ class Node:
         except EifbuildError:
             return False  # the action will raise it again, with its message
 
+    def _step_after_deps(self) -> Step:
+        """This node's step once every dependency is realized (built, if doit has not yet)."""
+        for dep in self.deps:
+            dep.require()
+        step = self.step()
+        if step is None:  # pragma: no cover - every input was just built
+            msg = f"{self.task}: an input is missing"
+            raise EifbuildError(msg)
+        return step
+
     def require(self) -> Artifact:
         """The artifact of a dependency, which doit has built before us."""
         found = self.cached()
@@ -191,8 +202,6 @@ class TextNode(Node):
 
     def __init__(self, text: str) -> None:
         super().__init__()
-        import hashlib  # noqa: PLC0415 - only this node hashes in memory
-
         self.data = text.encode()
         self._artifact = Artifact(Path(), hashlib.sha256(self.data).hexdigest())
 
@@ -232,6 +241,8 @@ class CompileNode(Node):
         paths = self._paths()
         if paths is None:
             return None
+        from . import toolchain  # noqa: PLC0415 - zig's code only for projects that compile
+
         return toolchain.compile_step(paths, arch=self.arch, cflags=self.cflags, output_name=self.output)
 
     def _lookup(self) -> Artifact | None:
@@ -246,6 +257,8 @@ class CompileNode(Node):
             log.step(
                 f"compile {what} for {self.arch} with zig (the first build per arch also builds musl: ~1 min)"
             )
+        from . import toolchain  # noqa: PLC0415
+
         entry = toolchain.compile_c(
             self.store, paths, arch=self.arch, cflags=self.cflags, output_name=self.output
         )
@@ -332,12 +345,7 @@ class RamdiskNode(Node):
         raise NotImplementedError
 
     def _realize(self) -> Artifact:
-        for dep in self.deps:
-            dep.require()
-        step = self.step()
-        if step is None:  # pragma: no cover - every input was just built
-            msg = f"{self.task}: an input is missing"
-            raise EifbuildError(msg)
+        step = self._step_after_deps()
         params = self.params()
 
         def write(out: Path) -> None:
@@ -582,12 +590,7 @@ class EifNode(Node):
         return Artifact(self.out.eif, entry.digest("image.eif"), key)
 
     def _realize(self) -> Artifact:
-        for dep in self.deps:
-            dep.require()
-        step = self.step()
-        if step is None:  # pragma: no cover - every input was just built
-            msg = f"{self.task}: an input is missing"
-            raise EifbuildError(msg)
+        step = self._step_after_deps()
         entry = self.store.get(step.key)
         if entry is not None and self.store.check(entry):
             # the published copy is a hard link: an edit of it in place reaches the store too
@@ -825,8 +828,10 @@ class Plan:
             error = self._missing("init", hint='e.g. init = { compile = "eifbuild-init" }')
             raise error
         if isinstance(spec, Compile):
+            from .toolchain import INIT_CFLAGS  # noqa: PLC0415
+
             return self._compile(
-                spec, arch, label="init", output="init", cflags=toolchain.INIT_CFLAGS, key="bootstrap.init"
+                spec, arch, label="init", output="init", cflags=INIT_CFLAGS, key="bootstrap.init"
             )
         return self._input(spec, arch, "bootstrap.init")
 
@@ -881,14 +886,6 @@ class Plan:
             store=self.store,
         )
 
-    def _labels(self, nodes: Sequence[tuple[str, Node | None]]) -> dict[str, Node]:
-        """Machine-independent names for the inputs recorded in the EIF's CustomMetadata."""
-        labels: dict[str, Node] = {}
-        for role, node in nodes:
-            if node is not None:
-                labels[role] = node
-        return labels
-
     def _plan(self, arch: Arch) -> EifNode:
         compression = self.project.compression
         kernel, config, init, nsm = (
@@ -923,7 +920,7 @@ class Plan:
             cmdline=cmdline,
             ramdisks=(bootstrap, app),
             certificate=certificate,
-            labels=self._labels(roles),
+            labels={role: node for role, node in roles if node is not None},
             recipe_digests=recipes,
             store=self.store,
         )

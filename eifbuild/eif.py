@@ -2,7 +2,8 @@
 
 Layout (spec §3.3): kernel, cmdline, metadata, ramdisks in order, then the signature when signing;
 no padding. Every input is read once, in 1 MiB chunks: each chunk is written, CRC'd and hashed
-into the PCRs together. The header comes first in the file but depends on the signature's size,
+into the PCRs together (PCR0 on a second thread when there is a second CPU, see
+:class:`~eifbuild.pcr.PcrHashers`). The header comes first in the file but depends on the signature's size,
 which depends on PCR0, so a placeholder is written first and the header at the end; its CRC is
 the header prefix's CRC combined with the streamed sections' CRC (:func:`pcr.crc32_combine`).
 
@@ -38,7 +39,7 @@ from .eifread import (
 )
 from .errors import ConfigError
 from .metadata import EifMetadata, JsonValue, load_custom_metadata, make_metadata, read_kernel_config
-from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine, parallel_hashing
 from .sign import Signer
 
 if TYPE_CHECKING:
@@ -153,12 +154,14 @@ def write_sections(
         raise ConfigError(msg)
     out.write(bytes(HEADER_SIZE))  # placeholder: the header needs the signature's size
     stream = _SectionStream(out)
-    hashers = PcrHashers(algo)
     first_ramdisk = next((s for s in sections if s.type == SectionType.RAMDISK), None)
-    with log.progress("pack EIF", sum(s.size for s in sections)) as progress:
+    with (
+        PcrHashers(algo, threaded=parallel_hashing()) as hashers,
+        log.progress("pack EIF", sum(s.size for s in sections)) as progress,
+    ):
         for source in sections:
             stream.add(source, _role(hashers, source, first_ramdisk), progress.update)
-    measurements = hashers.finish()
+        measurements = hashers.finish()
     if signer is not None:
         signature = signer.section(bytes.fromhex(measurements.pcr0))
         stream.add(SectionSource.from_bytes(SectionType.SIGNATURE, signature))

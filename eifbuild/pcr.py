@@ -7,10 +7,16 @@ cmdline and every ramdisk; PCR1 kernel, cmdline and the first ramdisk; PCR2 the 
 from __future__ import annotations
 
 import hashlib
+import os
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 HashAlgo = Literal["sha256", "sha384", "sha512"]
 HASH_ALGOS: Final[tuple[HashAlgo, ...]] = ("sha256", "sha384", "sha512")
@@ -73,41 +79,121 @@ class Measurements:
         return {"HashAlgorithm": HASH_ALGORITHM_LABELS[self.algo], **self.pcrs()}
 
 
+class _Pcr01:
+    """PCR0 and PCR1 state, fed in file order. PCR1's input is a prefix of PCR0's, so PCR1 forks from
+    PCR0's state when the first app byte arrives (boot bytes after app bytes: only in hand-made files).
+    """
+
+    def __init__(self, algo: HashAlgo) -> None:
+        self.pcr0 = hashlib.new(algo)
+        self.pcr1: hashlib._Hash | None = None
+
+    def boot(self, chunk: bytes) -> None:
+        self.pcr0.update(chunk)
+        if self.pcr1 is not None:
+            self.pcr1.update(chunk)
+
+    def app(self, chunk: bytes) -> None:
+        if self.pcr1 is None:
+            self.pcr1 = self.pcr0.copy()
+        self.pcr0.update(chunk)
+
+
+class _Worker:
+    """Runs calls in submission order on one thread; a bounded queue keeps memory at a few chunks.
+
+    hashlib releases the GIL while it hashes a chunk, so the PCR0 hash here runs in parallel with the
+    caller's PCR2 hash, CRC and writes (each app byte is hashed twice: this halves that cost).
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[[bytes], None], bytes] | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pcr0", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    item[0](item[1])
+                except BaseException as exc:  # re-raised in the caller's thread by join()
+                    self._error = exc
+
+    def submit(self, call: Callable[[bytes], None], chunk: bytes) -> None:
+        self._queue.put((call, chunk))
+
+    def join(self, *, reraise: bool = True) -> None:
+        """Wait until every submitted call has run; re-raise the first failure if asked."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if reraise and self._error is not None:
+            raise self._error
+
+
 class PcrHashers:
     """Feeds kernel/cmdline/ramdisk bytes to the PCR0, PCR1 and PCR2 hashes in one pass.
 
     Call :meth:`boot` for the kernel, the cmdline and the first ramdisk and :meth:`app` for every
-    later ramdisk, in file order, then :meth:`finish`. Boot bytes are hashed once: PCR1's input is
-    a prefix of PCR0's, so PCR1 forks from PCR0's state when the first app byte arrives. App bytes
-    are hashed twice (PCR0 and PCR2) on the calling thread: a second hashing thread made packing
-    slower on the shared 2-core build machine (see ``bench/pack_bench.py``).
+    later ramdisk, in file order, then :meth:`finish`. Boot bytes are hashed once (PCR1 forks from
+    PCR0), app bytes twice (PCR0 and PCR2). With ``threaded`` the PCR0/PCR1 hashing runs on a worker
+    thread, PCR2 on the caller's: call :meth:`finish` or :meth:`close` (or use ``with``) to stop it.
+    Chunks handed over must not be mutated afterwards (``bytes``).
     """
 
-    def __init__(self, algo: HashAlgo = DEFAULT_ALGO) -> None:
+    def __init__(self, algo: HashAlgo = DEFAULT_ALGO, *, threaded: bool = False) -> None:
         self.algo = algo
-        self._pcr0 = hashlib.new(algo)
-        self._pcr1: hashlib._Hash | None = None  # forked from PCR0 at the first app byte
+        self._pcr01 = _Pcr01(algo)
         self._pcr2 = hashlib.new(algo)
+        self._worker = _Worker() if threaded else None
 
     def boot(self, chunk: bytes) -> None:
-        self._pcr0.update(chunk)
-        if self._pcr1 is not None:  # boot bytes after app bytes: only in hand-made files
-            self._pcr1.update(chunk)
+        if self._worker is None:
+            self._pcr01.boot(chunk)
+        else:
+            self._worker.submit(self._pcr01.boot, chunk)
 
     def app(self, chunk: bytes) -> None:
-        if self._pcr1 is None:
-            self._pcr1 = self._pcr0.copy()
-        self._pcr0.update(chunk)
+        if self._worker is None:
+            self._pcr01.app(chunk)
+        else:
+            self._worker.submit(self._pcr01.app, chunk)
         self._pcr2.update(chunk)
 
+    def close(self) -> None:
+        """Stop the worker thread (if any), e.g. after a failure; idempotent, never raises."""
+        self._stop(reraise=False)
+
+    def _stop(self, *, reraise: bool) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.join(reraise=reraise)
+
+    def __enter__(self) -> PcrHashers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def finish(self) -> Measurements:
-        pcr1 = self._pcr1 if self._pcr1 is not None else self._pcr0
+        self._stop(reraise=True)
+        pcr0 = self._pcr01.pcr0
+        pcr1 = self._pcr01.pcr1 if self._pcr01.pcr1 is not None else pcr0
         return Measurements(
             self.algo,
-            extend(self._pcr0.digest(), self.algo).hex(),
+            extend(pcr0.digest(), self.algo).hex(),
             extend(pcr1.digest(), self.algo).hex(),
             extend(self._pcr2.digest(), self.algo).hex(),
         )
+
+
+def parallel_hashing() -> bool:
+    """Whether a second hashing thread can help: more than one CPU is ours to use."""
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except AttributeError:  # not on Linux
+        return (os.cpu_count() or 1) > 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@ import hashlib
 import json
 import os
 import stat
+import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from stat import S_ISDIR, S_ISREG, S_ISSOCK
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .errors import ArchiveError
 from .fsutil import atomic_write, hash_file
@@ -26,7 +28,23 @@ from .fsutil import atomic_write, hash_file
 if TYPE_CHECKING:
     from pathlib import Path
 
-CACHE_FORMAT: Final = 1
+CACHE_FORMAT: Final = 1  # the per-file cache (path -> fingerprint and sha256)
+SUMMARY_FORMAT: Final = 2  # the whole-tree summary (fingerprint of the listing -> digest)
+_RECORD: Final = struct.Struct("<8Q")  # the fields of _Stat
+_U64: Final = (1 << 64) - 1
+
+
+class _Stat(NamedTuple):
+    """The lstat fields the digest and the fingerprint use."""
+
+    mode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    dev: int
+    nlink: int
+    rdev: int
 
 
 @dataclass(frozen=True)
@@ -37,48 +55,89 @@ class TreeDigest:
     rehashed: int  # how many files had to be read (0 on a no-op)
 
 
-def _walk(root: str) -> list[tuple[str, os.stat_result]]:
-    """Every entry below ``root`` but sockets as (relative path, lstat), sorted; symlinks are not followed."""
-    found: list[tuple[str, os.stat_result]] = []
+@dataclass(frozen=True)
+class _Listing:
+    """Everything below a root but sockets, in walk order: paths and their packed _Stat records."""
+
+    paths: list[str]
+    records: bytes
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(len(self.paths).to_bytes(8, "little"))
+        digest.update(self.records)
+        digest.update("\0".join(self.paths).encode("utf-8", "surrogateescape"))
+        return digest.hexdigest()
+
+    def sorted(self) -> list[tuple[str, _Stat]]:
+        """(path, stat) in code point order of the (surrogate-escaped) names; paths are unique."""
+        stats = map(_Stat._make, _RECORD.iter_unpack(self.records))
+        return sorted(zip(self.paths, stats, strict=True), key=_path_of)
+
+
+def _walk(root: str) -> _Listing:
+    """Walk ``root`` with one lstat per entry; symlinks are not followed.
+
+    This is all a no-op run does with the tree, so it is kept lean: each entry leaves its path and a
+    fixed-size binary record of its stat fields, no Python object per entry. The walk order depends
+    only on the directories' contents, and any change there moves a directory's mtime, which is in
+    its record.
+    """
+    paths: list[str] = []
+    records: list[bytes] = []
+    pack, add, record = _RECORD.pack, paths.append, records.append
     pending = [""]
     while pending:
         rel = pending.pop()
+        prefix = f"{rel}/" if rel else ""
         try:
             with os.scandir(os.path.join(root, rel) if rel else root) as it:
                 for entry in it:
                     st = entry.stat(follow_symlinks=False)
-                    path = f"{rel}/{entry.name}" if rel else entry.name
-                    if stat.S_ISDIR(st.st_mode):
+                    path = prefix + entry.name
+                    if S_ISDIR(st.st_mode):
                         pending.append(path)
-                    elif stat.S_ISSOCK(st.st_mode):
+                    elif S_ISSOCK(st.st_mode):
                         continue  # the cpio writer skips sockets too
-                    found.append((path, st))
+                    add(path)
+                    try:
+                        record(
+                            pack(
+                                st.st_mode,
+                                st.st_size,
+                                st.st_mtime_ns,
+                                st.st_ctime_ns,
+                                st.st_ino,
+                                st.st_dev,
+                                st.st_nlink,
+                                st.st_rdev,
+                            )
+                        )
+                    except struct.error:  # a time before 1970 or after 2554
+                        record(_wrapped(st))
         except OSError as exc:
             msg = f"cannot read directory: {exc.strerror}"
             raise ArchiveError(msg, path=os.path.join(root, rel)) from None
-    # Code point order of the (surrogate-escaped) names is canonical; paths are unique.
-    found.sort(key=_path_of)
-    return found
+    return _Listing(paths, b"".join(records))
 
 
-def _path_of(item: tuple[str, os.stat_result]) -> str:
+def _wrapped(st: os.stat_result) -> bytes:
+    """The record of ``st`` with every field taken modulo 2**64 (still equal exactly when equal)."""
+    fields = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    return _RECORD.pack(*(v & _U64 for v in (*fields, st.st_nlink, st.st_rdev)))
+
+
+def _path_of(item: tuple[str, _Stat]) -> str:
     return item[0]
 
 
-def _fingerprint(path: str, st: os.stat_result) -> str:
-    return (
-        f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\n"
-    )
-
-
-def _load_json(path: Path | None) -> dict[str, Any]:
+def _load_json(path: Path | None, version: int = CACHE_FORMAT) -> dict[str, Any]:
     if path is None:
         return {}
     try:
         data = json.loads(path.read_bytes())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
-    return data if isinstance(data, dict) and data.get("format") == CACHE_FORMAT else {}
+    return data if isinstance(data, dict) and data.get("format") == version else {}
 
 
 def _files_cache(cache_path: Path) -> Path:
@@ -86,22 +145,22 @@ def _files_cache(cache_path: Path) -> Path:
 
 
 def _manifest_line(
-    path: str, st: os.stat_result, content: str, links: dict[tuple[int, int], str]
+    path: str, st: _Stat, content: str, links: dict[tuple[int, int], str]
 ) -> tuple[str, str | None]:
     """One canonical line per entry; returns (line, new hardlink leader or None)."""
-    mode = stat.S_IMODE(st.st_mode)
-    if stat.S_ISDIR(st.st_mode):
+    mode = stat.S_IMODE(st.mode)
+    if stat.S_ISDIR(st.mode):
         return f"d {mode:o} {path}", None
-    if stat.S_ISLNK(st.st_mode):
+    if stat.S_ISLNK(st.mode):
         return f"l {mode:o} {path} -> {content}", None
-    if stat.S_ISREG(st.st_mode):
-        ident = (st.st_dev, st.st_ino)
-        leader = links.get(ident) if st.st_nlink > 1 else None
+    if stat.S_ISREG(st.mode):
+        ident = (st.dev, st.ino)
+        leader = links.get(ident) if st.nlink > 1 else None
         if leader is not None:
             return f"h {mode:o} {path} => {leader}", None
-        return f"f {mode:o} {st.st_size} {content} {path}", path if st.st_nlink > 1 else None
-    kind = "c" if stat.S_ISCHR(st.st_mode) else "b" if stat.S_ISBLK(st.st_mode) else "p"
-    return f"{kind} {mode:o} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} {path}", None
+        return f"f {mode:o} {st.size} {content} {path}", path if st.nlink > 1 else None
+    kind = "c" if stat.S_ISCHR(st.mode) else "b" if stat.S_ISBLK(st.mode) else "p"
+    return f"{kind} {mode:o} {os.major(st.rdev)}:{os.minor(st.rdev)} {path}", None
 
 
 def tree_digest(root: Path, *, cache_path: Path | None = None) -> TreeDigest:
@@ -110,25 +169,38 @@ def tree_digest(root: Path, *, cache_path: Path | None = None) -> TreeDigest:
         msg = "expected a directory"
         raise ArchiveError(msg, path=root)
     listing = _walk(str(root))
-    fp_digest = hashlib.sha256(
-        "".join(_fingerprint(p, st) for p, st in listing).encode("utf-8", "surrogateescape")
-    )
-    summary = _load_json(cache_path)
-    size = sum(st.st_size for _, st in listing if stat.S_ISREG(st.st_mode))
-    if summary.get("fingerprints") == fp_digest.hexdigest():
-        return TreeDigest(summary["digest"], len(listing), size, 0)
+    fingerprint = listing.fingerprint()
+    summary = _load_json(cache_path, SUMMARY_FORMAT)
+    if summary.get("fingerprints") == fingerprint:
+        return TreeDigest(summary["digest"], summary["files"], summary["size"], 0)
+    result = _digest(root, listing.sorted(), cache_path)
+    if cache_path is not None:
+        summary = {
+            "format": SUMMARY_FORMAT,
+            "fingerprints": fingerprint,
+            "digest": result.digest,
+            "files": result.files,
+            "size": result.size,
+        }
+        with atomic_write(cache_path) as fh:  # written last: it vouches for the files cache
+            fh.write(json.dumps(summary).encode())
+    return result
 
+
+def _digest(root: Path, listing: list[tuple[str, _Stat]], cache_path: Path | None) -> TreeDigest:
+    """Hash the manifest of the sorted ``listing``, reading only files the per-file cache lacks."""
     known: dict[str, list[Any]] = {}
     if cache_path is not None:
         known = _load_json(_files_cache(cache_path)).get("files", {})
     files: dict[str, list[Any]] = {}
     links: dict[tuple[int, int], str] = {}
     manifest = hashlib.sha256()
-    rehashed = 0
+    rehashed = size = 0
     for path, st in listing:
         content = ""
-        if stat.S_ISREG(st.st_mode):
-            fingerprint = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+        if S_ISREG(st.mode):
+            size += st.size
+            fingerprint = [st.size, st.mtime_ns, st.ctime_ns, st.ino, st.dev]
             old = known.get(path)
             if old is not None and old[:5] == fingerprint:
                 content = old[5]
@@ -136,20 +208,16 @@ def tree_digest(root: Path, *, cache_path: Path | None = None) -> TreeDigest:
                 content = _hash_member(root, path)
                 rehashed += 1
             files[path] = [*fingerprint, content]
-        elif stat.S_ISLNK(st.st_mode):
+        elif stat.S_ISLNK(st.mode):
             content = os.readlink(root / path)
         line, leader = _manifest_line(path, st, content, links)
         if leader is not None:
-            links[(st.st_dev, st.st_ino)] = leader
+            links[(st.dev, st.ino)] = leader
         manifest.update(line.encode("utf-8", "surrogateescape") + b"\n")
-    digest = manifest.hexdigest()
     if cache_path is not None:
         with atomic_write(_files_cache(cache_path)) as fh:
             fh.write(json.dumps({"format": CACHE_FORMAT, "files": files}, separators=(",", ":")).encode())
-        summary = {"format": CACHE_FORMAT, "fingerprints": fp_digest.hexdigest(), "digest": digest}
-        with atomic_write(cache_path) as fh:  # written last: it vouches for the files cache
-            fh.write(json.dumps(summary).encode())
-    return TreeDigest(digest, len(listing), size, rehashed)
+    return TreeDigest(manifest.hexdigest(), len(listing), size, rehashed)
 
 
 def _hash_member(root: Path, path: str) -> str:

@@ -78,6 +78,18 @@ def test_noop_rehashes_nothing_and_touch_keeps_digest(tmp_path: Path) -> None:
     assert (touched.digest, touched.rehashed) == (first.digest, 1)
 
 
+def test_times_outside_the_unsigned_64_bit_range(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "t")
+    os.utime(root / "etc" / "conf", ns=(-86_400 * 10**9, -86_400 * 10**9))  # 1969-12-31
+    cache = tmp_path / "cache.json"
+    first = tree_digest(root, cache_path=cache)
+    assert first.digest == tree_digest(_tree(tmp_path / "u")).digest  # times are not in the digest
+    assert tree_digest(root, cache_path=cache).rehashed == 0
+    (root / "etc" / "conf").write_text("a=2\n")
+    os.utime(root / "etc" / "conf", ns=(-86_400 * 10**9, -86_400 * 10**9))
+    assert tree_digest(root, cache_path=cache).digest != first.digest
+
+
 def test_same_size_edit_with_restored_mtime_is_seen(tmp_path: Path) -> None:
     root = _tree(tmp_path / "t")
     cache = tmp_path / "cache.json"

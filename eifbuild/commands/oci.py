@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import oci as oci_images
 from ..arch import parse_arch
 from .common import EXIT_OK, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
     import argparse
 
+    from ..oci import OciImage
     from ..store import Store
 
 
@@ -44,10 +44,12 @@ def _add_oci(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
 
 
-def _oci_image(args: argparse.Namespace) -> tuple[oci_images.OciImage, Store]:
+def _oci_image(args: argparse.Namespace) -> tuple[OciImage, Store]:
+    from ..oci import resolve_image  # noqa: PLC0415 - requests and friends only for this command
+
     arch = parse_arch(args.arch, where="--arch")
     store = store_of(args)
-    image = oci_images.resolve_image(args.ref, arch=arch, store=store, project_dir=Path.cwd(), allow_tag=True)
+    image = resolve_image(args.ref, arch=arch, store=store, project_dir=Path.cwd(), allow_tag=True)
     return image, store
 
 
@@ -73,8 +75,10 @@ def _cmd_oci_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_oci_unpack(args: argparse.Namespace) -> int:
+    from ..oci import unpack_image  # noqa: PLC0415
+
     image, store = _oci_image(args)
-    count = oci_images.unpack_image(image, store, args.output)
+    count = unpack_image(image, store, args.output)
     print(f"{count} paths of {image.manifest_digest} ({image.platform}) written to {args.output}")
     return EXIT_OK
 

@@ -6,7 +6,6 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import toolchain
 from ..arch import parse_arch
 from ..errors import ConfigError
 from ..store import Store
@@ -45,7 +44,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     arch = parse_arch(args.arch, where="--arch")
     cflags = [flag for group in args.cflags for flag in shlex.split(group)]
     store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
-    binary = toolchain.compile_to(store, args.sources, args.output, arch=arch, cflags=cflags)
+    from ..toolchain import compile_to  # noqa: PLC0415
+
+    binary = compile_to(store, args.sources, args.output, arch=arch, cflags=cflags)
     print(f"{binary.sha256}  {args.output}")
     return EXIT_OK
 
