@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, Union, get_args
 
 from . import log
+from .background import Background
 from .cpioread import HEADER_LEN, MAX_NAME, TRAILER, Member, Readable, read_cpio
-from .cpiosink import Background, GzipSink, HashingSink, Writable
+from .cpiosink import GzipSink, HashingSink, Writable
 from .errors import ArchiveError, ConfigError
 from .fsutil import CHUNK, atomic_write
 from .repro import pinned_epoch
@@ -357,7 +358,7 @@ def plan(entries: Iterable[Entry]) -> list[_Record]:
 class _Writer:
     """Buffers headers and small contents into large writes to the (hashing, gzip) sink."""
 
-    def __init__(self, sink: Background, mtime: int) -> None:
+    def __init__(self, sink: Background[bytes | bytearray | memoryview], mtime: int) -> None:
         self.sink = sink
         self.buf = bytearray()
         self.offset = 0
@@ -368,7 +369,7 @@ class _Writer:
         self.offset += len(data)
         if len(data) >= CHUNK:
             self.flush()
-            self.sink.write(data)
+            self.sink.submit(data)
             return
         self.buf += data
         if len(self.buf) >= CHUNK:
@@ -376,7 +377,7 @@ class _Writer:
 
     def flush(self) -> None:
         if self.buf:
-            self.sink.write(self.buf)
+            self.sink.submit(self.buf)
             self.buf = bytearray()
 
     def header(
@@ -548,7 +549,10 @@ def write_cpio(
     records = plan(entries)
     sink = HashingSink(out)
     gz = GzipSink(sink, GZIP_LEVEL) if compression == "gzip" else None
-    background = Background(gz if gz is not None else sink)
+    # compression, hashing and writes run beside the reading of the next files
+    background: Background[bytes | bytearray | memoryview] = Background(
+        (gz if gz is not None else sink).write, name="cpio-writer"
+    )
     writer = _Writer(background, mtime)
     total = sum(r.entry.size for r in records if r.with_data and r.entry.kind == "file")
     try:
@@ -578,7 +582,7 @@ def write_cpio_file(
 ) -> WriteResult:
     """:func:`write_cpio` into ``path`` atomically (nothing is left behind on failure)."""
     try:
-        with atomic_write(path) as fh:
+        with atomic_write(path, big=True) as fh:
             return write_cpio(entries, fh, mtime=mtime, compression=compression, align=align)
     except OSError as exc:  # reading errors are ArchiveErrors already: this is the output
         msg = f"cannot write archive: {exc.strerror or exc}"

@@ -1,11 +1,9 @@
-"""Output plumbing of the cpio writer: sha256 while writing, deterministic gzip, a writer thread."""
+"""Output plumbing of the cpio writer: sha256 while writing, deterministic gzip."""
 
 from __future__ import annotations
 
 import hashlib
-import queue
 import struct
-import threading
 import zlib
 from typing import Final, Protocol
 
@@ -53,40 +51,3 @@ class GzipSink:
     def close(self) -> None:
         self.out.write(self.deflate.flush())
         self.out.write(struct.pack("<II", self.crc, self.length & MAX_U32))
-
-
-class Background:
-    """Runs the downstream sinks (gzip, hashing, the output) on a worker thread.
-
-    Compression, hashing and write system calls release the GIL, so they overlap with reading the
-    next files. The bounded queue keeps memory at a few chunks; chunks handed over are never
-    mutated afterwards. A failure downstream is re-raised in the caller's thread.
-    """
-
-    def __init__(self, sink: HashingSink | GzipSink) -> None:
-        self.sink = sink
-        self.queue: queue.Queue[bytes | bytearray | memoryview | None] = queue.Queue(maxsize=4)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="cpio-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            if self.error is None:
-                try:
-                    self.sink.write(chunk)
-                except BaseException as exc:  # handed to the caller's thread
-                    self.error = exc
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self.error is not None:
-            raise self.error
-        self.queue.put(data)
-
-    def close(self, *, reraise: bool = True) -> None:
-        """Wait for everything queued to be written; re-raise a downstream failure if asked."""
-        if self.thread.is_alive():
-            self.queue.put(None)
-            self.thread.join()
-        if reraise and self.error is not None:
-            raise self.error

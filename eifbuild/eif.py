@@ -246,7 +246,7 @@ def write_eif(
 ) -> Measurements:
     """Write an EIF as eif_build would, atomically (temp file beside ``output``, then rename)."""
     sections = eif_sections(kernel=kernel, cmdline=cmdline, ramdisks=ramdisks, metadata=metadata)
-    with fsutil.atomic_write(output) as fh:
+    with fsutil.atomic_write(output, big=True) as fh:
         return write_sections(fh, sections, flags=arch_flags(arch), signer=signer, algo=algo)
 
 
@@ -264,5 +264,5 @@ def sign_eif(
         for s in image.sections
         if s.type != SectionType.SIGNATURE
     ]
-    with fsutil.atomic_write(output or path) as fh:
+    with fsutil.atomic_write(output or path, big=True) as fh:
         return write_sections(fh, sources, flags=image.header.flags, signer=signer, algo=algo)

@@ -19,11 +19,18 @@ CHUNK: Final = 1 << 20
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[IO[bytes]]:
+def atomic_write(
+    path: str | os.PathLike[str], *, mode: int = 0o644, big: bool = False
+) -> Iterator[IO[bytes]]:
     """Yield a binary file that replaces ``path`` only if the block finishes without an exception.
 
     The temp file lives in the target directory (same filesystem, so the rename is atomic) and is
     removed on any BaseException, Ctrl-C included: a failed write never leaves a half-written output.
+
+    ``big`` outputs (EIFs, ramdisks) unlink an existing ``path`` just before the rename: when a
+    rename replaces a file, ext4 (auto_da_alloc) makes the renaming process start the writeback of
+    the whole new file, about 1 s per GiB on the build machines. The price is a moment in which
+    ``path`` does not exist; it never holds a partial file, and a failed write keeps the old one.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +39,9 @@ def atomic_write(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator
         with os.fdopen(fd, "wb") as fh:
             yield fh
         os.chmod(tmp, mode)
+        if big and not os.path.isdir(target):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

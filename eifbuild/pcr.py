@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from .background import Background
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -99,37 +98,8 @@ class _Pcr01:
         self.pcr0.update(chunk)
 
 
-class _Worker:
-    """Runs calls in submission order on one thread; a bounded queue keeps memory at a few chunks.
-
-    hashlib releases the GIL while it hashes a chunk, so the PCR0 hash here runs in parallel with the
-    caller's PCR2 hash, CRC and writes (each app byte is hashed twice: this halves that cost).
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Callable[[bytes], None], bytes] | None] = queue.Queue(maxsize=4)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="pcr0", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    item[0](item[1])
-                except BaseException as exc:  # re-raised in the caller's thread by join()
-                    self._error = exc
-
-    def submit(self, call: Callable[[bytes], None], chunk: bytes) -> None:
-        self._queue.put((call, chunk))
-
-    def join(self, *, reraise: bool = True) -> None:
-        """Wait until every submitted call has run; re-raise the first failure if asked."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if reraise and self._error is not None:
-            raise self._error
+def _call(item: tuple[Callable[[bytes], None], bytes]) -> None:
+    item[0](item[1])
 
 
 class PcrHashers:
@@ -146,19 +116,22 @@ class PcrHashers:
         self.algo = algo
         self._pcr01 = _Pcr01(algo)
         self._pcr2 = hashlib.new(algo)
-        self._worker = _Worker() if threaded else None
+        # hashlib releases the GIL while it hashes a chunk: PCR0 here runs beside the caller's PCR2
+        self._worker: Background[tuple[Callable[[bytes], None], bytes]] | None = (
+            Background(_call, name="pcr0") if threaded else None
+        )
 
     def boot(self, chunk: bytes) -> None:
         if self._worker is None:
             self._pcr01.boot(chunk)
         else:
-            self._worker.submit(self._pcr01.boot, chunk)
+            self._worker.submit((self._pcr01.boot, chunk))
 
     def app(self, chunk: bytes) -> None:
         if self._worker is None:
             self._pcr01.app(chunk)
         else:
-            self._worker.submit(self._pcr01.app, chunk)
+            self._worker.submit((self._pcr01.app, chunk))
         self._pcr2.update(chunk)
 
     def close(self) -> None:
@@ -168,7 +141,7 @@ class PcrHashers:
     def _stop(self, *, reraise: bool) -> None:
         if self._worker is not None:
             worker, self._worker = self._worker, None
-            worker.join(reraise=reraise)
+            worker.close(reraise=reraise)
 
     def __enter__(self) -> PcrHashers:
         return self
