@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +24,7 @@ from eifbuild.eif import (
     EifMetadata,
     SectionType,
     describe,
+    eif_sections,
     iter_section,
     measure,
     min_enclave_memory_mib,
@@ -28,6 +32,7 @@ from eifbuild.eif import (
     read_section,
     verify,
     write_eif,
+    write_sections,
 )
 from eifbuild.errors import ConfigError
 from eifbuild.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
@@ -127,20 +132,21 @@ INPUTS = st.builds(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(case=INPUTS)
-def test_round_trip(tmp_path: Path, case: Inputs) -> None:
+@given(case=INPUTS, threaded=st.booleans())
+def test_round_trip(tmp_path: Path, case: Inputs, threaded: bool) -> None:
     kernel, cmdline, ramdisks, arch, name = case.kernel, case.cmdline, case.ramdisks, case.arch, case.name
     paths = _files(tmp_path, kernel=kernel, **{f"rd{i}": data for i, data in enumerate(ramdisks)})
     metadata = EifMetadata(name, "v", "t", custom={"k": [1, 2.5, None]})
     out = tmp_path / "rt.eif"
-    written = write_eif(
-        out,
-        kernel=paths["kernel"],
-        cmdline=cmdline,
-        ramdisks=[paths[f"rd{i}"] for i in range(len(ramdisks))],
-        metadata=metadata,
-        arch=arch,
-    )
+    with mock.patch("eifbuild.eif.parallel_hashing", return_value=threaded):
+        written = write_eif(
+            out,
+            kernel=paths["kernel"],
+            cmdline=cmdline,
+            ramdisks=[paths[f"rd{i}"] for i in range(len(ramdisks))],
+            metadata=metadata,
+            arch=arch,
+        )
     image = read_eif(out)
     assert [s.type for s in image.sections] == [
         SectionType.KERNEL,
@@ -180,6 +186,30 @@ def test_iter_section_streams_in_chunks(tmp_path: Path) -> None:
     chunks = list(iter_section(image, image.ramdisks[0]))
     assert [len(c) for c in chunks] == [1 << 20] * 3 + [17]
     assert b"".join(chunks) == data
+
+
+class _DiskFills(io.BytesIO):
+    """An output whose writes fail once it would pass ``room`` bytes, as on a full disk."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_failed_write_is_raised_in_the_caller(tmp_path: Path, threaded: bool) -> None:
+    f = _files(tmp_path, kernel=os.urandom(3 << 20), rd=b"R")
+    sections = eif_sections(kernel=f["kernel"], cmdline="c", ramdisks=[f["rd"]], metadata=DEMO_METADATA)
+    with (
+        mock.patch("eifbuild.eif.parallel_hashing", return_value=threaded),
+        pytest.raises(OSError, match="No space left on device"),
+    ):
+        write_sections(_DiskFills(2 << 20), sections, flags=0)
 
 
 def test_failed_write_leaves_no_output(tmp_path: Path) -> None:
