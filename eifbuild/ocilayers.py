@@ -31,7 +31,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
 
-from . import log
+from . import log, treepath
 from .cpio import Entry
 from .errors import ArchiveError
 from .fsutil import CHUNK
@@ -44,7 +44,6 @@ NodeKind = Literal["file", "dir", "symlink", "char", "block", "fifo"]
 
 WHITEOUT: Final = ".wh."
 OPAQUE: Final = ".wh..wh..opq"
-_MAX_HOPS: Final = 40  # Linux's MAXSYMLINKS
 _DIR_MODE: Final = 0o755  # implicit parents: umoci's MkdirAll(0777) under the usual umask 022
 _KINDS: Final[dict[bytes, NodeKind]] = {
     tarfile.REGTYPE: "file",
@@ -88,14 +87,10 @@ def _parent(path: str) -> str:
     return path.rpartition("/")[0]
 
 
-def _split(path: str) -> list[str]:
-    return [p for p in path.split("/") if p not in ("", ".")]
-
-
 def escapes(directory: Sequence[str], target: str) -> bool:
     """True when ``target`` (a link in ``directory``) climbs above the root, read lexically."""
     depth = 0 if target.startswith("/") else len(directory)
-    for part in _split(target):
+    for part in treepath.split(target):
         depth = depth - 1 if part == ".." else depth + 1
         if depth < 0:
             return True
@@ -286,7 +281,7 @@ class _LayerApplier:
         if name.startswith("/"):
             msg = f"absolute {what} {name!r}: layer members must be relative to the rootfs"
             raise self.error(msg, member)
-        parts = _split(name)
+        parts = treepath.split(name)
         if ".." in parts:
             msg = f"{what} {name!r} contains '..': it could reach outside the rootfs"
             raise self.error(msg, member)
@@ -294,31 +289,10 @@ class _LayerApplier:
 
     def resolve(self, parts: Sequence[str], member: str) -> list[str]:
         """The real location of directory ``parts``: symlinks followed, scoped to the rootfs."""
-        todo = list(parts)
-        cur: list[str] = []
-        hops = 0
-        while todo:
-            part = todo.pop(0)
-            if part == "..":
-                if cur:
-                    cur.pop()
-                continue
-            path = "/".join([*cur, part])
-            node = self.fs.nodes.get(path)
-            if node is not None and node.kind == "symlink":
-                hops += 1
-                if hops > _MAX_HOPS:
-                    msg = f"too many levels of symbolic links resolving {'/'.join(parts)!r}"
-                    raise self.error(msg, member)
-                if node.target.startswith("/"):
-                    cur = []
-                todo[:0] = _split(node.target)
-                continue
-            if node is not None and node.kind != "dir":
-                msg = f"parent {path!r} is a {node.kind}, not a directory"
-                raise self.error(msg, member)
-            cur.append(part)
-        return cur
+        try:
+            return treepath.resolve(parts, self.fs.nodes.get, create=True)
+        except treepath.UnresolvablePathError as exc:
+            raise self.error(str(exc), member) from None
 
     def mark_upper(self, path: str) -> None:
         while path and path not in self.upper:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Final, Literal, NamedTuple, Union, get_args
 
-from . import log
+from . import log, treepath
 from .cpio import Entry, check_path
 from .cpioread import Member, read_cpio
 from .errors import ArchiveError, ConfigError
@@ -38,7 +38,6 @@ MODES: Final = frozenset(get_args(Modes))
 ROOTFS_DIRS: Final = ("dev", "proc", "run", "sys", "tmp", "var")
 # execvpe(argv[0]) searches this PATH, which init.c sets for itself whatever /env says.
 INIT_PATH: Final = ("sbin", "usr/sbin", "bin", "usr/bin")
-_SYMLINK_HOPS: Final = 40
 _UTF8_FS: Final = sys.getfilesystemencoding().lower() in {"utf-8", "utf8"}
 
 
@@ -325,26 +324,11 @@ def parse_env_args(items: Iterable[str]) -> dict[str, str]:
 
 def _lookup(by_path: Mapping[str, Entry], path: str) -> Entry | None:
     """The entry ``path`` names inside the tree, resolving symlinks the way the kernel would."""
-    todo = [p for p in path.split("/") if p not in ("", ".")]
-    cur: list[str] = []
-    hops = 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        cur.append(part)
-        entry = by_path.get("/".join(cur))
-        if entry is None:
-            return None
-        if entry.kind == "symlink":
-            hops += 1
-            if hops > _SYMLINK_HOPS:
-                return None
-            cur = [] if entry.target.startswith("/") else cur[:-1]
-            todo = [p for p in entry.target.split("/") if p not in ("", ".")] + todo
-    found = by_path.get("/".join(cur)) if cur else None
+    try:
+        parts = treepath.resolve(treepath.split(path), by_path.get)
+    except treepath.UnresolvablePathError:
+        return None
+    found = by_path.get("/".join(parts)) if parts else None
     return by_path.get(found.link_to) if found is not None and found.kind == "hardlink" else found
 
 
