@@ -16,8 +16,6 @@ This is the network edge; :mod:`eifbuild.sources` decides what to fetch and chec
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -30,10 +28,11 @@ from urllib.parse import unquote, urlsplit
 
 from . import __version__, log
 from .errors import FetchError, ToolError
-from .fsutil import CHUNK, atomic_write
+from .fsutil import CHUNK, atomic_write, exclusive_lock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    import contextlib
+    from collections.abc import Iterable
 
     import requests
 
@@ -387,14 +386,6 @@ class SourceCache:
     def evict(self, sha256: str) -> None:
         self.blob(sha256).unlink(missing_ok=True)
 
-    @contextlib.contextmanager
-    def lock(self, name: str) -> Iterator[None]:
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Exclusive per-download lock across processes (released when the holder dies)."""
-        lock_dir = self.root / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{name}.lock", "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return exclusive_lock(self.root / "locks" / f"{name}.lock")

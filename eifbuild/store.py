@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import log
 from .errors import StoreError
-from .fsutil import atomic_write, hash_file, make_readonly, remove_tree
+from .fsutil import atomic_write, exclusive_lock, hash_file, make_readonly, remove_tree
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -213,16 +213,9 @@ class Store:
         return self.record_path(key).exists()
 
     # -- build -----------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        lock_dir = self.root / "locks"
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / f"{key}.lock", "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """Exclusive per-key lock across processes (released when the holder dies)."""
+        return exclusive_lock(self.root / "locks" / f"{key}.lock")
 
     def realize(self, step: Step, build: Builder) -> Entry:
         """Return the entry for ``step``, running ``build(out_dir)`` only if no process did already.
