@@ -248,13 +248,21 @@ def _step(sources: Sequence[Source], arch: Arch, cflags: Sequence[str], output_n
     )
 
 
+def _checked_step(
+    sources: Sequence[Path], arch: Arch, cflags: Sequence[str], output_name: str
+) -> tuple[list[Source], Step]:
+    """The hashed sources and the step of a compile, once its name and flags are checked."""
+    _check_name(output_name, "output name")
+    check_cflags(cflags)
+    hashed = hash_sources(sources)
+    return hashed, _step(hashed, arch, cflags, output_name)
+
+
 def compile_step(
     sources: Sequence[Path], *, arch: Arch, cflags: Sequence[str] = (), output_name: str = "a.out"
 ) -> Step:
     """The store step of a compile (hashes the sources, runs nothing): ``.key`` is its cache key."""
-    _check_name(output_name, "output name")
-    check_cflags(cflags)
-    return _step(hash_sources(sources), arch, cflags, output_name)
+    return _checked_step(sources, arch, cflags, output_name)[1]
 
 
 def compile_c(
@@ -271,10 +279,7 @@ def compile_c(
     A compile error or a binary that is not a static ``arch`` executable raises :class:`ToolError`
     and leaves nothing in the store.
     """
-    _check_name(output_name, "output name")
-    check_cflags(cflags)
-    hashed = hash_sources(sources)
-    step = _step(hashed, arch, cflags, output_name)
+    hashed, step = _checked_step(sources, arch, cflags, output_name)
 
     def build(out: Path) -> None:
         _compile(store, step.key, hashed, arch=arch, cflags=cflags, dest=out / output_name)
