@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 import pytest
+from source_helpers import LocalServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VECTORS = SHARED / "vectors" / "eif_build-0.5"
@@ -61,6 +66,13 @@ def _private_download_cache(
 ) -> None:
     """Each test gets its own download cache, never the user's (a test may still override this)."""
     monkeypatch.setenv("EIFBUILD_SOURCES_DIR", str(tmp_path_factory.mktemp("eifbuild-sources")))
+
+
+@pytest.fixture
+def server() -> Iterator[LocalServer]:
+    """A real HTTP server on 127.0.0.1 serving what a test routes to it."""
+    with LocalServer() as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

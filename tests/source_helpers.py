@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import io
 import ipaddress
 import shutil
@@ -38,6 +39,11 @@ from eifbuild.fetch import HttpOptions
 FAST: HttpOptions = HttpOptions(
     retries=2, backoff=0.01, backoff_max=0.05, connect_timeout=2.0, read_timeout=0.5, resume_attempts=2
 )
+
+
+def sha(data: bytes) -> str:
+    """Hex sha256, as recipes pin it."""
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass

@@ -119,12 +119,6 @@ EIF_TOML = """\
 
 
 @pytest.fixture
-def server() -> LocalServer:
-    with LocalServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 def project(tmp_path: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)

@@ -8,11 +8,10 @@ import multiprocessing
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from source_helpers import FAST, Entry, LocalServer, make_tar
+from source_helpers import FAST, Entry, LocalServer, make_tar, sha
 
 from eifbuild import log
 from eifbuild.archive import nar_digest_of_archive
@@ -25,16 +24,6 @@ from eifbuild.store import Store
 
 DATA = random.Random(4).randbytes(100_000)  # noqa: S311 - test data, the same in spawned children
 SHA = hashlib.sha256(DATA).hexdigest()
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as srv:
-        yield srv
 
 
 @pytest.fixture

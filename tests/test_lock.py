@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from source_helpers import FAST, LocalServer
+from source_helpers import FAST, LocalServer, sha
 
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, HashMismatch
@@ -20,16 +18,6 @@ from eifbuild.store import Store
 
 KERNEL = b"an unpinned aarch64 kernel"
 CONFIG = b"CONFIG_X=y\n"
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-@pytest.fixture
-def server() -> Iterator[LocalServer]:
-    with LocalServer() as srv:
-        yield srv
 
 
 # -- the shipped recipes -----------------------------------------------------------------------------
