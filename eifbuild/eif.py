@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from .eifread import (
     arch_flags,
     iter_section,
     measure,
+    pcr_role,
     read_eif,
     read_section,
     scan,
@@ -104,14 +106,14 @@ class SectionSource:
     @classmethod
     def from_file(cls, kind: SectionType, path: Path) -> SectionSource:
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError as exc:
             msg = f"cannot read {kind.name.lower()} file: {exc.strerror}"
             raise ConfigError(msg, path=path) from None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             msg = f"{kind.name.lower()} is not a regular file"
             raise ConfigError(msg, path=path)
-        return cls(kind, size, path=path)
+        return cls(kind, st.st_size, path=path)
 
     def chunks(self) -> Iterator[bytes]:
         if self.path is None:
@@ -177,9 +179,8 @@ def write_sections(
 def _role(
     hashers: PcrHashers, source: SectionSource, first_ramdisk: SectionSource | None
 ) -> Callable[[bytes], None] | None:
-    if source.type in (SectionType.KERNEL, SectionType.CMDLINE) or source is first_ramdisk:
-        return hashers.boot
-    return hashers.app if source.type == SectionType.RAMDISK else None
+    role = pcr_role(source.type, first_ramdisk=source is first_ramdisk)
+    return None if role is None else hashers.feeder(role)
 
 
 class _SectionStream:

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from .eifread import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS, EifImage, Scan, read_eif, scan
-from .errors import ConfigError
+from .eifread import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS, EifImage, Scan, as_image, scan
+from .errors import ConfigError, first_line
 from .metadata import EifMetadata, JsonValue, loads
 from .pcr import DEFAULT_ALGO, HashAlgo, algo_for_digest_size
 from .sign import cose_problem, describe_certificate, pcr_payload, validity_problem
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from .sign import SignatureInfo
 
 CHECKABLE_PCRS: Final = ("PCR0", "PCR1", "PCR2", "PCR8")
-
-
-def _image(source: EifImage | Path) -> EifImage:
-    return source if isinstance(source, EifImage) else read_eif(Path(source))
 
 
 def _signed_algo(signature: SignatureInfo | None) -> HashAlgo | None:
@@ -70,7 +66,7 @@ def describe(source: EifImage | Path, *, algo: HashAlgo = DEFAULT_ALGO) -> dict[
     errors out; non-object CustomMetadata is shown under ``"CustomMetadata"`` where nitro-cli fails;
     a custom key equal to a fixed Metadata key replaces it (nitro-cli prints the key twice).
     """
-    image = _image(source)
+    image = as_image(source)
     result = _scan_for(image, algo)
     out: dict[str, JsonValue] = {
         "EifVersion": image.header.version,
@@ -117,7 +113,7 @@ def verify(
     keys such as "HashAlgorithm" are ignored); their length selects the hash algorithm. ``now`` is
     the time the signing certificate must be valid at (default: the current time).
     """
-    image = _image(source)
+    image = as_image(source)
     expected = {name: value for name, value in (expected_pcrs or {}).items() if name.startswith("PCR")}
     algo = _expected_algo(expected)
     result = _scan_for(image, algo)
@@ -223,7 +219,7 @@ def load_expected_pcrs(path: Path) -> dict[str, str]:
         msg = f"cannot read expected PCRs: {exc.strerror}"
         raise ConfigError(msg, path=path) from None
     except (ValueError, RecursionError) as exc:
-        msg = f"not valid JSON: {str(exc).splitlines()[0]}"
+        msg = f"not valid JSON: {first_line(exc)}"
         raise ConfigError(msg, path=path) from None
     if isinstance(value, dict) and isinstance(value.get("Measurements"), dict):
         value = value["Measurements"]

@@ -22,7 +22,7 @@ from . import fsutil
 from .arch import Arch, info
 from .errors import EifFormatError
 from .metadata import EifMetadata
-from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, PcrRole
 from .sign import SignatureInfo, certificate_pcr, decode_signature_section
 
 if TYPE_CHECKING:
@@ -338,6 +338,15 @@ def _read_exactly(fh: IO[bytes], size: int, chunk_size: int, path: Path) -> Iter
         yield chunk
 
 
+def pcr_role(kind: SectionType, *, first_ramdisk: bool) -> PcrRole | None:
+    """What a section's bytes are measured into (spec §5): the kernel, the cmdline and the first
+    ramdisk into PCR0 and PCR1, later ramdisks into PCR0 and PCR2, metadata and signature into none.
+    """
+    if kind in (SectionType.KERNEL, SectionType.CMDLINE) or first_ramdisk:
+        return "boot"
+    return "app" if kind == SectionType.RAMDISK else None
+
+
 @dataclass(frozen=True)
 class Scan:
     """One pass over an EIF: its PCRs (in each algorithm asked for) and its CRC."""
@@ -359,9 +368,12 @@ def scan(image: EifImage, algos: Iterable[HashAlgo] = (DEFAULT_ALGO,)) -> Scan:
                 # gap bytes and the section header count for the CRC only
                 for chunk in _read_exactly(fh, section.data_offset - position, fsutil.CHUNK, image.path):
                     crc = zlib.crc32(chunk, crc)
+                role = pcr_role(section.type, first_ramdisk=section.index == first_ramdisk)
+                feeds = [] if role is None else [h.feeder(role) for h in hashers.values()]
                 for chunk in _read_exactly(fh, section.size, fsutil.CHUNK, image.path):
                     crc = zlib.crc32(chunk, crc)
-                    _feed(hashers.values(), section, first_ramdisk, chunk)
+                    for feed in feeds:
+                        feed(chunk)
                 position = section.end
             while chunk := fh.read(fsutil.CHUNK):
                 crc = zlib.crc32(chunk, crc)
@@ -378,16 +390,11 @@ def scan(image: EifImage, algos: Iterable[HashAlgo] = (DEFAULT_ALGO,)) -> Scan:
     )
 
 
-def _feed(hashers: Iterable[PcrHashers], section: Section, first_ramdisk: int, chunk: bytes) -> None:
-    if section.type in (SectionType.KERNEL, SectionType.CMDLINE) or section.index == first_ramdisk:
-        for hasher in hashers:
-            hasher.boot(chunk)
-    elif section.type == SectionType.RAMDISK:
-        for hasher in hashers:
-            hasher.app(chunk)
+def as_image(source: EifImage | Path) -> EifImage:
+    """``source`` itself, or the EIF read from that path."""
+    return source if isinstance(source, EifImage) else read_eif(Path(source))
 
 
 def measure(image: EifImage | Path, algo: HashAlgo = DEFAULT_ALGO) -> Measurements:
     """PCR0/1/2 (and PCR8 when signed) of an existing EIF."""
-    eif = image if isinstance(image, EifImage) else read_eif(image)
-    return scan(eif, (algo,)).measurements[algo]
+    return scan(as_image(image), (algo,)).measurements[algo]

@@ -25,6 +25,13 @@ class EifbuildError(Exception):
         return self.message
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library exception's text (its type's name when it has none), to quote
+    inside one of our one-line messages."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
+
+
 class ConfigError(EifbuildError):
     """An eif.toml, recipe, lock file or command-line value is invalid."""
 

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from . import repro
-from .errors import ConfigError, EifFormatError
+from .errors import ConfigError, EifFormatError, first_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -185,7 +185,7 @@ class EifMetadata:
         try:
             obj = loads(data)
         except (ValueError, RecursionError) as exc:
-            msg = f"metadata section is not valid UTF-8 JSON: {_first_line(exc)}"
+            msg = f"metadata section is not valid UTF-8 JSON: {first_line(exc)}"
             raise EifFormatError(msg) from None
         if not isinstance(obj, dict):
             msg = f"metadata section is a JSON {_json_type(obj)}, expected an object"
@@ -235,11 +235,6 @@ def _json_type(value: JsonValue) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]
-
-
 # ---------------------------------------------------------------------------------------------
 # Building metadata the way `eifbuild pack` (and eif_build) does
 
@@ -287,7 +282,7 @@ def load_custom_metadata(path: Path) -> JsonValue:
         value = loads(data)
         encode(value)
     except (ValueError, RecursionError) as exc:
-        msg = f"custom metadata is not valid JSON: {_first_line(exc)}"
+        msg = f"custom metadata is not valid JSON: {first_line(exc)}"
         raise ConfigError(msg, path=path) from None
     _check_custom(value, path)
     return canonical(value)

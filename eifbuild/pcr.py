@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 HashAlgo = Literal["sha256", "sha384", "sha512"]
+PcrRole = Literal["boot", "app"]  # boot: PCR0 and PCR1; app: PCR0 and PCR2
 HASH_ALGOS: Final[tuple[HashAlgo, ...]] = ("sha256", "sha384", "sha512")
 DEFAULT_ALGO: Final[HashAlgo] = "sha384"
 
@@ -133,6 +134,10 @@ class PcrHashers:
         else:
             self._worker.submit((self._pcr01.app, chunk))
         self._pcr2.update(chunk)
+
+    def feeder(self, role: PcrRole) -> Callable[[bytes], None]:
+        """:meth:`boot` or :meth:`app`, for a section of that role."""
+        return self.boot if role == "boot" else self.app
 
     def close(self) -> None:
         """Stop the worker thread (if any), e.g. after a failure; idempotent, never raises."""

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from .errors import EifFormatError, SigningError
+from .errors import EifFormatError, SigningError, first_line
 from .pcr import DEFAULT_ALGO, HashAlgo, measure_bytes
 
 if TYPE_CHECKING:
@@ -314,7 +314,7 @@ def _embedded_certificate(pem: bytes) -> x509.Certificate:
         certificate.public_key()
         _ = (certificate.issuer, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        msg = f"signature section: the signing certificate is not a usable PEM certificate: {_one_line(exc)}"
+        msg = f"signature section: the signing certificate is not a usable PEM certificate: {first_line(exc)}"
         raise EifFormatError(msg) from None
     return certificate
 
@@ -323,13 +323,8 @@ def _cbor(data: bytes, what: str) -> object:
     try:
         return cbor2.loads(data)
     except Exception as exc:  # cbor2 raises many exception types for malformed input
-        msg = f"{what} is not valid CBOR: {_one_line(exc)}"
+        msg = f"{what} is not valid CBOR: {first_line(exc)}"
         raise EifFormatError(msg) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]
 
 
 def _byte_array(value: object, what: str) -> bytes:
