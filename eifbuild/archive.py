@@ -19,7 +19,6 @@ A ``.deb`` is read as its ``data.tar.*`` (ar archive → data.tar.{xz,zst,gz,bz2
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import lzma
 import os
@@ -33,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Literal, Protocol, cast
 
-from .errors import ArchiveError
+from .errors import ArchiveError, did_you_mean
 from .fsutil import CHUNK
-from .nar import Directory, NarDigest, Node, Regular, Symlink, nar_digest
+from .nar import Directory, NarDigest, Node, Regular, Symlink, file_opener, nar_digest
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -448,8 +447,7 @@ def _missing_member(builder: TreeBuilder, want: list[str], path: Path, member: s
     if isinstance(node, Symlink):
         msg = f"member is a symlink to {node.target!r}; name the file it points to"
         return ArchiveError(msg, path=path, member=member)
-    close = difflib.get_close_matches("/".join(want), builder.file_paths(), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean("/".join(want), builder.file_paths())
     strip_note = f" after strip = {builder.strip}" if builder.strip else ""
     return ArchiveError(f"no such file in the archive{strip_note}{hint}", path=path, member=member)
 
@@ -467,7 +465,7 @@ def unpack(path: Path, dest: Path, *, strip: int = 0) -> NarDigest:
         if parts is None:
             continue
         target = dest.joinpath(*parts)
-        node = _node_for(member, builder, _opener(target))
+        node = _node_for(member, builder, file_opener(target))
         builder.add(parts, member, node)  # checks the name before anything is written
         if member.kind == "dir":
             _make_dirs(target, path, member)
@@ -484,10 +482,6 @@ def unpack(path: Path, dest: Path, *, strip: int = 0) -> NarDigest:
         _make_dirs(target.parent, path, Member(name, "symlink"))
         os.symlink(link.target, target)
     return nar_digest(builder.root)
-
-
-def _opener(file: Path) -> Callable[[], IO[bytes]]:
-    return lambda: open(file, "rb")  # the NAR writer closes it
 
 
 def _make_dirs(directory: Path, archive: Path, member: Member) -> None:
@@ -529,7 +523,7 @@ def copy_tree(src: Path, dest: Path) -> NarDigest:
                 executable = bool(st.st_mode & stat.S_IXUSR)
                 with open(full, "rb") as fh:
                     _write_file(fh, target, executable, src, member)
-                builder.add(parts, member, Regular(target.stat().st_size, executable, _opener(target)))
+                builder.add(parts, member, Regular(target.stat().st_size, executable, file_opener(target)))
             else:
                 msg = "device files, sockets and FIFOs are not allowed in sources"
                 raise ArchiveError(msg, path=src, member=member.name)

@@ -132,8 +132,9 @@ def nar_digest(root: Node) -> NarDigest:
 
 
 # -- trees from a directory ----------------------------------------------------------------------
-def _opener(path: str) -> Callable[[], IO[bytes]]:
-    return lambda: open(path, "rb")  # the serialiser closes it
+def file_opener(path: str | os.PathLike[str]) -> Callable[[], IO[bytes]]:
+    """Opens ``path`` when the serialiser reaches it (which closes it): no descriptor held before."""
+    return lambda: open(path, "rb")
 
 
 def tree_of_path(path: str | os.PathLike[str]) -> Node:
@@ -142,7 +143,7 @@ def tree_of_path(path: str | os.PathLike[str]) -> Node:
     if stat.S_ISLNK(st.st_mode):
         return Symlink(os.readlink(path))
     if stat.S_ISREG(st.st_mode):
-        return Regular(st.st_size, bool(st.st_mode & stat.S_IXUSR), _opener(os.fspath(path)))
+        return Regular(st.st_size, bool(st.st_mode & stat.S_IXUSR), file_opener(path))
     if stat.S_ISDIR(st.st_mode):
         with os.scandir(path) as it:
             names = sorted(e.name for e in it)

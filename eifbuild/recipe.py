@@ -23,7 +23,6 @@ from it (``unpack``, ``strip``, ``member``). Validation errors name the file and
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import sys
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from .arch import ARCHES, Arch, parse_arch
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .nar import parse_sri, to_sri
 from .store import Step
 
@@ -224,7 +223,7 @@ class Recipe:
     def source(self, name: str, arch: Arch, *, lock: Lock | None = None) -> Source:
         by_arch = self.sources.get(name)
         if by_arch is None:
-            hint = _did_you_mean(name, self.sources)
+            hint = did_you_mean(name, self.sources)
             msg = f"recipe {self.name!r} has no source {name!r}{hint}"
             raise ConfigError(msg, path=self.path)
         found = by_arch.get(arch, by_arch.get(None))
@@ -390,15 +389,10 @@ def _parse_pins(table: Mapping[str, Any], path: Path, prefix: str) -> Pins:
 
 
 # -- small typed readers ---------------------------------------------------------------------------
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], path: Path, prefix: str) -> None:
     for key in table:
         if key not in allowed:
-            msg = f"unknown key{_did_you_mean(key, allowed)}; expected one of {', '.join(allowed)}"
+            msg = f"unknown key{did_you_mean(key, allowed)}; expected one of {', '.join(allowed)}"
             raise ConfigError(msg, path=path, key=prefix + key)
 
 
