@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 from . import log
+from .config import EIFBUILD_INIT_C
 from .cpio import read_cpio, write_cpio
+from .eif import min_enclave_memory_mib
 from .eifread import EifImage, iter_section, read_eif
 from .errors import ArchiveError, ConfigError, ToolError
 from .ramdisk import bootstrap_entries
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from .arch import Arch
     from .store import Store
 
-EIFBUILD_INIT_C: Final = Path(__file__).parent / "init" / "init.c"
 LOCAL_FLAG: Final = "eifbuild.local=1"
 DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_MACHINES: Final[dict[Arch, str]] = {"x86_64": "microvm", "aarch64": "virt"}
@@ -221,8 +222,7 @@ def memory_for(image: EifImage, requested: int | None) -> int:
     """Enough RAM to unpack the ramdisks: at least 256 MiB, and 4x the EIF like nitro-cli wants."""
     if requested is not None:
         return requested
-    mib = -(-image.file_size // (1 << 20))
-    return max(MIN_MEMORY_MIB, 4 * mib)
+    return max(MIN_MEMORY_MIB, min_enclave_memory_mib(image.file_size))
 
 
 def boot(

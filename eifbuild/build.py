@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from . import __version__, log
 from .config import (
+    EIFBUILD_INIT_C,
     NO_NSM,
     Builtin,
     Compile,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 BUILD_TOOL: Final = "eifbuild"
 RAMDISK_STEP_VERSION: Final = 1
 EIF_STEP_VERSION: Final = 1
-BUILTIN_INIT: Final = Path(__file__).parent / "init" / "init.c"
 # A documented test hook: `doit check` must notice a step that is not deterministic. When set, the
 # app ramdisk gains this file holding the current time (and its key a nonce, so it is rebuilt).
 INJECT_TIME_ENV: Final = "EIFBUILD_TEST_INJECT_TIME"
@@ -78,6 +78,7 @@ class Node:
     task: str = ""
     doc: str = ""
     deps: tuple[Node, ...] = ()
+    store: Store  # set by the nodes whose step runs in the store
 
     def __init__(self) -> None:
         self._artifact: Artifact | None = None
@@ -89,6 +90,11 @@ class Node:
 
     def step(self) -> Step | None:
         raise NotImplementedError
+
+    def _stored(self) -> StoreEntry | None:
+        """The store entry of this node's step, if its inputs are built and it was run before."""
+        key = self.key()
+        return self.store.get(key) if key else None
 
     def cached(self) -> Artifact | None:
         """The artifact if it exists already; never builds or downloads."""
@@ -246,18 +252,12 @@ class CompileNode(Node):
         return toolchain.compile_step(paths, arch=self.arch, cflags=self.cflags, output_name=self.output)
 
     def _lookup(self) -> Artifact | None:
-        key = self.key()
-        entry = self.store.get(key) if key else None
+        entry = self._stored()
         return None if entry is None else _entry_file(entry, self.output)
 
     def _realize(self) -> Artifact:
         paths = [d.require().path for d in self.deps]
-        if not self.store.get(self.key() or ""):
-            what = self.task.split(":")[1]
-            log.step(
-                f"compile {what} for {self.arch} with zig (the first build per arch also builds musl: ~1 min)"
-            )
-        from . import toolchain  # noqa: PLC0415
+        from . import toolchain  # noqa: PLC0415 - it logs the compile (and musl's first build) itself
 
         entry = toolchain.compile_c(
             self.store, paths, arch=self.arch, cflags=self.cflags, output_name=self.output
@@ -337,8 +337,7 @@ class RamdiskNode(Node):
         return Step("ramdisk", RAMDISK_STEP_VERSION, self.params(), digests)
 
     def _lookup(self) -> Artifact | None:
-        key = self.key()
-        entry = self.store.get(key) if key else None
+        entry = self._stored()
         return None if entry is None else _entry_file(entry, self.OUTPUT)
 
     def entries(self) -> list[Entry]:
@@ -346,9 +345,10 @@ class RamdiskNode(Node):
 
     def _realize(self) -> Artifact:
         step = self._step_after_deps()
-        params = self.params()
+        params = step.params
 
-        def write(out: Path) -> None:
+        def write(out: Path) -> None:  # runs only when the store lacks the step
+            log.step(f"pack the {self.layout} ramdisk for {self.arch}")
             write_cpio_file(
                 self.entries(),
                 out / self.OUTPUT,
@@ -357,8 +357,6 @@ class RamdiskNode(Node):
                 align=params["align"],
             )
 
-        if step.key not in self.store:
-            log.step(f"pack the {self.layout} ramdisk for {self.arch}")
         return _entry_file(self.store.realize(step, write), self.OUTPUT)
 
 
@@ -574,20 +572,20 @@ class EifNode(Node):
         """The output dir holds exactly what the store entry ``key`` holds (by stamp, no hashing)."""
         try:
             stamp = json.loads(self._stamp_path().read_bytes())
-            return bool(stamp == {"key": key, **{k: _fingerprint(p) for k, p in self._outputs().items()}})
+            return bool(stamp == self._stamp(key))
         except (OSError, ValueError):
             return False
 
-    def _outputs(self) -> dict[str, Path]:
-        return {"eif": self.out.eif, "pcrs": self.out.pcrs}
+    def _stamp(self, key: str) -> dict[str, Any]:
+        """What the stamp file holds: the key and the fingerprints of the published outputs."""
+        return {"key": key, "eif": _fingerprint(self.out.eif), "pcrs": _fingerprint(self.out.pcrs)}
 
     def _lookup(self) -> Artifact | None:
-        key = self.key()
-        entry = self.store.get(key) if key else None
-        if entry is None or key is None or not self._published(key):
+        entry = self._stored()
+        if entry is None or not self._published(entry.key):
             return None
         self.measurements = dict(entry.meta.get("pcrs", {}))
-        return Artifact(self.out.eif, entry.digest("image.eif"), key)
+        return Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
 
     def _realize(self) -> Artifact:
         step = self._step_after_deps()
@@ -644,9 +642,8 @@ class EifNode(Node):
         """Link (else copy) the store's files into the output dir, atomically, and stamp them."""
         for name, target in (("image.eif", self.out.eif), ("pcr.json", self.out.pcrs)):
             _link_or_copy(entry.file(name), target)
-        stamp = {"key": entry.key, **{k: _fingerprint(p) for k, p in self._outputs().items()}}
         with atomic_write(self._stamp_path()) as fh:
-            fh.write(canonical_json(stamp))
+            fh.write(canonical_json(self._stamp(entry.key)))
 
     def summary(self) -> str:
         from .eif import min_enclave_memory_mib  # noqa: PLC0415
@@ -687,6 +684,7 @@ class Plan:
         self.project = project
         self.store = store if store is not None else Store.for_project(project.root)
         self.recipes = self._load_recipes()
+        self.recipe_digests = {name: hash_file(r.path) for name, r in sorted(self.recipes.items())}
         self.lock = Lock.load(project.lock_file)
         self.digests = FileDigests(self.store.root / "fingerprints" / "files.json")
         self._nodes: dict[tuple[Any, ...], Node] = {}
@@ -792,7 +790,7 @@ class Plan:
         sources: list[Node] = []
         for item in spec.sources:
             if isinstance(item, Builtin):
-                sources.append(self._local(BUILTIN_INIT, f"{key} ({item.name})"))
+                sources.append(self._local(EIFBUILD_INIT_C, f"{key} ({item.name})"))
             else:
                 sources.append(self._input(item, arch, key))
         flags = (*cflags, *spec.cflags)
@@ -911,7 +909,6 @@ class Plan:
         roles += [("nsm", nsm), ("rootfs", app.rootfs)]
         roles += [(f"file:{f.dest}", f.node) for f in app.files]
         roles += [("ramdisk/bootstrap", bootstrap), ("ramdisk/app", app)]
-        recipes = {name: hash_file(r.path) for name, r in sorted(self.recipes.items())}
         return EifNode(
             project=self.project,
             arch=arch,
@@ -921,7 +918,7 @@ class Plan:
             ramdisks=(bootstrap, app),
             certificate=certificate,
             labels={role: node for role, node in roles if node is not None},
-            recipe_digests=recipes,
+            recipe_digests=self.recipe_digests,
             store=self.store,
         )
 
@@ -930,7 +927,7 @@ def _label(node: Node, root: Path) -> str:
     if isinstance(node, SourceNode):
         return f"{node.source.recipe}.{node.source.qualified_name}"
     if isinstance(node, LocalNode):
-        if node.path == BUILTIN_INIT:
+        if node.path == EIFBUILD_INIT_C:
             return "eifbuild/init/init.c"
         return Path(os.path.relpath(node.path, root)).as_posix()
     return node.task

@@ -127,18 +127,18 @@ def task_ramdisk() -> Iterator[dict[str, Any]]:
 def task_eif() -> Iterator[dict[str, Any]]:
     """build the EIFs and their PCRs (every arch of eif.toml)"""
     plan = _plan()
-    for node in plan.nodes():
-        if isinstance(node, EifNode):
-            yield _task(node, targets=[str(node.out.eif), str(node.out.pcrs)], clean=True)
+    for node in plan.eifs.values():
+        yield _task(node, targets=[str(node.out.eif), str(node.out.pcrs)], clean=True)
 
 
 def task_check() -> dict[str, Any]:
     """rebuild everything elsewhere (fresh store, other path, umask, TZ, LANG) and compare"""
-    from .selfcheck import self_check  # noqa: PLC0415 - only `doit check` needs it
-
     plan = _plan()
 
     def check() -> TaskFailed | None:
+        # doit loads every task on every run: only running `doit check` imports the self-check
+        from .selfcheck import self_check  # noqa: PLC0415
+
         with log.use(log.StderrReporter()):
             try:
                 report = self_check(plan)
