@@ -378,7 +378,7 @@ def resolve_image(
                 "and record its digest"
             )
             raise ConfigError(msg)
-        parsed = _resolve_registry_tag(parsed)[0]
+        parsed = _resolve_registry_tag(parsed)
     with _open_source(parsed) as source:
         imp = Importer(store, source)
         try:
@@ -452,7 +452,7 @@ def resolve_tag(ref: str) -> str:
     parsed = parse_ref(ref)
     if parsed.digest is not None:
         return str(parsed)
-    return str(_resolve_registry_tag(parsed)[0])
+    return str(_resolve_registry_tag(parsed))
 
 
 def layer_files(image: OciImage, store: Store) -> list[LayerFile]:

@@ -187,11 +187,11 @@ def _error_detail(resp: requests.Response) -> str:
 class RegistryClient:
     """Talks to one repository of one registry; answers auth challenges once per session."""
 
-    def __init__(self, ref: RegistryRef, *, session: requests.Session | None = None) -> None:
+    def __init__(self, ref: RegistryRef) -> None:
         self.ref = ref
         scheme = "http" if _plain_http(ref.api_host) else "https"
         self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
-        self.session = session or _session()
+        self.session = _session()
         self._auth: str | None = None
 
     def _send(self, url: str, headers: Mapping[str, str], *, stream: bool) -> requests.Response:
@@ -335,14 +335,14 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
-def resolve_tag(ref: RegistryRef, *, client: RegistryClient | None = None) -> tuple[RegistryRef, bytes]:
-    """The digest a tag points to now (hashing the manifest we got), and that manifest."""
-    client = client or RegistryClient(ref)
-    reference = ref.digest or ref.tag or "latest"
+def resolve_tag(ref: RegistryRef) -> RegistryRef:
+    """``ref`` pinned to the digest its tag points to now (hashing the manifest we got)."""
+    client = RegistryClient(ref)
+    reference = ref.tag or "latest"
     body, _, header = client.manifest(reference)
     algorithm = header.split(":", 1)[0] if header else "sha256"
     digest = digest_of(body, algorithm if algorithm in ("sha256", "sha512") else "sha256")
     if header and header != digest:
         msg = f"registry says the manifest is {header} but its bytes hash to {digest}"
         raise FetchError(msg, url=f"{client.base}/manifests/{reference}")
-    return ref.pinned(digest), body
+    return ref.pinned(digest)
