@@ -48,7 +48,7 @@ Format = Literal["tar", "zip", "deb"]
 MemberKind = Literal["file", "dir", "symlink", "hardlink"]
 
 FORMATS: Final = "tar, tar.gz, tar.bz2, tar.xz, tar.zst, zip, deb"
-_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _MAX_SYMLINK_HOPS: Final = 40  # Linux's MAXSYMLINKS
 _AR_MAGIC: Final = b"!<arch>\n"
 _AR_HEADER: Final = 60
@@ -62,9 +62,10 @@ _CORRUPT: tuple[type[Exception], ...] = (
     OSError,
 )
 if sys.version_info >= (3, 14):  # pragma: no cover - Python 3.14+
-    _CORRUPT += (zstd.ZstdError,)
+    ZSTD_ERROR: type[Exception] = zstd.ZstdError
 else:
-    _CORRUPT += (zstandard.ZstdError,)
+    ZSTD_ERROR = zstandard.ZstdError
+_CORRUPT += (ZSTD_ERROR,)
 
 
 class Readable(Protocol):
@@ -91,7 +92,7 @@ def detect_format(path: Path) -> Format:
         return "deb"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "zip"
-    if head.startswith((b"\x1f\x8b", b"\xfd7zXZ\x00", b"BZh", _ZSTD_MAGIC)) or head[257:262] == b"ustar":
+    if head.startswith((b"\x1f\x8b", b"\xfd7zXZ\x00", b"BZh", ZSTD_MAGIC)) or head[257:262] == b"ustar":
         return "tar"
     msg = f"not a recognised archive (supported: {FORMATS})"
     raise ArchiveError(msg, path=path)
@@ -119,7 +120,8 @@ def iter_members(path: Path) -> Iterator[tuple[Member, IO[bytes] | None]]:
         raise ArchiveError(msg, path=path) from None
 
 
-def _zstd_reader(raw: Readable) -> IO[bytes]:
+def zstd_reader(raw: Readable) -> IO[bytes]:
+    """A reader of the zstd stream ``raw`` (all its frames): the stdlib's on 3.14+, else zstandard's."""
     if sys.version_info >= (3, 14):
         return zstd.ZstdFile(raw)  # type: ignore[arg-type]  # pragma: no cover - Python 3.14+
     source = cast("IO[bytes]", raw)
@@ -147,10 +149,10 @@ class _Peeked:
 
 def _tar_members(raw: Readable, path: Path) -> Iterator[tuple[Member, IO[bytes] | None]]:
     """Members of a tar stream, compressed with gzip, bzip2, xz or zstd or not at all."""
-    head = raw.read(len(_ZSTD_MAGIC))
+    head = raw.read(len(ZSTD_MAGIC))
     stream: Readable = _Peeked(head, raw)
-    if head == _ZSTD_MAGIC:
-        stream = _zstd_reader(stream)
+    if head == ZSTD_MAGIC:
+        stream = zstd_reader(stream)
     with tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r|*") as tar:
         for info in tar:
             executable = bool(info.mode & stat.S_IXUSR)

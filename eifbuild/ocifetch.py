@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import secrets
-import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, field
@@ -26,17 +25,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from . import log
+from .archive import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
 from .errors import ArchiveError, HashMismatch, StoreError
 from .fsutil import CHUNK
 from .ocilayers import LayerFile
 from .ocisource import MAX_JSON, Source
 from .registry import DIGEST_RE, digest_of
 from .store import Step, Store
-
-if sys.version_info >= (3, 14):
-    from compression import zstd
-else:
-    import zstandard
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -125,24 +120,15 @@ def _decompressor(counted: _Counted) -> tuple[str, IO[bytes]]:
     head = counted.peek(4)
     if head.startswith(b"\x1f\x8b"):
         return "gzip", cast("IO[bytes]", gzip.GzipFile(fileobj=cast("IO[bytes]", counted), mode="rb"))
-    if head == b"\x28\xb5\x2f\xfd":
-        if sys.version_info >= (3, 14):
-            return "zstd", zstd.ZstdFile(cast("IO[bytes]", counted))
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            cast("IO[bytes]", counted), read_across_frames=True, closefd=False
-        )
-        return "zstd", cast("IO[bytes]", reader)
+    if head == ZSTD_MAGIC:
+        return "zstd", zstd_reader(counted)
     if head.startswith((b"BZh", b"\xfd7zX")):
         msg = f"{counted.what}: bzip2/xz layers are not allowed by the OCI spec (gzip, zstd or plain tar)"
         raise ArchiveError(msg)
     return "none", cast("IO[bytes]", counted)
 
 
-_DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (gzip.BadGzipFile, EOFError, zlib.error)
-if sys.version_info < (3, 14):
-    _DECOMPRESS_ERRORS += (zstandard.ZstdError,)
-else:
-    _DECOMPRESS_ERRORS += (zstd.ZstdError,)
+_DECOMPRESS_ERRORS: Final = (gzip.BadGzipFile, EOFError, zlib.error, ZSTD_ERROR)
 
 
 # -- stage, verify, commit --------------------------------------------------------------------------
