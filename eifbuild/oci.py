@@ -38,10 +38,6 @@ from .errors import ArchiveError, ConfigError, StoreError
 from .ocifetch import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
 from .ocilayers import LayerFile, Rootfs
 from .ocisource import (
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-    OCI_INDEX,
-    OCI_MANIFEST,
     REF_NAME,
     ImageArchive,
     LayoutDir,
@@ -49,7 +45,16 @@ from .ocisource import (
     Source,
     SourceKind,
 )
-from .registry import DIGEST_RE, RegistryRef, parse_ref
+from .registry import (
+    DIGEST_RE,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    RegistryRef,
+    check_digest,
+    parse_ref,
+)
 from .registry import resolve_tag as _resolve_registry_tag
 from .store import Store, canonical_json
 
@@ -153,13 +158,6 @@ class OciImage:
         }
 
 
-def _check_digest(digest: str, ref: str) -> str:
-    if not DIGEST_RE.fullmatch(digest):
-        msg = f"image reference {ref!r}: bad digest {digest!r}: expected sha256: and 64 hex digits"
-        raise ConfigError(msg)
-    return digest
-
-
 def _local_ref(text: str, project_dir: Path) -> LocalRef | None:
     def where(part: str) -> Path:
         path = Path(part).expanduser()
@@ -167,7 +165,7 @@ def _local_ref(text: str, project_dir: Path) -> LocalRef | None:
 
     base, at, digest = text.rpartition("@")
     if at and base and where(base).exists():
-        return LocalRef(where(base), digest=_check_digest(digest, text))
+        return LocalRef(where(base), digest=check_digest(digest, text))
     if where(text).exists():
         return LocalRef(where(text))
     for i, char in enumerate(text):

@@ -17,7 +17,7 @@ import tarfile
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from .errors import ArchiveError, ConfigError, FetchError
-from .registry import DIGEST_RE, RegistryClient, RegistryRef, digest_of
+from .registry import DIGEST_RE, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryRef, digest_of
 from .store import canonical_json
 
 if TYPE_CHECKING:
@@ -26,12 +26,8 @@ if TYPE_CHECKING:
 
 SourceKind = Literal["registry", "oci-layout", "oci-archive", "docker-archive"]
 
-OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR: Final = "application/vnd.oci.image.layer.v1.tar"
-DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 REF_NAME: Final = "org.opencontainers.image.ref.name"
 MAX_JSON: Final = 16 << 20  # manifests are ≤ 4 MiB by spec; configs with long histories get more
 _MAX_LINK_HOPS: Final = 8

@@ -37,12 +37,11 @@ from .errors import ConfigError, FetchError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-MANIFEST_TYPES: Final = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+ACCEPTED_MANIFESTS: Final = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 MAX_MANIFEST: Final = 4 << 20  # the distribution spec's limit for manifests
 TIMEOUT: Final = (15.0, 120.0)  # connect, read (seconds)
 DOCKER_HUB: Final = "docker.io"
@@ -86,12 +85,19 @@ def looks_like_registry_ref(text: str) -> bool:
     return bool(sep) and (first == "localhost" or "." in first or ":" in first or first.startswith("["))
 
 
+def check_digest(digest: str, ref: str) -> str:
+    """``digest`` if it is a well-formed ``sha256:`` digest; ``ref`` is the reference it came from."""
+    if not DIGEST_RE.fullmatch(digest):
+        msg = f"image reference {ref!r}: bad digest {digest!r}: expected sha256: and 64 hex digits"
+        raise ConfigError(msg)
+    return digest
+
+
 def parse_ref(text: str) -> RegistryRef:
     """Parse ``[host[:port]/]repo[:tag][@digest]`` the way Docker does."""
     rest, _, digest = text.partition("@")
-    if digest and not DIGEST_RE.fullmatch(digest):
-        msg = f"image reference {text!r}: bad digest {digest!r}: expected sha256: and 64 hex digits"
-        raise ConfigError(msg)
+    if digest:
+        check_digest(digest, text)
     host = DOCKER_HUB
     if looks_like_registry_ref(rest):
         host, _, rest = rest.partition("/")
@@ -262,7 +268,7 @@ class RegistryClient:
     def manifest(self, reference: str) -> tuple[bytes, str, str | None]:
         """(body, media type, Docker-Content-Digest header) of a manifest or index, by tag or digest."""
         url = f"{self.base}/manifests/{reference}"
-        resp = self.get(url, {"Accept": ", ".join(MANIFEST_TYPES)}, stream=True)
+        resp = self.get(url, {"Accept": ", ".join(ACCEPTED_MANIFESTS)}, stream=True)
         with resp:
             body = _read_limited(resp, MAX_MANIFEST, url)
             media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
