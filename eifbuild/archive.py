@@ -419,7 +419,7 @@ def extract_member(path: Path, member: str, dest: Path, *, strip: int = 0) -> tu
             continue
         builder.add(parts, entry, _node_for(entry, builder, None))
         if parts == want and stream is not None:
-            result = _write_hashed(_Guarded(stream, path), dest)
+            result = write_hashed(_Guarded(stream, path), dest)
         elif parts == want and entry.kind == "hardlink":
             link_to = entry
     if link_to is not None:
@@ -435,7 +435,8 @@ def _no_content() -> IO[bytes]:  # pragma: no cover - such trees are never seria
     raise ArchiveError(msg)
 
 
-def _write_hashed(stream: Readable, dest: Path) -> tuple[str, int]:
+def write_hashed(stream: Readable, dest: Path) -> tuple[str, int]:
+    """Copy ``stream`` into the new file ``dest``; return the sha256 and size of what was written."""
     hasher = hashlib.sha256()
     with open(dest, "xb") as out:
         size = _copy(stream, out, hasher)

@@ -166,9 +166,7 @@ class SourceNode(Node):
         entry = self.store.get(self.source.step().key)
         if entry is None:
             return None
-        meta = entry.meta  # as sources.fetched_from_entry reads it, without importing the network code
-        path = entry.path if meta["tree"] else entry.path / str(meta["filename"])
-        return Artifact(path, str(meta["sha256"]), entry.key)
+        return Artifact(self.source.output_path(entry), str(entry.meta["sha256"]), entry.key)
 
     def _realize(self) -> Artifact:
         from .sources import fetch  # noqa: PLC0415 - network code only when something is fetched

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 from .arch import ARCHES, Arch, parse_arch
 from .errors import ConfigError, did_you_mean
 from .nar import parse_sri, to_sri
-from .store import Step
+from .store import Entry, Step
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -199,6 +199,12 @@ class Source:
             "unpack": self.unpack,
         }
         return Step("source", SOURCE_STEP_VERSION, params, self.pins.identity())
+
+    @staticmethod
+    def output_path(entry: Entry) -> Path:
+        """Where a store entry of :meth:`step` keeps the source: the tree, or the file in it."""
+        meta = entry.meta
+        return entry.path if meta["tree"] else entry.path / str(meta["filename"])
 
     def with_pins(self, pins: Pins, pinned_by: str) -> Source:
         return dataclasses.replace(self, pins=pins, pinned_by=pinned_by)

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from . import log
-from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack
+from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
 from .errors import ArchiveError, ConfigError, FetchError, HashMismatch, ToolError
 from .fetch import Downloaded, Downloader, Hashers, SourceCache, apt_download, copy_local
-from .fsutil import CHUNK
 from .nar import to_sri
 from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
 
@@ -154,11 +153,10 @@ def fetch_all(
 
 def fetched_from_entry(source: Source, entry: Entry) -> FetchedSource:
     meta = entry.meta
-    path = entry.path if meta["tree"] else entry.path / str(meta["filename"])
     return FetchedSource(
         source=source,
         key=entry.key,
-        path=path,
+        path=source.output_path(entry),
         sha256=str(meta["sha256"]),
         size=int(meta["size"]),
         is_tree=bool(meta["tree"]),
@@ -191,7 +189,8 @@ def _materialise(
     if source.member:
         sha256, size = extract_member(blob.path, source.member, dest, strip=source.strip)
     else:
-        sha256, size = _copy_hashed(blob.path, dest)
+        with open(blob.path, "rb") as fin:
+            sha256, size = write_hashed(fin, dest)
         if sha256 != blob.sha256:
             msg = f"cached file {blob.path} changed while it was copied (expected {blob.sha256})"
             raise FetchError(msg)
@@ -216,17 +215,6 @@ def _check_tree(source: Source, nar_sha256: str, *, what: str) -> None:
             shown, actual = expected, nar_sha256
         msg = f"{what} (NAR hash of the tree)"
         raise HashMismatch(msg, expected=shown, actual=actual)
-
-
-def _copy_hashed(src: Path, dest: Path) -> tuple[str, int]:
-    hasher = hashlib.sha256()
-    size = 0
-    with open(src, "rb") as fin, open(dest, "xb") as fout:
-        while chunk := fin.read(CHUNK):
-            fout.write(chunk)
-            hasher.update(chunk)
-            size += len(chunk)
-    return hasher.hexdigest(), size
 
 
 # -- the verified download -------------------------------------------------------------------------
