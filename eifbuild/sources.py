@@ -116,13 +116,8 @@ def fetch_recipe(
 ) -> dict[str, FetchedSource]:
     """Every source of ``recipe`` for ``arch`` (pins from ``lock`` where the recipe has none)."""
     sources = recipe.for_arch(arch, lock=lock)
-    unpinned = [s for s in sources.values() if not s.pins.pinned]
-    if unpinned:
-        raise unpinned_error(unpinned[0], lock)
-    downloader = downloader or Downloader()
-    return {
-        name: fetch(src, store=store, cache=cache, downloader=downloader) for name, src in sources.items()
-    }
+    fetched = _fetch_pinned(list(sources.values()), lock, store=store, cache=cache, downloader=downloader)
+    return dict(zip(sources, fetched, strict=True))
 
 
 def fetch_all(
@@ -144,6 +139,18 @@ def fetch_all(
         for s in recipe.all_sources()
         if s.arch is None or wanted is None or s.arch in wanted
     ]
+    return _fetch_pinned(sources, lock, store=store, cache=cache, downloader=downloader)
+
+
+def _fetch_pinned(
+    sources: list[Source],
+    lock: Lock | None,
+    *,
+    store: Store,
+    cache: SourceCache | None,
+    downloader: Downloader | None,
+) -> list[FetchedSource]:
+    """Fetch ``sources`` in order, refusing them all if one is unpinned (before any download)."""
     unpinned = [s for s in sources if not s.pins.pinned]
     if unpinned:
         raise unpinned_error(unpinned[0], lock)
