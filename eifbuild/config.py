@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from .arch import ARCHES, Arch, parse_arch
 from .errors import ConfigError
 from .repro import pinned_epoch, rfc3339
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from .tomlfile import parse_toml
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -453,10 +448,7 @@ def _sign(value: Any, ctx: _Ctx) -> Signing:
 def parse_project(text: str, path: Path) -> Project:
     """Validate the TOML text of an eif.toml located at ``path``."""
     ctx = _Ctx(path)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", path=path) from None
+    doc = parse_toml(text, path)
     ctx.only_keys(doc, {"eif", "bootstrap", "app", "sign"}, "")
     for section in ("eif", "app"):
         if section not in doc:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -28,11 +27,7 @@ from .arch import parse_arch
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from .tomlfile import read_toml
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -83,17 +78,9 @@ class Lock:
     @classmethod
     def load(cls, path: str | Path) -> Lock:
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not path.exists():
             return cls(path)
-        except OSError as exc:
-            msg = f"cannot read lock file: {exc.strerror}"
-            raise ConfigError(msg, path=path) from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            msg = f"invalid TOML: {exc}"
-            raise ConfigError(msg, path=path) from None
-        return cls(path, _parse(data, path))
+        return cls(path, _parse(read_toml(path, "lock file"), path))
 
     def entry(self, source: Source) -> LockEntry | None:
         return self.entries.get(_entry_key(source))

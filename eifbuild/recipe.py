@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
@@ -34,11 +33,7 @@ from .arch import ARCHES, Arch, parse_arch
 from .errors import ConfigError, did_you_mean
 from .nar import parse_sri, to_sri
 from .store import Entry, Step
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from .tomlfile import read_toml
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -262,15 +257,7 @@ class Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; every problem is a :class:`ConfigError` naming file and key."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        msg = f"cannot read recipe: {exc.strerror}"
-        raise ConfigError(msg, path=path) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        msg = f"invalid TOML: {exc}"
-        raise ConfigError(msg, path=path) from None
-    return parse_recipe(data, path)
+    return parse_recipe(read_toml(path, "recipe"), path)
 
 
 def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
