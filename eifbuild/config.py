@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 CONFIG_NAME: Final = "eif.toml"
+LOCK_NAME: Final = "eif.lock"  # the default [eif] lock_file
 BUILTIN_SOURCES: Final = frozenset({"eifbuild-init"})
 EIFBUILD_INIT_C: Final = Path(__file__).parent / "init" / "init.c"  # the "eifbuild-init" source
 _REF_RE: Final = re.compile(r"^(?P<recipe>[A-Za-z0-9][A-Za-z0-9._+-]*)\.(?P<source>[A-Za-z0-9_-]+)$")
@@ -136,7 +137,7 @@ class Project:
     metadata: Mapping[str, Any] | None = None
     compression: Compression = "none"
     sign: Signing | None = None
-    lock_file: Path = field(default=Path("eif.lock"))
+    lock_file: Path = field(default=Path(LOCK_NAME))
 
     @property
     def root(self) -> Path:
@@ -480,7 +481,7 @@ def parse_project(text: str, path: Path) -> Project:
         metadata=_metadata(eif.get("metadata"), ctx),
         compression=compression,
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
-        lock_file=ctx.path_of(eif.get("lock_file", "eif.lock"), "eif.lock_file"),
+        lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
     )
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import log
 from .arch import parse_arch
+from .config import LOCK_NAME
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .fetch import Downloader, SourceCache
 
 LOCK_VERSION: Final = 1
-DEFAULT_LOCK_FILE: Final = "eif.lock"
+DEFAULT_LOCK_FILE: Final = LOCK_NAME
 _ORIGIN_KEYS: Final = ("url", "apt", "version", "path")
 _ENTRY_KEYS: Final = (*_ORIGIN_KEYS, "size", "sha256")
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import log
+from .config import CONFIG_NAME
 from .errors import StoreError
 from .fsutil import atomic_write, exclusive_lock, hash_file, make_readonly, remove_tree
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
 
 RECORD_FORMAT: Final = 1
-PROJECT_FILE: Final = "eif.toml"
 _HEX: Final = frozenset("0123456789abcdef")
 
 
@@ -164,7 +164,7 @@ def find_project_dir(start: str | os.PathLike[str] = ".") -> Path:
     """The nearest directory at or above ``start`` holding an eif.toml; ``start`` itself if none."""
     here = Path(start).absolute()
     for candidate in (here, *here.parents):
-        if (candidate / PROJECT_FILE).is_file():
+        if (candidate / CONFIG_NAME).is_file():
             return candidate
     return here
 

@@ -73,10 +73,10 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     recipes = args.recipes
     lock_path = _lock_path(args)
     if not recipes:
-        from ..config import load_project  # noqa: PLC0415
+        from ..config import CONFIG_NAME, load_project  # noqa: PLC0415
         from ..store import find_project_dir  # noqa: PLC0415
 
-        project = load_project(find_project_dir() / "eif.toml")
+        project = load_project(find_project_dir() / CONFIG_NAME)
         recipes = list(project.recipes)
         lock_path = args.lock_file or project.lock_file
     results = lock_sources(recipes, lock_path, trust_on_first_use=args.trust_on_first_use)
