@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 from . import log
+from .arch import info
 from .config import EIFBUILD_INIT_C
 from .cpio import read_cpio, write_cpio
 from .eif import min_enclave_memory_mib
@@ -54,11 +55,7 @@ ACCELS: Final = ("tcg", "kvm")
 PANIC_MARKER: Final = "Kernel panic"
 ALIGN: Final = 4
 KILL_GRACE: Final = 2.0
-_QEMU: Final[dict[Arch, tuple[str, str]]] = {
-    # binary, Debian package
-    "x86_64": ("qemu-system-x86_64", "qemu-system-x86"),
-    "aarch64": ("qemu-system-aarch64", "qemu-system-arm"),
-}
+_QEMU_PACKAGE: Final[dict[Arch, str]] = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm"}  # Debian
 _INIT_LINE: Final = "eifbuild-init:"
 _KEEP: Final = 1 << 16  # console bytes kept for the verdict (the tail)
 
@@ -169,8 +166,8 @@ def prepare(image: EifImage, work: Path, *, init: Path | None = None) -> tuple[P
 
 # -- QEMU -------------------------------------------------------------------------------------------
 def find_qemu(arch: Arch, override: str | None = None) -> str:
-    binary, package = _QEMU[arch]
-    name = override or binary
+    package = _QEMU_PACKAGE[arch]
+    name = override or info(arch).qemu_system
     found = shutil.which(name)
     if found is None:
         msg = (
