@@ -177,20 +177,21 @@ class Rootfs:
         Hard-linked paths become one entry owning the content (the first path in sorted order) and
         ``hardlink`` entries for the others.
         """
+        return [
+            self._entry(path, node) if owner == path else Entry.hardlink(path, owner)
+            for path, node, owner in self._in_order()
+        ]
+
+    def _in_order(self) -> Iterator[tuple[str, Node, str]]:
+        """(path, node, owner) in archive order; ``owner`` is the first path of the node's inode."""
         owners: dict[int, str] = {}
-        entries: list[Entry] = []
         for path in sorted(self.nodes, key=_sort_key):
             node = self.nodes[path]
-            owner = owners.setdefault(node.ino, path)
-            if owner != path:
-                entries.append(Entry.hardlink(path, owner))
-            else:
-                entries.append(self._entry(path, node))
-        return entries
+            yield path, node, owners.setdefault(node.ino, path)
 
     def _entry(self, path: str, node: Node) -> Entry:
         if node.kind == "file":
-            source = functools.partial(open_slice, self.layers[node.layer].path, node.offset, node.size)
+            source = functools.partial(self._open, node)
             return Entry(path, "file", node.mode, node.size, source)
         if node.kind == "symlink":
             return Entry.symlink(path, node.target)
@@ -210,12 +211,9 @@ class Rootfs:
         if any(dest.iterdir()):
             msg = "unpack target is not empty"
             raise ArchiveError(msg, path=dest)
-        owners: dict[int, str] = {}
         dirs: list[tuple[str, int]] = []
-        for path in sorted(self.nodes, key=_sort_key):
-            node = self.nodes[path]
+        for path, node, owner in self._in_order():
             target = os.path.join(dest, path)
-            owner = owners.setdefault(node.ino, path)
             if owner != path:
                 os.link(os.path.join(dest, owner), target, follow_symlinks=False)
             elif node.kind == "dir":
