@@ -47,7 +47,7 @@ def rows(opts: Options) -> list[Row]:
     tree = cached_tree(opts.data / f"tree-{opts.tree_files}", opts.tree_files)
     work = opts.work / "ramdisk"
     work.mkdir(parents=True, exist_ok=True)
-    gnu_out, our_out = work / "gnu.cpio", work / "eifbuild.cpio"
+    gnu_out, our_out = work / "gnu.cpio", work / "eifbuild.ramdisk.newc"
 
     def gnu() -> Sample:
         cmd = ["bash", "-o", "pipefail", "-c", GNU]

@@ -1,3 +1,3 @@
-from eifbuild.cli import entrypoint
+from .cli import entrypoint
 
 entrypoint()

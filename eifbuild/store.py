@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import log
-from .config import CONFIG_NAME
+from .build.config import CONFIG_NAME
 from .errors import StoreError
-from .fsutil import atomic_write, exclusive_lock, hash_file, make_readonly, remove_tree
+from .util.fsutil import atomic_write, exclusive_lock, hash_file, make_readonly, remove_tree
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping

@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from . import log
-from .build import CompileNode, EifNode, OciNode, Plan, RamdiskNode, SourceNode
-from .config import CONFIG_NAME, load_project
+from .build.config import CONFIG_NAME, load_project
+from .build.plan import CompileNode, EifNode, OciNode, Plan, RamdiskNode, SourceNode
+from .build.treedigest import FileDigests
 from .errors import EifbuildError
 from .store import Store
-from .treedigest import FileDigests
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .build import Node
+    from .build.plan import Node
 
 __all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch", "task_ramdisk"]
 
@@ -137,7 +137,7 @@ def task_check() -> dict[str, Any]:
 
     def check() -> TaskFailed | None:
         # doit loads every task on every run: only running `doit check` imports the self-check
-        from .selfcheck import self_check  # noqa: PLC0415
+        from .build.selfcheck import self_check  # noqa: PLC0415
 
         with log.use(log.StderrReporter()):
             try:

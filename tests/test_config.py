@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eifbuild.config import (
+from eifbuild.build.config import (
     App,
     Builtin,
     Compile,

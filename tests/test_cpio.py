@@ -20,17 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eifbuild import log
-from eifbuild.cpio import (
-    Entry,
-    Member,
-    eif_alignment,
-    plan,
-    read_cpio,
-    write_cpio,
-    write_cpio_file,
-)
 from eifbuild.errors import ArchiveError, ConfigError
-from eifbuild.ramdisk import tree_entries
+from eifbuild.ramdisk.layout import tree_entries
+from eifbuild.ramdisk.newc import Entry, Member, eif_alignment, plan, read_cpio, write_cpio, write_cpio_file
 
 MTIME = 1_700_000_000
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from eifbuild import cli
 from eifbuild.arch import ARCHES, Arch
-from eifbuild.eif import (
+from eifbuild.eif.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
+from eifbuild.eif.writer import (
     EifMetadata,
     SectionType,
     describe,
@@ -35,7 +36,6 @@ from eifbuild.eif import (
     write_sections,
 )
 from eifbuild.errors import ConfigError
-from eifbuild.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
 
 Capture = pytest.CaptureFixture[str]
 
@@ -138,7 +138,7 @@ def test_round_trip(tmp_path: Path, case: Inputs, threaded: bool) -> None:
     paths = _files(tmp_path, kernel=kernel, **{f"rd{i}": data for i, data in enumerate(ramdisks)})
     metadata = EifMetadata(name, "v", "t", custom={"k": [1, 2.5, None]})
     out = tmp_path / "rt.eif"
-    with mock.patch("eifbuild.eif.parallel_hashing", return_value=threaded):
+    with mock.patch("eifbuild.eif.writer.parallel_hashing", return_value=threaded):
         written = write_eif(
             out,
             kernel=paths["kernel"],
@@ -206,7 +206,7 @@ def test_a_failed_write_is_raised_in_the_caller(tmp_path: Path, threaded: bool) 
     f = _files(tmp_path, kernel=os.urandom(3 << 20), rd=b"R")
     sections = eif_sections(kernel=f["kernel"], cmdline="c", ramdisks=[f["rd"]], metadata=DEMO_METADATA)
     with (
-        mock.patch("eifbuild.eif.parallel_hashing", return_value=threaded),
+        mock.patch("eifbuild.eif.writer.parallel_hashing", return_value=threaded),
         pytest.raises(OSError, match="No space left on device"),
     ):
         write_sections(_DiskFills(2 << 20), sections, flags=0)

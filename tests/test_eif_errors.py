@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eifbuild import cli
-from eifbuild.eifread import EifHeader, SectionType, read_eif
+from eifbuild.eif.reader import EifHeader, SectionType, read_eif
 from eifbuild.errors import EifFormatError
 
 Capture = pytest.CaptureFixture[str]

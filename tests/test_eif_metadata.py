@@ -12,8 +12,7 @@ from conftest import VECTORS
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eifbuild.errors import ConfigError, EifFormatError
-from eifbuild.metadata import (
+from eifbuild.eif.metadata import (
     EifMetadata,
     canonical,
     dumps,
@@ -23,6 +22,7 @@ from eifbuild.metadata import (
     loads,
     make_metadata,
 )
+from eifbuild.errors import ConfigError, EifFormatError
 
 
 @pytest.mark.parametrize(

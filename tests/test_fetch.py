@@ -14,12 +14,12 @@ import pytest
 from source_helpers import FAST, Entry, LocalServer, make_tar, sha
 
 from eifbuild import log
-from eifbuild.archive import nar_digest_of_archive
 from eifbuild.errors import FetchError, HashMismatch
-from eifbuild.fetch import Downloader, SourceCache
-from eifbuild.nar import nar_digest_of_path, to_sri
-from eifbuild.recipe import Pins, Source
-from eifbuild.sources import FetchedSource, fetch
+from eifbuild.sources.archive import nar_digest_of_archive
+from eifbuild.sources.download import Downloader, SourceCache
+from eifbuild.sources.fetch import FetchedSource, fetch
+from eifbuild.sources.nar import nar_digest_of_path, to_sri
+from eifbuild.sources.recipe import Pins, Source
 from eifbuild.store import Store
 
 DATA = random.Random(4).randbytes(100_000)  # noqa: S311 - test data, the same in spawned children

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from eifbuild.fsutil import atomic_write
+from eifbuild.util.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
-from eifbuild import kernel
 from eifbuild.errors import ConfigError, ToolError
-from eifbuild.fsutil import hash_file
-from eifbuild.kernel import (
+from eifbuild.store import Store
+from eifbuild.toolchain import kernel
+from eifbuild.toolchain.kernel import (
     ARM64_TEXT_OFFSET,
     KernelSpec,
     build_kernel,
@@ -28,7 +28,7 @@ from eifbuild.kernel import (
     parse_config,
     set_text_offset,
 )
-from eifbuild.store import Store
+from eifbuild.util.fsutil import hash_file
 
 TOOL = {"clang": "test clang 1.0", "ld.lld": "test lld 1.0"}
 

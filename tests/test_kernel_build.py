@@ -14,11 +14,11 @@ import pytest
 from conftest import require_tool
 
 from eifbuild.arch import ARCHES, Arch, info
-from eifbuild.fsutil import hash_file
-from eifbuild.kernel import PREREQUISITES
-from eifbuild.kernelrecipe import build_from_recipe, parse_kernel_build
-from eifbuild.recipe import load_recipe
+from eifbuild.sources.recipe import load_recipe
 from eifbuild.store import Store
+from eifbuild.toolchain.kernel import PREREQUISITES
+from eifbuild.toolchain.kernelrecipe import build_from_recipe, parse_kernel_build
+from eifbuild.util.fsutil import hash_file
 
 pytestmark = pytest.mark.kernel_build
 

@@ -14,11 +14,11 @@ import pytest
 from eifbuild.arch import ARCHES, Arch, info
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError
-from eifbuild.fsutil import hash_file
-from eifbuild.kernel import fragment_mismatches, parse_config
-from eifbuild.kernelrecipe import parse_kernel_build, resolve
-from eifbuild.recipe import load_recipe, parse_recipe
+from eifbuild.sources.recipe import load_recipe, parse_recipe
 from eifbuild.store import Store
+from eifbuild.toolchain.kernel import fragment_mismatches, parse_config
+from eifbuild.toolchain.kernelrecipe import parse_kernel_build, resolve
+from eifbuild.util.fsutil import hash_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.toml"

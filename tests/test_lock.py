@@ -9,11 +9,11 @@ from source_helpers import FAST, LocalServer, sha
 
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, HashMismatch
-from eifbuild.fetch import Downloader, SourceCache
-from eifbuild.lockfile import Lock, lock_sources
-from eifbuild.nar import nar_digest_of_path
-from eifbuild.recipe import load_recipe
-from eifbuild.sources import fetch_recipe
+from eifbuild.sources.download import Downloader, SourceCache
+from eifbuild.sources.fetch import fetch_recipe
+from eifbuild.sources.lock import Lock, lock_sources
+from eifbuild.sources.nar import nar_digest_of_path
+from eifbuild.sources.recipe import load_recipe
 from eifbuild.store import Store
 
 KERNEL = b"an unpinned aarch64 kernel"

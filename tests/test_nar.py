@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from source_helpers import Entry, make_tar, make_zip
 
-from eifbuild import nar
-from eifbuild.archive import nar_digest_of_archive
 from eifbuild.errors import ArchiveError, ConfigError
+from eifbuild.sources import nar
+from eifbuild.sources.archive import nar_digest_of_archive
 
 
 def _nix_hash(path: Path, *flags: str) -> str:

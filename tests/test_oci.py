@@ -28,13 +28,14 @@ from oci_helpers import (
     write_layout,
 )
 
-from eifbuild import cpio, ramdisk
 from eifbuild.cli import main
 from eifbuild.errors import ArchiveError, ConfigError, HashMismatch, StoreError
-from eifbuild.oci import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
-from eifbuild.ocifetch import Importer, layer_step
-from eifbuild.ocisource import LayoutDir
-from eifbuild.registry import RegistryRef, credentials, parse_challenge, parse_ref
+from eifbuild.oci.image import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
+from eifbuild.oci.importer import Importer, layer_step
+from eifbuild.oci.registry import RegistryRef, credentials, parse_challenge, parse_ref
+from eifbuild.oci.transport import LayoutDir
+from eifbuild.ramdisk import layout as ramdisk
+from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store
 
 

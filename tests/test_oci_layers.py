@@ -20,10 +20,11 @@ from oci_helpers import (
     write_layout,
 )
 
-from eifbuild import cpio, ramdisk
 from eifbuild.errors import ArchiveError
-from eifbuild.oci import app_command, resolve_image, rootfs_entries, unpack_image
-from eifbuild.ocilayers import LayerFile, Rootfs, escapes
+from eifbuild.oci.image import app_command, resolve_image, rootfs_entries, unpack_image
+from eifbuild.oci.layers import LayerFile, Rootfs, escapes
+from eifbuild.ramdisk import layout as ramdisk
+from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store
 
 

@@ -14,10 +14,11 @@ from conftest import require_tool
 from oci_helpers import Image, M, sample_image, sha, tar_dir, write_layout
 from oci_registry import Registry, TokenService, free_port, write_htpasswd
 
-from eifbuild import cpio, ramdisk
 from eifbuild.cli import main
 from eifbuild.errors import ArchiveError, ConfigError, FetchError, HashMismatch
-from eifbuild.oci import OciImage, app_command, resolve_image, resolve_tag, rootfs_entries
+from eifbuild.oci.image import OciImage, app_command, resolve_image, resolve_tag, rootfs_entries
+from eifbuild.ramdisk import layout as ramdisk
+from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store
 
 AUTH_VARS = (

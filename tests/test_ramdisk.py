@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 
 from eifbuild import log
 from eifbuild.cli import main
-from eifbuild.cpio import Entry, Member, read_cpio, write_cpio
 from eifbuild.errors import ArchiveError, ConfigError
-from eifbuild.ramdisk import (
+from eifbuild.ramdisk.layout import (
     ROOTFS_DIRS,
     Symlink,
     app_entries,
@@ -32,6 +31,7 @@ from eifbuild.ramdisk import (
     scan_tree,
     tree_entries,
 )
+from eifbuild.ramdisk.newc import Entry, Member, read_cpio, write_cpio
 
 
 def members(data: bytes) -> list[Member]:

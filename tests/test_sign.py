@@ -16,7 +16,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import (
+from eifbuild.eif.sign import (
+    COSE_ALGORITHMS,
+    SignatureInfo,
+    cose_sign1,
+    decode_signature_section,
+    pcr_payload,
+    protected_header,
+    sig_structure,
+    signature_section,
+)
+from eifbuild.eif.writer import (
     EifMetadata,
     SectionSource,
     SectionType,
@@ -31,16 +41,6 @@ from eifbuild.eif import (
     write_sections,
 )
 from eifbuild.errors import SigningError
-from eifbuild.sign import (
-    COSE_ALGORITHMS,
-    SignatureInfo,
-    cose_sign1,
-    decode_signature_section,
-    pcr_payload,
-    protected_header,
-    sig_structure,
-    signature_section,
-)
 
 Capture = pytest.CaptureFixture[str]
 NOW = datetime.now(timezone.utc)

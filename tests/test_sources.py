@@ -12,10 +12,10 @@ from source_helpers import FAST, LocalServer, make_deb
 
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, ToolError
-from eifbuild.fetch import Downloader, SourceCache, apt_download
-from eifbuild.nar import parse_sri
-from eifbuild.recipe import Pins, Source, load_recipe
-from eifbuild.sources import fetch, fetch_all, fetch_recipe
+from eifbuild.sources.download import Downloader, SourceCache, apt_download
+from eifbuild.sources.fetch import fetch, fetch_all, fetch_recipe
+from eifbuild.sources.nar import parse_sri
+from eifbuild.sources.recipe import Pins, Source, load_recipe
 from eifbuild.store import Store
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

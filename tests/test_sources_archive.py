@@ -11,9 +11,9 @@ import pytest
 from conftest import require_tool
 from source_helpers import Entry, make_deb, make_tar, make_zip
 
-from eifbuild.archive import detect_format, extract_member, nar_digest_of_archive, unpack
 from eifbuild.errors import ArchiveError
-from eifbuild.nar import nar_digest_of_path
+from eifbuild.sources.archive import detect_format, extract_member, nar_digest_of_archive, unpack
+from eifbuild.sources.nar import nar_digest_of_path
 
 GOOD = [
     Entry("pkg-1.0/", dir=True),

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import require_tool
 
-from eifbuild import cli, elf, toolchain
+from eifbuild import cli
 from eifbuild.errors import ConfigError, StoreError, ToolError
 from eifbuild.store import Entry, Step, Store
+from eifbuild.toolchain import elf
+from eifbuild.toolchain import zig as toolchain
 
 if TYPE_CHECKING:
     from eifbuild.arch import Arch

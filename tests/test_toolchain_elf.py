@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from eifbuild import elf
 from eifbuild.errors import ToolError
+from eifbuild.toolchain import elf
 
 
 def make_elf(

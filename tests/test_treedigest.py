@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from eifbuild.build.treedigest import tree_digest
 from eifbuild.errors import ArchiveError
-from eifbuild.treedigest import tree_digest
 
 
 def _tree(root: Path) -> Path:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from eifbuild.treepath import MAX_HOPS, UnresolvablePathError, resolve, split
+from eifbuild.util.treepath import MAX_HOPS, UnresolvablePathError, resolve, split
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import fsutil
 from ..arch import parse_arch
 from ..store import Store
+from ..util import fsutil
 from .common import EXIT_FAILED, EXIT_OK, Adder
 
 if TYPE_CHECKING:
@@ -92,8 +92,8 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
-    from ..kernelrecipe import build_from_recipe  # noqa: PLC0415
-    from ..recipe import load_recipe  # noqa: PLC0415
+    from ..sources.recipe import load_recipe  # noqa: PLC0415
+    from ..toolchain.kernelrecipe import build_from_recipe  # noqa: PLC0415
 
     if args.arch:
         arches = tuple(parse_arch(a, where="--arch") for a in args.arch)

@@ -6,19 +6,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import fsutil, log
+from .. import log
 from ..arch import parse_arch
+from ..eif.metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue
+from ..eif.metadata import dumps as json_dumps
+from ..eif.pcr import HASH_ALGOS, parse_algo
 from ..errors import ConfigError
-from ..metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue
-from ..metadata import dumps as json_dumps
-from ..pcr import HASH_ALGOS, parse_algo
+from ..util import fsutil
 from .common import EXIT_FAILED, EXIT_OK, Adder
 
 if TYPE_CHECKING:
     import argparse
 
-    from ..pcr import Measurements
-    from ..sign import Signer
+    from ..eif.pcr import Measurements
+    from ..eif.sign import Signer
 
 # The library modules are imported by the handlers that use them: start-up time is part of every
 # command's time (cryptography alone takes ~0.1 s to import).
@@ -44,7 +45,7 @@ def _signer(certificate: Path | None, private_key: Path | None) -> Signer | None
     if certificate is None or private_key is None:
         msg = "--signing-certificate and --private-key must be given together"
         raise ConfigError(msg)
-    from ..sign import Signer  # noqa: PLC0415
+    from ..eif.sign import Signer  # noqa: PLC0415
 
     return Signer.from_files(certificate, private_key)
 
@@ -91,7 +92,7 @@ def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from ..eif import load_custom_metadata, make_metadata, min_enclave_memory_mib, write_eif  # noqa: PLC0415
+    from ..eif.writer import load_custom_metadata, make_metadata, min_enclave_memory_mib, write_eif  # noqa: PLC0415
 
     arch = parse_arch(args.arch, where="--arch")
     signer = _signer(args.signing_certificate, args.private_key)
@@ -132,7 +133,7 @@ def _add_describe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    from ..eif import describe  # noqa: PLC0415
+    from ..eif.writer import describe  # noqa: PLC0415
 
     print(json_dumps(describe(args.eif, algo=parse_algo(args.algo)), indent=2))
     return EXIT_OK
@@ -150,7 +151,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ..eif import load_expected_pcrs, verify  # noqa: PLC0415
+    from ..eif.writer import load_expected_pcrs, verify  # noqa: PLC0415
 
     expected = load_expected_pcrs(args.pcrs) if args.pcrs else None
     problems = verify(args.eif, expected)
@@ -171,7 +172,7 @@ def _add_pcrs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_pcrs(args: argparse.Namespace) -> int:
-    from ..eif import measure  # noqa: PLC0415
+    from ..eif.writer import measure  # noqa: PLC0415
 
     _print_measurements(measure(args.eif, parse_algo(args.algo)), args.pcrs_out)
     return EXIT_OK
@@ -194,8 +195,8 @@ def _add_sign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from ..eif import sign_eif  # noqa: PLC0415
-    from ..sign import Signer  # noqa: PLC0415
+    from ..eif.sign import Signer  # noqa: PLC0415
+    from ..eif.writer import sign_eif  # noqa: PLC0415
 
     signer = Signer.from_files(args.signing_certificate, args.private_key)
     measurements = sign_eif(args.eif, signer, output=args.output, algo=parse_algo(args.algo))

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def _lock_path(args: argparse.Namespace) -> Path:
-    from ..lockfile import DEFAULT_LOCK_FILE  # noqa: PLC0415
+    from ..sources.lock import DEFAULT_LOCK_FILE  # noqa: PLC0415
     from ..store import find_project_dir  # noqa: PLC0415
 
     if args.lock_file:
@@ -38,8 +38,8 @@ def _add_fetch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from ..lockfile import Lock  # noqa: PLC0415
-    from ..sources import fetch_all, load_recipe  # noqa: PLC0415
+    from ..sources.fetch import fetch_all, load_recipe  # noqa: PLC0415
+    from ..sources.lock import Lock  # noqa: PLC0415
 
     arches = [parse_arch(a, where="--arch") for a in args.arch] if args.arch else None
     recipe = load_recipe(args.recipe)
@@ -68,12 +68,12 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
-    from ..lockfile import lock_sources  # noqa: PLC0415
+    from ..sources.lock import lock_sources  # noqa: PLC0415
 
     recipes = args.recipes
     lock_path = _lock_path(args)
     if not recipes:
-        from ..config import CONFIG_NAME, load_project  # noqa: PLC0415
+        from ..build.config import CONFIG_NAME, load_project  # noqa: PLC0415
         from ..store import find_project_dir  # noqa: PLC0415
 
         project = load_project(find_project_dir() / CONFIG_NAME)

@@ -1,0 +1,117 @@
+"""``doit check``: rebuild the project somewhere else and compare every EIF and PCR with ``build/``.
+
+The copy lives at another path, builds into a fresh store and output dir, under another umask,
+time zone and locale. Only the download cache (verified by hash on every use) and zig's global
+cache (the musl libc it builds once per target) are shared with the project, so the check does not
+pay for downloads or musl again; every step of the build itself runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import log
+from ..errors import ToolError
+from ..toolchain import zig as toolchain
+from ..util.fsutil import hash_file, remove_tree
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+# What a fresh clone would not have: caches, outputs, VCS data.
+_SKIP = frozenset(
+    {".git", ".hg", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
+)
+CHECK_UMASK = 0o077
+CHECK_ENV = {"TZ": "Pacific/Kiritimati", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    ok: bool
+    text: str
+
+
+def _copy_project(root: Path, dest: Path, skip: set[Path]) -> None:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in _SKIP or Path(directory, n).absolute() in skip}
+
+    shutil.copytree(root, dest, symlinks=True, ignore=ignore)
+
+
+def _rebuild(plan: Plan, copy_root: Path, store: Path) -> subprocess.CompletedProcess[str]:
+    config = copy_root / plan.project.path.relative_to(plan.project.root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "EIFBUILD_CACHE"))}
+    env.update(CHECK_ENV, EIFBUILD_CACHE=str(store), EIFBUILD_CONFIG=str(config))
+    # zig's libc (musl) builds are shared with the project's store; every compile itself is redone
+    zig_global = toolchain.zig_global_cache_dir(toolchain.zig_cache_dir(plan.store))
+    env[toolchain.ZIG_CACHE_ENV] = str(zig_global)
+    dodo = store.parent / "dodo.py"
+    dodo.write_text("from eifbuild.tasks import *  # noqa: F403\n")
+    cmd = [sys.executable, "-m", "doit", "--file", str(dodo), "--dir", str(copy_root), "eif"]
+
+    def umask() -> None:
+        os.umask(CHECK_UMASK)
+
+    return subprocess.run(
+        cmd, cwd=copy_root, env=env, capture_output=True, text=True, preexec_fn=umask, check=False
+    )
+
+
+def _values(eif: Path, pcrs: Path) -> dict[str, str]:
+    found = {"sha256": hash_file(eif)}
+    found.update((k, v) for k, v in json.loads(pcrs.read_text()).items() if k.startswith("PCR"))
+    return found
+
+
+def _compare(plan: Plan, copy_root: Path) -> tuple[bool, list[str]]:
+    """One line per arch when everything matches; one line per difference otherwise."""
+    lines = []
+    ok = True
+    for arch, node in plan.eifs.items():
+        ours = _values(node.out.eif, node.out.pcrs)
+        rel = plan.project.root
+        theirs = _values(
+            copy_root / node.out.eif.relative_to(rel), copy_root / node.out.pcrs.relative_to(rel)
+        )
+        differ = [name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name)]
+        if not differ:
+            shown = ", ".join(f"{k} {v[:16]}…" for k, v in ours.items())
+            lines.append(f"{arch}: identical ({shown})")
+            continue
+        ok = False
+        for name in sorted(differ):
+            lines.append(f"{arch}: {name} differs: {ours.get(name)} here, {theirs.get(name)} in the rebuild")
+    return ok, lines
+
+
+def self_check(plan: Plan) -> CheckReport:
+    """Rebuild ``plan``'s project from a copy and compare; the EIFs in build/ must exist already."""
+    root = plan.project.root
+    work = Path(tempfile.mkdtemp(prefix="eifbuild-check-"))
+    try:
+        copy_root = work / "elsewhere" / root.name
+        skip = {plan.store.root.absolute(), plan.project.output.absolute()}
+        log.step(f"copy the project to {copy_root}")
+        _copy_project(root, copy_root, skip)
+        log.step("rebuild in a fresh store (umask 077, TZ Pacific/Kiritimati, LANG de_DE.UTF-8)")
+        result = _rebuild(plan, copy_root, work / "store")
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+            msg = f"the rebuild in {copy_root} failed (exit {result.returncode}):\n{tail}"
+            raise ToolError(msg, returncode=result.returncode, output=result.stdout + result.stderr)
+        ok, lines = _compare(plan, copy_root)
+    finally:
+        remove_tree(work)
+    verdict = (
+        "reproducible: every EIF and PCR matches" if ok else "NOT reproducible: see the differences above"
+    )
+    return CheckReport(ok, "\n".join([*lines, verdict]))

@@ -1,0 +1,1 @@
+"""The EIF format: reader, writer, checker, metadata, PCRs and signing."""

@@ -1,0 +1,400 @@
+"""EIF v4 layout (header, section table) and the reader.
+
+The reader follows the section table like the hypervisor and QEMU do, and refuses (with an
+:class:`EifFormatError`) anything it cannot interpret unambiguously: a short file, wrong magic, an
+unknown version or section type, more than 32 sections, sections outside the file, overlapping or
+out of order, a table that disagrees with a section header, a missing or repeated kernel/cmdline,
+no ramdisk, malformed metadata JSON or signature CBOR. Softer defects that the tools disagree on
+(gaps, trailing bytes, a bad CRC, stray flag bits) are left to :func:`eifbuild.eifcheck.verify`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+
+from ..arch import Arch, info
+from ..errors import EifFormatError
+from ..util import fsutil
+from .metadata import EifMetadata
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, PcrRole
+from .sign import SignatureInfo, certificate_pcr, decode_signature_section
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+MAGIC: Final = b".eif"
+EIF_VERSION: Final = 4  # what eif_build and nitro-cli write
+SUPPORTED_VERSIONS: Final = range(2, 5)
+HEADER_SIZE: Final = 548
+SECTION_HEADER_SIZE: Final = 12
+MAX_SECTIONS: Final = 32
+CRC_OFFSET: Final = 544
+DEFAULT_MEM: Final = 1 << 30  # eif_build hard-codes these; nothing reads them
+DEFAULT_CPUS: Final = 2
+FLAG_AARCH64: Final = 0x0001
+METADATA_MAX_SIZE: Final = 1 << 24  # ours: a sanity bound before reading the JSON into memory
+CMDLINE_MAX_SIZE: Final = 1 << 20
+
+_FIXED: Final = struct.Struct(">4sHHQQHH")
+_TABLE: Final = struct.Struct(">32Q")
+_TAIL: Final = struct.Struct(">II")
+_SECTION: Final = struct.Struct(">HHQ")
+
+
+class SectionType(enum.IntEnum):
+    INVALID = 0
+    KERNEL = 1
+    CMDLINE = 2
+    RAMDISK = 3
+    SIGNATURE = 4
+    METADATA = 5
+
+
+@dataclass(frozen=True)
+class EifHeader:
+    """The 548-byte main header. ``offsets``/``sizes`` hold all 32 table entries."""
+
+    version: int
+    flags: int
+    default_mem: int
+    default_cpus: int
+    reserved: int
+    num_sections: int
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+    unused: int
+    crc: int
+
+    @classmethod
+    def build(cls, *, flags: int, offsets: Iterable[int], sizes: Iterable[int], crc: int = 0) -> EifHeader:
+        """A header as eif_build writes it for sections at ``offsets`` with data ``sizes``."""
+        offs, szs = tuple(offsets), tuple(sizes)
+        if len(offs) > MAX_SECTIONS:
+            msg = f"{len(offs)} sections: an EIF holds at most {MAX_SECTIONS}"
+            raise EifFormatError(msg)
+        pad = (0,) * (MAX_SECTIONS - len(offs))
+        return cls(EIF_VERSION, flags, DEFAULT_MEM, DEFAULT_CPUS, 0, len(offs), offs + pad, szs + pad, 0, crc)
+
+    def crc_prefix(self) -> bytes:
+        """Header bytes 0..544: what the CRC covers before the sections."""
+        return (
+            _FIXED.pack(
+                MAGIC,
+                self.version,
+                self.flags,
+                self.default_mem,
+                self.default_cpus,
+                self.reserved,
+                self.num_sections,
+            )
+            + _TABLE.pack(*self.offsets)
+            + _TABLE.pack(*self.sizes)
+            + self.unused.to_bytes(4, "big")
+        )
+
+    def pack(self) -> bytes:
+        return self.crc_prefix() + self.crc.to_bytes(4, "big")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> EifHeader:
+        if len(data) < HEADER_SIZE:
+            msg = f"truncated: {len(data)} bytes, an EIF header needs {HEADER_SIZE}"
+            raise EifFormatError(msg)
+        magic, version, flags, mem, cpus, reserved, count = _FIXED.unpack_from(data, 0)
+        if magic != MAGIC:
+            msg = f"not an EIF file: magic is {magic.hex()}, expected {MAGIC.hex()} ('.eif')"
+            raise EifFormatError(msg)
+        unused, crc = _TAIL.unpack_from(data, CRC_OFFSET - 4)
+        return cls(
+            version,
+            flags,
+            mem,
+            cpus,
+            reserved,
+            count,
+            _TABLE.unpack_from(data, 28),
+            _TABLE.unpack_from(data, 28 + _TABLE.size),
+            unused,
+            crc,
+        )
+
+    @property
+    def arch(self) -> Arch:
+        return "aarch64" if self.flags & FLAG_AARCH64 else "x86_64"
+
+
+def section_header(kind: SectionType, size: int) -> bytes:
+    return _SECTION.pack(kind, 0, size)
+
+
+def arch_flags(arch: Arch) -> int:
+    return info(arch).eif_flags
+
+
+@dataclass(frozen=True)
+class Section:
+    index: int
+    type: SectionType
+    offset: int  # of the 12-byte section header
+    size: int  # of the data
+    flags: int
+
+    @property
+    def data_offset(self) -> int:
+        return self.offset + SECTION_HEADER_SIZE
+
+    @property
+    def end(self) -> int:
+        return self.data_offset + self.size
+
+
+@dataclass(frozen=True)
+class EifImage:
+    """A parsed EIF: header, sections in table (= file) order, and the small sections decoded."""
+
+    path: Path
+    file_size: int
+    header: EifHeader
+    sections: tuple[Section, ...]
+    cmdline_bytes: bytes
+    metadata: EifMetadata | None
+    metadata_bytes: bytes | None
+    signature: SignatureInfo | None = field(repr=False)
+
+    @property
+    def arch(self) -> Arch:
+        return self.header.arch
+
+    @property
+    def kernel(self) -> Section:
+        return self._only(SectionType.KERNEL)
+
+    @property
+    def cmdline(self) -> str:
+        """The kernel command line (the section holds it without a trailing NUL)."""
+        return self.cmdline_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def ramdisks(self) -> tuple[Section, ...]:
+        return self.of_type(SectionType.RAMDISK)
+
+    @property
+    def is_signed(self) -> bool:
+        return self.signature is not None
+
+    def of_type(self, kind: SectionType) -> tuple[Section, ...]:
+        return tuple(s for s in self.sections if s.type == kind)
+
+    def _only(self, kind: SectionType) -> Section:
+        return self.of_type(kind)[0]  # read_eif guarantees exactly one kernel and cmdline
+
+
+def read_eif(path: Path) -> EifImage:
+    """Parse and structurally validate the EIF at ``path`` (reads only headers and small sections)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return _read(path, fh)
+    except OSError as exc:
+        msg = f"cannot read EIF: {exc.strerror or exc}"
+        raise EifFormatError(msg, path=path) from None
+    except EifFormatError as exc:
+        if exc.path is not None:
+            raise
+        located = EifFormatError(exc.message, path=path)
+        located.offset, located.section = exc.offset, exc.section
+        raise located from None
+
+
+def _read(path: Path, fh: IO[bytes]) -> EifImage:
+    size = fh.seek(0, 2)
+    fh.seek(0)
+    header = EifHeader.unpack(fh.read(HEADER_SIZE))
+    if header.version not in SUPPORTED_VERSIONS:
+        msg = f"unsupported EIF version {header.version}: expected 2 to {EIF_VERSION}"
+        raise EifFormatError(msg, offset=4)
+    if header.num_sections > MAX_SECTIONS:
+        msg = f"header claims {header.num_sections} sections: an EIF holds at most {MAX_SECTIONS}"
+        raise EifFormatError(msg, offset=26)
+    sections = tuple(_read_sections(fh, header, size))
+    _check_cardinality(sections)
+    small = {s.type: _read_small(fh, s) for s in sections if s.type in _SMALL_LIMITS}
+    metadata_bytes = small.get(SectionType.METADATA)
+    signature_bytes = small.get(SectionType.SIGNATURE)
+    return EifImage(
+        path=path,
+        file_size=size,
+        header=header,
+        sections=sections,
+        cmdline_bytes=small[SectionType.CMDLINE],
+        metadata=None if metadata_bytes is None else EifMetadata.from_bytes(metadata_bytes),
+        metadata_bytes=metadata_bytes,
+        signature=None if signature_bytes is None else decode_signature_section(signature_bytes),
+    )
+
+
+def _read_sections(fh: IO[bytes], header: EifHeader, file_size: int) -> Iterator[Section]:
+    previous_end = HEADER_SIZE
+    for index in range(header.num_sections):
+        offset, size = header.offsets[index], header.sizes[index]
+        if offset < previous_end:
+            msg = (
+                f"starts at {offset}, before the end of the previous section or header at {previous_end}: "
+                "sections must be in file order and must not overlap"
+            )
+            raise EifFormatError(msg, section=index, offset=offset)
+        if offset + SECTION_HEADER_SIZE > file_size:
+            msg = f"section header at {offset} is past the end of the file ({file_size} bytes)"
+            raise EifFormatError(msg, section=index)
+        fh.seek(offset)
+        raw_type, flags, hdr_size = _SECTION.unpack(fh.read(SECTION_HEADER_SIZE))
+        kind = _section_type(raw_type, index, offset)
+        if hdr_size != size:
+            msg = f"section header says {hdr_size} bytes, the header table says {size}"
+            raise EifFormatError(msg, section=index, offset=offset)
+        section = Section(index, kind, offset, size, flags)
+        if section.end > file_size:
+            msg = f"data ends at {section.end}, past the end of the file ({file_size} bytes)"
+            raise EifFormatError(msg, section=index, offset=offset)
+        previous_end = section.end
+        yield section
+
+
+def _section_type(raw: int, index: int, offset: int) -> SectionType:
+    if SectionType.KERNEL <= raw <= max(SectionType):
+        return SectionType(raw)
+    msg = f"unknown section type {raw}: expected 1 to {max(SectionType)}"
+    raise EifFormatError(msg, section=index, offset=offset)
+
+
+def _check_cardinality(sections: tuple[Section, ...]) -> None:
+    counts = {kind: sum(1 for s in sections if s.type == kind) for kind in SectionType}
+    for kind, allowed in _CARDINALITY.items():
+        if counts[kind] not in allowed:
+            msg = f"{counts[kind]} {kind.name.lower()} sections: expected {_CARDINALITY_TEXT[kind]}"
+            raise EifFormatError(msg)
+
+
+_CARDINALITY: Final = {
+    SectionType.KERNEL: range(1, 2),
+    SectionType.CMDLINE: range(1, 2),
+    SectionType.RAMDISK: range(1, MAX_SECTIONS + 1),
+    SectionType.SIGNATURE: range(2),
+    SectionType.METADATA: range(2),
+}
+_CARDINALITY_TEXT: Final = {
+    SectionType.KERNEL: "exactly one",
+    SectionType.CMDLINE: "exactly one",
+    SectionType.RAMDISK: "at least one",
+    SectionType.SIGNATURE: "at most one",
+    SectionType.METADATA: "at most one",
+}
+_SMALL_LIMITS: Final = {
+    SectionType.CMDLINE: CMDLINE_MAX_SIZE,
+    SectionType.METADATA: METADATA_MAX_SIZE,
+    SectionType.SIGNATURE: METADATA_MAX_SIZE,  # decode_signature_section enforces the real limit
+}
+
+
+def _read_small(fh: IO[bytes], section: Section) -> bytes:
+    limit = _SMALL_LIMITS[section.type]
+    if section.size > limit:
+        msg = f"{section.type.name.lower()} section is {section.size} bytes, more than {limit}"
+        raise EifFormatError(msg, section=section.index, offset=section.offset)
+    fh.seek(section.data_offset)
+    return fh.read(section.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming sections out, and measuring an existing file
+
+
+def iter_section(image: EifImage, section: Section, chunk_size: int = fsutil.CHUNK) -> Iterator[bytes]:
+    """The data of ``section`` in chunks (constant memory)."""
+    with image.path.open("rb") as fh:
+        fh.seek(section.data_offset)
+        yield from _read_exactly(fh, section.size, chunk_size, image.path)
+
+
+def read_section(image: EifImage, section: Section) -> bytes:
+    """The whole data of a (small) section."""
+    return b"".join(iter_section(image, section))
+
+
+def _read_exactly(fh: IO[bytes], size: int, chunk_size: int, path: Path) -> Iterator[bytes]:
+    left = size
+    while left:
+        chunk = fh.read(min(chunk_size, left))
+        if not chunk:
+            msg = f"file shrank while reading: {left} bytes missing"
+            raise EifFormatError(msg, path=path)
+        left -= len(chunk)
+        yield chunk
+
+
+def pcr_role(kind: SectionType, *, first_ramdisk: bool) -> PcrRole | None:
+    """What a section's bytes are measured into (spec §5): the kernel, the cmdline and the first
+    ramdisk into PCR0 and PCR1, later ramdisks into PCR0 and PCR2, metadata and signature into none.
+    """
+    if kind in (SectionType.KERNEL, SectionType.CMDLINE) or first_ramdisk:
+        return "boot"
+    return "app" if kind == SectionType.RAMDISK else None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One pass over an EIF: its PCRs (in each algorithm asked for) and its CRC."""
+
+    measurements: dict[HashAlgo, Measurements]
+    crc: int  # computed like nitro-cli: header[0:544] then every byte from 548 to the end
+
+
+def scan(image: EifImage, algos: Iterable[HashAlgo] = (DEFAULT_ALGO,)) -> Scan:
+    """Hash the kernel, cmdline and ramdisks into PCRs and CRC the file, in one sequential read."""
+    hashers = {algo: PcrHashers(algo) for algo in dict.fromkeys(algos)}
+    crc = zlib.crc32(image.header.crc_prefix())
+    first_ramdisk = next(s.index for s in image.sections if s.type == SectionType.RAMDISK)
+    try:
+        with image.path.open("rb") as fh:
+            fh.seek(HEADER_SIZE)
+            position = HEADER_SIZE
+            for section in image.sections:
+                # gap bytes and the section header count for the CRC only
+                for chunk in _read_exactly(fh, section.data_offset - position, fsutil.CHUNK, image.path):
+                    crc = zlib.crc32(chunk, crc)
+                role = pcr_role(section.type, first_ramdisk=section.index == first_ramdisk)
+                feeds = [] if role is None else [h.feeder(role) for h in hashers.values()]
+                for chunk in _read_exactly(fh, section.size, fsutil.CHUNK, image.path):
+                    crc = zlib.crc32(chunk, crc)
+                    for feed in feeds:
+                        feed(chunk)
+                position = section.end
+            while chunk := fh.read(fsutil.CHUNK):
+                crc = zlib.crc32(chunk, crc)
+    except OSError as exc:
+        msg = f"cannot read EIF: {exc.strerror or exc}"
+        raise EifFormatError(msg, path=image.path) from None
+    cert = image.signature.certificate if image.signature else None
+    return Scan(
+        {
+            algo: dataclasses.replace(h.finish(), pcr8=None if cert is None else certificate_pcr(cert, algo))
+            for algo, h in hashers.items()
+        },
+        crc,
+    )
+
+
+def as_image(source: EifImage | Path) -> EifImage:
+    """``source`` itself, or the EIF read from that path."""
+    return source if isinstance(source, EifImage) else read_eif(Path(source))
+
+
+def measure(image: EifImage | Path, algo: HashAlgo = DEFAULT_ALGO) -> Measurements:
+    """PCR0/1/2 (and PCR8 when signed) of an existing EIF."""
+    return scan(as_image(image), (algo,)).measurements[algo]

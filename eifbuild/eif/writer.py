@@ -1,0 +1,270 @@
+"""Writing EIFs: byte-identical to AWS eif_build, streaming, atomic, measured in the same pass.
+
+Layout (spec §3.3): kernel, cmdline, metadata, ramdisks in order, then the signature when signing;
+no padding. Every input is read once, in 1 MiB chunks: each chunk is written, CRC'd and hashed
+into the PCRs together (PCR0 on a second thread when there is a second CPU, see
+:class:`~eifbuild.pcr.PcrHashers`). The header comes first in the file but depends on the signature's size,
+which depends on PCR0, so a placeholder is written first and the header at the end; its CRC is
+the header prefix's CRC combined with the streamed sections' CRC (:func:`pcr.crc32_combine`).
+
+This module is the library's front door: the reader, checks and metadata helpers are re-exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import stat
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+
+from .. import log
+from ..errors import ConfigError
+from ..util import fsutil
+from .checker import describe, load_expected_pcrs, verify
+from .metadata import EifMetadata, JsonValue, load_custom_metadata, make_metadata, read_kernel_config
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine, parallel_hashing
+from .reader import (
+    HEADER_SIZE,
+    MAX_SECTIONS,
+    SECTION_HEADER_SIZE,
+    EifHeader,
+    EifImage,
+    Section,
+    SectionType,
+    arch_flags,
+    iter_section,
+    measure,
+    pcr_role,
+    read_eif,
+    read_section,
+    scan,
+    section_header,
+)
+from .sign import Signer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from ..arch import Arch
+
+__all__ = [
+    "EifHeader",
+    "EifImage",
+    "EifMetadata",
+    "JsonValue",
+    "Measurements",
+    "Section",
+    "SectionSource",
+    "SectionType",
+    "Signer",
+    "describe",
+    "iter_section",
+    "load_custom_metadata",
+    "load_expected_pcrs",
+    "make_metadata",
+    "measure",
+    "min_enclave_memory_mib",
+    "read_eif",
+    "read_kernel_config",
+    "read_section",
+    "scan",
+    "sign_eif",
+    "verify",
+    "write_eif",
+    "write_sections",
+]
+
+MIB: Final = 1 << 20
+ENCLAVE_MEMORY_EIF_SIZE_RATIO: Final = 4  # nitro-cli run-enclave refuses less (error E26)
+
+
+def min_enclave_memory_mib(eif_size: int) -> int:
+    """The smallest ``--memory`` nitro-cli accepts for an EIF of ``eif_size`` bytes.
+
+    nitro-cli requires 4 * size <= memory and reports the minimum as 4 * ceil(size / MiB), which
+    is what this returns (always enough).
+    """
+    return ENCLAVE_MEMORY_EIF_SIZE_RATIO * math.ceil(eif_size / MIB)
+
+
+@dataclass(frozen=True)
+class SectionSource:
+    """Where a section's data comes from: in-memory bytes, or ``size`` bytes of a file at ``offset``."""
+
+    type: SectionType
+    size: int
+    data: bytes | None = None
+    path: Path | None = None
+    offset: int = 0
+
+    @classmethod
+    def from_bytes(cls, kind: SectionType, data: bytes) -> SectionSource:
+        return cls(kind, len(data), data=data)
+
+    @classmethod
+    def from_file(cls, kind: SectionType, path: Path) -> SectionSource:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            msg = f"cannot read {kind.name.lower()} file: {exc.strerror}"
+            raise ConfigError(msg, path=path) from None
+        if not stat.S_ISREG(st.st_mode):
+            msg = f"{kind.name.lower()} is not a regular file"
+            raise ConfigError(msg, path=path)
+        return cls(kind, st.st_size, path=path)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.path is None:
+            yield self.data or b""
+            return
+        left = self.size
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(self.offset)
+                while left:
+                    chunk = fh.read(min(fsutil.CHUNK, left))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    yield chunk
+        except OSError as exc:
+            msg = f"cannot read {self.type.name.lower()} file: {exc.strerror}"
+            raise ConfigError(msg, path=self.path) from None
+        if left:
+            msg = f"file shrank while it was being packed: {left} of {self.size} bytes missing"
+            raise ConfigError(msg, path=self.path)
+
+
+def write_sections(
+    out: IO[bytes],
+    sections: Sequence[SectionSource],
+    *,
+    flags: int,
+    signer: Signer | None = None,
+    algo: HashAlgo = DEFAULT_ALGO,
+) -> Measurements:
+    """Write a complete EIF with ``sections`` (plus a signature when ``signer``) to seekable ``out``.
+
+    PCRs follow the sections' roles: kernel, cmdline and the first ramdisk go into PCR0 and PCR1,
+    later ramdisks into PCR0 and PCR2. The signature, if any, is appended last and signs PCR0.
+    """
+    count = len(sections) + (signer is not None)
+    if count > MAX_SECTIONS:
+        msg = f"{count} sections: an EIF holds at most {MAX_SECTIONS}"
+        raise ConfigError(msg)
+    out.write(bytes(HEADER_SIZE))  # placeholder: the header needs the signature's size
+    stream = _SectionStream(out)
+    first_ramdisk = next((s for s in sections if s.type == SectionType.RAMDISK), None)
+    with (
+        PcrHashers(algo, threaded=parallel_hashing()) as hashers,
+        log.progress("pack EIF", sum(s.size for s in sections)) as progress,
+    ):
+        for source in sections:
+            stream.add(source, _role(hashers, source, first_ramdisk), progress.update)
+        measurements = hashers.finish()
+    if signer is not None:
+        signature = signer.section(bytes.fromhex(measurements.pcr0))
+        stream.add(SectionSource.from_bytes(SectionType.SIGNATURE, signature))
+        measurements = dataclasses.replace(measurements, pcr8=signer.pcr8(algo))
+    header = EifHeader.build(flags=flags, offsets=stream.offsets, sizes=stream.sizes)
+    crc = crc32_combine(zlib.crc32(header.crc_prefix()), stream.crc, stream.end - HEADER_SIZE)
+    out.seek(0)
+    out.write(dataclasses.replace(header, crc=crc).pack())
+    out.seek(stream.end)
+    return measurements
+
+
+def _role(
+    hashers: PcrHashers, source: SectionSource, first_ramdisk: SectionSource | None
+) -> Callable[[bytes], None] | None:
+    role = pcr_role(source.type, first_ramdisk=source is first_ramdisk)
+    return None if role is None else hashers.feeder(role)
+
+
+class _SectionStream:
+    """Appends sections after the header placeholder, tracking the table and the running CRC."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.offsets: list[int] = []
+        self.sizes: list[int] = []
+        self.crc = 0
+        self.end = HEADER_SIZE
+
+    def add(
+        self,
+        source: SectionSource,
+        feed: Callable[[bytes], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.offsets.append(self.end)
+        self.sizes.append(source.size)
+        head = section_header(source.type, source.size)
+        self.out.write(head)
+        crc = zlib.crc32(head, self.crc)
+        for chunk in source.chunks():
+            self.out.write(chunk)
+            crc = zlib.crc32(chunk, crc)
+            if feed is not None:
+                feed(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        self.crc = crc
+        self.end += SECTION_HEADER_SIZE + source.size
+
+
+def eif_sections(
+    *, kernel: Path, cmdline: str, ramdisks: Sequence[Path], metadata: EifMetadata | bytes
+) -> list[SectionSource]:
+    """The section list eif_build writes: kernel, cmdline, metadata, ramdisks."""
+    if not ramdisks:
+        msg = "at least one ramdisk is required"
+        raise ConfigError(msg, key="ramdisk")
+    if "\0" in cmdline:
+        msg = "the kernel command line contains a NUL character"
+        raise ConfigError(msg, key="cmdline")
+    meta = metadata if isinstance(metadata, bytes) else metadata.to_bytes()
+    return [
+        SectionSource.from_file(SectionType.KERNEL, Path(kernel)),
+        SectionSource.from_bytes(SectionType.CMDLINE, cmdline.encode("utf-8")),
+        SectionSource.from_bytes(SectionType.METADATA, meta),
+        *(SectionSource.from_file(SectionType.RAMDISK, Path(r)) for r in ramdisks),
+    ]
+
+
+def write_eif(
+    output: Path,
+    *,
+    kernel: Path,
+    cmdline: str,
+    ramdisks: Sequence[Path],
+    metadata: EifMetadata | bytes,
+    arch: Arch,
+    signer: Signer | None = None,
+    algo: HashAlgo = DEFAULT_ALGO,
+) -> Measurements:
+    """Write an EIF as eif_build would, atomically (temp file beside ``output``, then rename)."""
+    sections = eif_sections(kernel=kernel, cmdline=cmdline, ramdisks=ramdisks, metadata=metadata)
+    with fsutil.atomic_write(output, big=True) as fh:
+        return write_sections(fh, sections, flags=arch_flags(arch), signer=signer, algo=algo)
+
+
+def sign_eif(
+    path: Path, signer: Signer, *, output: Path | None = None, algo: HashAlgo = DEFAULT_ALGO
+) -> Measurements:
+    """(Re-)sign an EIF: drop any signature section, append a new one, rewrite header and CRC.
+
+    Every other section is copied unchanged and in order, so PCR0/1/2 stay the same. ``output``
+    defaults to ``path`` (replaced atomically).
+    """
+    image = read_eif(path)
+    sources = [
+        SectionSource(s.type, s.size, path=image.path, offset=s.data_offset)
+        for s in image.sections
+        if s.type != SectionType.SIGNATURE
+    ]
+    with fsutil.atomic_write(output or path, big=True) as fh:
+        return write_sections(fh, sources, flags=image.header.flags, signer=signer, algo=algo)

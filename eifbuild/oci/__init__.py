@@ -1,0 +1,1 @@
+"""OCI images as the app: references, transports, blob import, layers to rootfs."""

@@ -1,0 +1,290 @@
+"""Fetching image blobs into the store: verified while streaming, staged, committed all at once.
+
+Every blob is hashed while it streams and checked against its digest and declared size; layers
+are decompressed (gzip, zstd or plain tar, told apart by their magic bytes) on the way and their
+uncompressed digest is checked against the config's diff_id. Nothing reaches the store until
+:meth:`Importer.commit`: a bad blob anywhere in an image leaves the store as it was.
+
+Store entries: ``oci-blob`` (``blob``: an index, manifest or config, keyed by its digest) and
+``oci-layer`` (``layer.tar``: the *uncompressed* layer, keyed by the layer blob's digest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final, cast
+
+from .. import log
+from ..errors import ArchiveError, HashMismatch, StoreError
+from ..sources.archive import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
+from ..store import Step, Store
+from ..util.fsutil import CHUNK
+from .layers import LayerFile
+from .registry import DIGEST_RE, digest_of
+from .transport import MAX_JSON, Source
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+BLOB_KIND: Final = "oci-blob"
+LAYER_KIND: Final = "oci-layer"
+STEP_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int | None = None
+    platform: str = ""  # "linux/amd64", "linux/arm64/v8"; "" when not given
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Layer:
+    digest: str  # of the blob as stored/transported (maybe compressed)
+    diff_id: str  # of the uncompressed tar
+    size: int | None
+    media_type: str
+
+
+def blob_step(digest: str) -> Step:
+    return Step(BLOB_KIND, STEP_VERSION, {"digest": digest})
+
+
+def layer_step(digest: str) -> Step:
+    return Step(LAYER_KIND, STEP_VERSION, {"digest": digest})
+
+
+# -- verified streaming -------------------------------------------------------------------------------
+class _Counted:
+    """Hashes and counts what is read through it; refuses to read past ``limit`` bytes."""
+
+    def __init__(self, stream: IO[bytes], digest: str, limit: int | None, what: str) -> None:
+        self.stream = stream
+        self.expected = digest
+        algorithm = digest.partition(":")[0]
+        self.hasher = hashlib.new(algorithm)
+        self.algorithm = algorithm
+        self.size = 0
+        self.limit = limit
+        self.what = what
+        self.head = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            cut = len(self.head) if n < 0 else n
+            data, self.head = self.head[:cut], self.head[cut:]
+            return data
+        data = self.stream.read(CHUNK if n < 0 else n)
+        self.hasher.update(data)
+        self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            msg = f"{self.what}: more than the {self.limit} bytes expected"
+            raise ArchiveError(msg)
+        return data
+
+    def peek(self, n: int) -> bytes:
+        self.head = self.read(n)
+        return self.head
+
+    def drain(self) -> None:
+        self.head = b""
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.hasher.hexdigest()}"
+
+
+def _check(counted: _Counted, size: int | None) -> None:
+    if counted.digest != counted.expected:
+        raise HashMismatch(counted.what, expected=counted.expected, actual=counted.digest)
+    if size is not None and counted.size != size:
+        msg = f"{counted.what}: {counted.size} bytes, but its descriptor declares {size}"
+        raise ArchiveError(msg)
+
+
+def _decompressor(counted: _Counted) -> tuple[str, IO[bytes]]:
+    head = counted.peek(4)
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip", cast("IO[bytes]", gzip.GzipFile(fileobj=cast("IO[bytes]", counted), mode="rb"))
+    if head == ZSTD_MAGIC:
+        return "zstd", zstd_reader(counted)
+    if head.startswith((b"BZh", b"\xfd7zX")):
+        msg = f"{counted.what}: bzip2/xz layers are not allowed by the OCI spec (gzip, zstd or plain tar)"
+        raise ArchiveError(msg)
+    return "none", cast("IO[bytes]", counted)
+
+
+_DECOMPRESS_ERRORS: Final = (gzip.BadGzipFile, EOFError, zlib.error, ZSTD_ERROR)
+
+
+# -- stage, verify, commit --------------------------------------------------------------------------
+class Importer:
+    """Reads blobs from the store or stages them from a source; commits staged ones at the end."""
+
+    def __init__(self, store: Store, source: Source) -> None:
+        self.store = store
+        self.source = source
+        self.docs: dict[str, Any] = {}
+        self.layers: dict[str, tuple[LayerFile, str]] = {}  # images may repeat a layer (empty ones)
+        self.pending: list[tuple[Step, str, Path]] = []
+        self._work: Path | None = None
+        self._lock = contextlib.ExitStack()
+
+    @property
+    def work(self) -> Path:
+        """The staging dir in the store's tmp/; its lock keeps ``store gc`` away while we run."""
+        if self._work is None:
+            log.step(f"importing image blobs from {self.source.where}")
+            name = f"oci-import-{secrets.token_hex(8)}"
+            self._lock.enter_context(self.store.lock(name))
+            self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._work = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=self.store.tmp_dir))
+        return self._work
+
+    def close(self) -> None:
+        if self._work is not None:
+            for path in self._work.iterdir():
+                path.unlink()
+            self._work.rmdir()
+        self._lock.close()
+
+    def _staged(self, name: str) -> Path:
+        return self.work / f"{len(self.pending)}.{name}"
+
+    def json(self, desc: Descriptor, *, manifest: bool, what: str) -> Any:
+        """The parsed JSON blob ``desc`` (from the store, or fetched, verified and staged)."""
+        if desc.digest in self.docs:
+            return self.docs[desc.digest]
+        algorithm = desc.digest.partition(":")[0]
+        entry = self.store.get(blob_step(desc.digest).key)
+        if entry is not None:
+            data = entry.file("blob").read_bytes()
+            if digest_of(data, algorithm) != desc.digest:
+                msg = f"{what} {desc.digest} changed in the store; run 'eifbuild store verify --repair'"
+                raise StoreError(msg, key=entry.key)
+        else:
+            staged = self._staged("blob")
+            with self.source.open(desc.digest, manifest=manifest) as stream:
+                counted = _Counted(stream, desc.digest, desc.size or MAX_JSON, f"{what} {desc.digest}")
+                data = b"".join(iter(functools.partial(counted.read, CHUNK), b""))
+            _check(counted, desc.size)
+            staged.write_bytes(data)
+            self.pending.append((blob_step(desc.digest), "blob", staged))
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            msg = f"{what} {desc.digest} is not valid JSON: {exc}"
+            raise ArchiveError(msg, path=self.source.where) from None
+        if not isinstance(doc, dict):
+            msg = f"{what} {desc.digest}: expected a JSON object"
+            raise ArchiveError(msg, path=self.source.where)
+        self.docs[desc.digest] = doc
+        return doc
+
+    def layer(self, layer: Layer, number: int) -> LayerFile:
+        """The uncompressed tar of ``layer`` (from the store, or fetched, verified and staged)."""
+        if layer.digest not in self.layers:
+            self.layers[layer.digest] = (self._layer(layer, number), layer.diff_id)
+        found, diff_id = self.layers[layer.digest]
+        if diff_id != layer.diff_id:
+            what = f"layer {layer.digest} (layer {number} of the image): uncompressed"
+            raise HashMismatch(what, expected=layer.diff_id, actual=diff_id)
+        return found
+
+    def _layer(self, layer: Layer, number: int) -> LayerFile:
+        entry = self.store.get(layer_step(layer.digest).key)
+        if entry is not None:
+            if layer.diff_id.startswith("sha256:") and entry.digest("layer.tar") != layer.diff_id[7:]:
+                msg = f"layer {layer.digest} (layer {number} of the image)"
+                raise HashMismatch(msg, expected=layer.diff_id, actual="sha256:" + entry.digest("layer.tar"))
+            return LayerFile(layer.digest, entry.file("layer.tar"))
+        staged = self._staged("layer.tar")
+        what = f"layer {layer.digest} (layer {number} of the image)"
+        with self.source.open(layer.digest, manifest=False) as stream:
+            counted = _Counted(stream, layer.digest, layer.size, what)
+            diff = hashlib.new(layer.diff_id.partition(":")[0])
+            with log.progress(f"layer {layer.digest[7:19]}", layer.size) as bar:
+                compression = self._decompress(counted, staged, diff, bar)
+        _check(counted, layer.size)
+        actual = f"{layer.diff_id.partition(':')[0]}:{diff.hexdigest()}"
+        if actual != layer.diff_id:
+            what = f"{what}: uncompressed ({compression})"
+            raise HashMismatch(what, expected=layer.diff_id, actual=actual)
+        log.info(f"oci: {what}: {compression}, verified")
+        self.pending.append((layer_step(layer.digest), "layer.tar", staged))
+        return LayerFile(layer.digest, staged)
+
+    def _decompress(self, counted: _Counted, staged: Path, diff: Any, bar: log.Progress) -> str:
+        compression, stream = _decompressor(counted)
+        done = 0
+        try:
+            with open(staged, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    diff.update(chunk)
+                    out.write(chunk)
+                    bar.update(counted.size - done)
+                    done = counted.size
+            counted.drain()
+        except _DECOMPRESS_ERRORS as exc:
+            counted.drain()
+            _check(counted, None)  # a blob that is not what it claims says so first
+            msg = f"{counted.what}: corrupt {compression} stream: {exc}"
+            raise ArchiveError(msg) from None
+        return compression
+
+    def commit(self) -> None:
+        for step, name, staged in self.pending:
+            self.store.realize(step, functools.partial(_move_into, staged, name))
+        self.pending.clear()
+
+
+def _move_into(staged: Path, name: str, out: Path) -> None:
+    os.replace(staged, out / name)
+
+
+# -- descriptors -----------------------------------------------------------------------------------
+def descriptor(raw: Any, where: str) -> Descriptor:
+    if not isinstance(raw, dict) or not isinstance(raw.get("digest"), str):
+        msg = f"{where}: expected a descriptor with a digest"
+        raise ArchiveError(msg)
+    if not DIGEST_RE.fullmatch(raw["digest"]):
+        msg = f"{where}: bad digest {raw['digest']!r}: expected sha256: and 64 hex digits"
+        raise ArchiveError(msg)
+    size = raw.get("size")
+    if size is not None and (not isinstance(size, int) or size < 0):
+        msg = f"{where}: bad size {size!r}"
+        raise ArchiveError(msg)
+    platform = raw.get("platform")
+    plat = ""
+    if isinstance(platform, dict):
+        plat = "/".join(str(platform.get(k, "")) for k in ("os", "architecture", "variant")).rstrip("/")
+    annotations = raw.get("annotations")
+    return Descriptor(
+        str(raw.get("mediaType", "")),
+        raw["digest"],
+        size,
+        plat,
+        {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {},
+    )
+
+
+def descriptors(doc: Mapping[str, Any], key: str, where: str) -> list[Descriptor]:
+    raw = doc.get(key)
+    if not isinstance(raw, list):
+        msg = f"{where}: expected a list {key!r}"
+        raise ArchiveError(msg)
+    return [descriptor(item, f"{where} {key}[{i}]") for i, item in enumerate(raw)]

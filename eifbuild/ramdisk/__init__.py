@@ -1,0 +1,1 @@
+"""Ramdisks: the newc cpio writer and reader and the two Nitro layouts."""

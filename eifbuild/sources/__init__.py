@@ -1,0 +1,1 @@
+"""Pinned sources: recipes, eif.lock, downloads, archives, NAR hashes, fetching into the store."""

@@ -1,0 +1,391 @@
+"""Getting bytes: HTTP(S) and file:// downloads, `apt-get download`, and the shared download cache.
+
+This is the network edge; :mod:`eifbuild.sources` decides what to fetch and checks the pins.
+
+- :class:`Downloader` streams a URL into a partial file while hashing it: a ``requests`` Session
+  with urllib3 ``Retry`` (backoff on connection errors and 5xx), connect/read timeouts, TLS
+  verification always on, and resume with ``Range`` (guarded by ``If-Range``) when the connection
+  drops mid-body. A partial file left by a killed run is resumed by the next one;
+- :func:`apt_download` is the one call to ``apt-get download NAME=VERSION`` (Debian packages are
+  reachable by name only, not by URL);
+- :class:`SourceCache` is the download cache shared by every project of the user
+  (``$EIFBUILD_SOURCES_DIR``, else platformdirs' user cache dir): verified files are kept read-only
+  under their sha256, with aliases for other pins (sha512, NAR hash) and a lock per download so
+  two processes never fetch the same bytes twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+from urllib.parse import unquote, urlsplit
+
+from .. import __version__, log
+from ..errors import FetchError, ToolError
+from ..util.fsutil import CHUNK, atomic_write, exclusive_lock
+
+if TYPE_CHECKING:
+    import contextlib
+    from collections.abc import Iterable
+
+    import requests
+
+RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+_USER_AGENT: Final = f"eifbuild/{__version__}"
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Network behaviour; tests shorten the waits."""
+
+    retries: int = 4  # per request, by urllib3: connection errors, read timeouts, RETRY_STATUS
+    backoff: float = 0.5  # seconds before the 2nd try, doubling after that
+    backoff_max: float = 30.0
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0  # the longest silence tolerated while waiting for bytes
+    resume_attempts: int = 5  # reconnections (with Range) after the body was cut off
+
+
+class Hashers:
+    """Several running digests over one stream, plus its length."""
+
+    def __init__(self, algorithms: Iterable[str]) -> None:
+        self._names = sorted({"sha256", *algorithms})
+        self.reset()
+
+    def reset(self) -> None:
+        self._hashers = {name: hashlib.new(name) for name in self._names}
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        for hasher in self._hashers.values():
+            hasher.update(data)
+        self.size += len(data)
+
+    def feed(self, stream: IO[bytes]) -> None:
+        while chunk := stream.read(CHUNK):
+            self.update(chunk)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for name, h in self._hashers.items()}
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A complete download in a partial file: its digests (always sha256) and size."""
+
+    path: Path
+    digests: dict[str, str]
+    size: int
+    resumed: bool  # the first bytes came from an earlier, interrupted attempt
+
+    @property
+    def sha256(self) -> str:
+        return self.digests["sha256"]
+
+
+# -- HTTP --------------------------------------------------------------------------------------------
+def _reason(exc: BaseException) -> str:
+    """A short reason for a requests/urllib3 exception (their own messages are long reprs)."""
+    import requests  # noqa: PLC0415 - requests is imported only when something is downloaded
+    from urllib3.exceptions import (  # noqa: PLC0415
+        MaxRetryError,
+        NewConnectionError,
+        ProtocolError,
+        ReadTimeoutError,
+    )
+
+    inner: BaseException = exc
+    while True:
+        if isinstance(inner, MaxRetryError) and inner.reason is not None:
+            inner = inner.reason
+        elif inner.args and isinstance(inner.args[0], BaseException):
+            inner = inner.args[0]
+        else:
+            break
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"TLS verification failed ({inner})"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "could not connect in time"
+    if isinstance(inner, NewConnectionError):  # also name resolution; drop urllib3's "HTTPConnection(…): "
+        return "could not connect: " + str(inner).split("): ", 1)[-1]
+    if isinstance(inner, (ReadTimeoutError, requests.exceptions.ReadTimeout)):
+        return "timed out waiting for data"
+    if isinstance(inner, ProtocolError) or "IncompleteRead" in str(inner):
+        return "connection dropped mid-body"
+    return f"connection failed ({type(inner).__name__}: {inner})"
+
+
+class Downloader:
+    """Fetches URLs into partial files; one Session per instance."""
+
+    def __init__(self, options: HttpOptions | None = None) -> None:
+        self.options = options or HttpOptions()
+        self._session: requests.Session | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = self._make_session()
+        return self._session
+
+    def _make_session(self) -> requests.Session:
+        import requests  # noqa: PLC0415 - keeps `import eifbuild.fetch` cheap for no-op builds
+        from requests.adapters import HTTPAdapter  # noqa: PLC0415
+        from urllib3.util.retry import Retry  # noqa: PLC0415
+
+        o = self.options
+        retry = Retry(
+            total=o.retries,
+            connect=o.retries,
+            read=o.retries,
+            status=o.retries,
+            backoff_factor=o.backoff,
+            backoff_max=o.backoff_max,
+            status_forcelist=RETRY_STATUS,
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            raise_on_status=False,  # the last response comes back; we report its status
+            respect_retry_after_header=True,
+        )
+        session = requests.Session()
+        session.verify = True  # never configurable: pins protect content, TLS protects privacy
+        session.headers.update({"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+        adapter = HTTPAdapter(max_retries=retry)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def download(self, url: str, part: Path, algorithms: Iterable[str] = ()) -> Downloaded:
+        """Fetch ``url`` into ``part`` (resuming what an earlier attempt left there) while hashing."""
+        scheme = urlsplit(url).scheme
+        if scheme == "file":
+            return copy_local(Path(unquote(urlsplit(url).path)), part, algorithms, what=url)
+        if scheme not in {"http", "https"}:
+            msg = "unsupported URL scheme (expected https://, http:// or file://)"
+            raise FetchError(msg, url=url)
+        return _HttpTransfer(self, url, part, Hashers(algorithms)).run()
+
+
+class _HttpTransfer:
+    """One download with its resume state: ``part`` plus ``part.json`` (URL and validator)."""
+
+    def __init__(self, downloader: Downloader, url: str, part: Path, hashers: Hashers) -> None:
+        self.options = downloader.options
+        self.session = downloader.session
+        self.url = url
+        self.part = part
+        self.meta = part.with_name(part.name + ".json")
+        self.hashers = hashers
+        self.validator = ""
+        self.resumed = False
+        self.body_started = False
+
+    def run(self) -> Downloaded:
+        import requests  # noqa: PLC0415
+        from urllib3.exceptions import HTTPError  # noqa: PLC0415
+
+        self._load_partial()
+        failures = 0
+        while True:
+            before = self.hashers.size
+            self.body_started = False
+            try:
+                if self._attempt():
+                    break
+                continue  # the range was refused: start over at once
+            except (requests.RequestException, HTTPError) as exc:
+                if not self.body_started:  # urllib3 already retried the request itself
+                    raise FetchError(_reason(exc), url=self.url) from None
+                failures = 0 if self.hashers.size > before else failures + 1
+                if failures > self.options.resume_attempts:
+                    msg = f"{_reason(exc)}; gave up at byte {self.hashers.size} after {failures} retries"
+                    raise FetchError(msg, url=self.url) from None
+                log.info(f"{self.url}: {_reason(exc)} at byte {self.hashers.size}; resuming")
+                time.sleep(min(self.options.backoff * 2 ** max(failures - 1, 0), self.options.backoff_max))
+        self.meta.unlink(missing_ok=True)
+        return Downloaded(self.part, self.hashers.hexdigests(), self.hashers.size, self.resumed)
+
+    def _load_partial(self) -> None:
+        try:
+            meta = json.loads(self.meta.read_bytes())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("url") == self.url and self.part.exists():
+            self.validator = str(meta.get("validator", ""))
+            with open(self.part, "rb") as fh:
+                self.hashers.feed(fh)
+            self.resumed = self.hashers.size > 0
+            if self.resumed:
+                log.info(f"{self.url}: resuming an interrupted download at byte {self.hashers.size}")
+        else:
+            self._restart()
+
+    def _restart(self) -> None:
+        self.hashers.reset()
+        self.validator = ""
+        self.resumed = False
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        self.part.write_bytes(b"")
+
+    def _attempt(self) -> bool:
+        """One GET; True when the body is complete, False when the partial file had to be dropped."""
+        offset = self.hashers.size
+        headers = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if self.validator:
+                headers["If-Range"] = self.validator
+        timeout = (self.options.connect_timeout, self.options.read_timeout)
+        with self.session.get(self.url, headers=headers, stream=True, timeout=timeout) as resp:
+            status = resp.status_code
+            if offset and not self._accept_partial(resp, offset) and status in {200, 206, 416}:
+                self._restart()  # the file changed, or the server ignores ranges: take it whole
+                if status != 200:
+                    return False
+            if status >= 400:
+                msg = f"HTTP {status} {resp.reason or ''}".rstrip()
+                raise FetchError(msg, url=self.url)
+            if status == 200:
+                self._save_validator(resp)
+            length = resp.headers.get("Content-Length", "")
+            total = int(length) + self.hashers.size if length.isdigit() else None
+            self.body_started = True
+            with open(self.part, "ab") as out, log.progress(_short(self.url), total) as bar:
+                bar.update(self.hashers.size)
+                # read1 hands over whatever arrived, so a stall or a drop loses no received bytes.
+                while chunk := resp.raw.read1(CHUNK, decode_content=False):
+                    out.write(chunk)
+                    self.hashers.update(chunk)
+                    bar.update(len(chunk))
+        return True
+
+    def _accept_partial(self, resp: requests.Response, offset: int) -> bool:
+        if resp.status_code != 206:
+            return False
+        content_range = resp.headers.get("Content-Range", "")
+        return content_range.startswith(f"bytes {offset}-")
+
+    def _save_validator(self, resp: requests.Response) -> None:
+        etag = resp.headers.get("ETag", "")
+        self.validator = etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified", "")
+        with atomic_write(self.meta) as fh:
+            fh.write(json.dumps({"url": self.url, "validator": self.validator}).encode())
+
+
+def _short(url: str) -> str:
+    return urlsplit(url).path.rsplit("/", 1)[-1] or url
+
+
+# -- local files and apt -----------------------------------------------------------------------------
+def copy_local(source: Path, part: Path, algorithms: Iterable[str] = (), *, what: str = "") -> Downloaded:
+    """Copy a local file into ``part`` while hashing it (``path =`` sources and file:// URLs)."""
+    hashers = Hashers(algorithms)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(source, "rb") as src, open(part, "wb") as out:
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+                hashers.update(chunk)
+    except OSError as exc:
+        msg = f"cannot read {source}: {exc.strerror}"
+        raise FetchError(msg, url=what or None) from None
+    return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
+
+
+def apt_download(package: str, version: str, dest_dir: Path) -> Path:
+    """``apt-get download PACKAGE=VERSION`` into ``dest_dir``; the .deb it wrote.
+
+    apt checks the .deb against the signed archive index; the caller still checks the pin.
+    """
+    cmd = ["apt-get", "download", "-q", f"{package}={version}"]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = subprocess.run(cmd, cwd=dest_dir, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        msg = "apt-get not found: Debian package sources can only be fetched on Debian or Ubuntu"
+        raise ToolError(msg, cmd=cmd) from None
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("E:")]
+        reason = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1]
+        msg = f"apt-get download {package}={version} failed: {reason}"
+        raise ToolError(msg, cmd=cmd, returncode=proc.returncode, output=proc.stderr)
+    debs = sorted(dest_dir.glob("*.deb"))
+    if len(debs) != 1:
+        msg = f"apt-get download {package}={version} left {len(debs)} .deb files, expected 1"
+        raise ToolError(msg, cmd=cmd, output=proc.stdout + proc.stderr)
+    return debs[0]
+
+
+# -- the shared cache --------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    override = os.environ.get("EIFBUILD_SOURCES_DIR")
+    if override:
+        return Path(override)
+    import platformdirs  # noqa: PLC0415
+
+    return platformdirs.user_cache_path("eifbuild") / "sources"
+
+
+class SourceCache:
+    """Verified downloads by sha256, shared by all projects of a user.
+
+    Layout: ``sha256/ab/abcd…`` (read-only files), ``alias/<pin>`` (a sha256 for pins of another
+    kind), ``partial/<name>.part`` (downloads in progress or interrupted), ``locks/<name>.lock``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root if root is not None else default_cache_dir()).absolute()
+
+    def blob(self, sha256: str) -> Path:
+        return self.root / "sha256" / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.blob(sha256).is_file()
+
+    def resolve_alias(self, alias: str) -> str | None:
+        try:
+            sha256 = (self.root / "alias" / alias).read_text().strip()
+        except OSError:
+            return None
+        return sha256 if self.has(sha256) else None
+
+    def add_alias(self, alias: str, sha256: str) -> None:
+        with atomic_write(self.root / "alias" / alias) as fh:
+            fh.write(sha256.encode() + b"\n")
+
+    def partial(self, name: str) -> Path:
+        return self.root / "partial" / f"{name}.part"
+
+    def scratch(self, name: str) -> Path:
+        """An empty private directory for tools that write files themselves (apt-get)."""
+        path = self.root / "partial" / f"{name}.d"
+        if path.exists():
+            for old in path.iterdir():
+                old.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def discard(self, name: str) -> None:
+        for suffix in (".part", ".part.json"):
+            (self.root / "partial" / f"{name}{suffix}").unlink(missing_ok=True)
+
+    def publish(self, file: Path, sha256: str) -> Path:
+        """Move a verified file into the cache (read-only) under its sha256."""
+        target = self.blob(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(file, 0o444)
+        os.replace(file, target)
+        return target
+
+    def evict(self, sha256: str) -> None:
+        self.blob(sha256).unlink(missing_ok=True)
+
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Exclusive per-download lock across processes (released when the holder dies)."""
+        return exclusive_lock(self.root / "locks" / f"{name}.lock")

@@ -1,0 +1,350 @@
+"""Pinned sources: fetch, verify, and publish into the store, where build steps find them by key.
+
+:func:`fetch` turns a :class:`~eifbuild.recipe.Source` into a store entry (Step kind ``source``,
+keyed by the source's pins, so the same pinned bytes have the same key on every machine):
+
+1. a store hit returns at once: no network, no cache, no hashing;
+2. otherwise the fetched file comes from the shared download cache (re-hashed), or is downloaded
+   into it (mirrors in order; the hash is checked while streaming, a ``nar_hash`` on the archive's
+   members) — nothing enters the cache or the store unless every pin matches;
+3. the entry holds the file itself, one ``member`` taken out of it, or the unpacked tree.
+
+An unpinned source is refused with a message naming ``eifbuild lock --trust-on-first-use``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from .. import log
+from ..errors import ArchiveError, ConfigError, FetchError, HashMismatch, ToolError
+from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
+from .download import Downloaded, Downloader, Hashers, SourceCache, apt_download, copy_local
+from .nar import to_sri
+from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+
+    from ..arch import Arch
+    from ..store import Entry, Store
+    from .lock import Lock
+
+__all__ = [
+    "Blob",
+    "FetchedSource",
+    "Pins",
+    "Recipe",
+    "Source",
+    "fetch",
+    "fetch_all",
+    "fetch_recipe",
+    "load_recipe",
+    "obtain",
+    "unpinned_error",
+]
+
+_FAILURES: Final = (FetchError, HashMismatch, ArchiveError, ToolError)
+
+
+@dataclass(frozen=True)
+class FetchedSource:
+    """A verified source in the store.
+
+    ``sha256``/``size`` describe what build steps consume: the file at ``path``, or for a tree
+    (``is_tree``) the NAR serialisation of the directory at ``path``. ``fetched_sha256`` is the
+    sha256 of what was downloaded (the archive or .deb when a member or tree was taken from it).
+    """
+
+    source: Source
+    key: str
+    path: Path
+    sha256: str
+    size: int
+    is_tree: bool
+    fetched_sha256: str
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A verified fetched file: in the download cache, or a local ``path =`` source."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+def unpinned_error(source: Source, lock: Lock | None = None) -> ConfigError:
+    where = lock.path if lock is not None else "the lock file"
+    msg = (
+        f"source {source.name!r}{f' for {source.arch}' if source.arch else ''} has no pin "
+        f"(sha256, hash or nar_hash) in its recipe or in {where}: "
+        f"run '{LOCK_COMMAND} {source.recipe_path}' to fetch it once and record its sha256"
+    )
+    return ConfigError(msg, path=source.recipe_path, key=source.key)
+
+
+def fetch(
+    source: Source,
+    *,
+    store: Store,
+    cache: SourceCache | None = None,
+    downloader: Downloader | None = None,
+) -> FetchedSource:
+    """The store entry of a pinned source, fetching and verifying it first if the store lacks it."""
+    if not source.pins.pinned:
+        raise unpinned_error(source)
+    step = source.step()
+    entry = store.get(step.key)
+    if entry is None:
+        log.step(f"fetch {source.label}")
+        entry = store.realize(step, lambda out: _materialise(source, out, cache, downloader))
+    return fetched_from_entry(source, entry)
+
+
+def fetch_recipe(
+    recipe: Recipe,
+    arch: Arch,
+    *,
+    store: Store,
+    lock: Lock | None = None,
+    cache: SourceCache | None = None,
+    downloader: Downloader | None = None,
+) -> dict[str, FetchedSource]:
+    """Every source of ``recipe`` for ``arch`` (pins from ``lock`` where the recipe has none)."""
+    sources = recipe.for_arch(arch, lock=lock)
+    fetched = _fetch_pinned(list(sources.values()), lock, store=store, cache=cache, downloader=downloader)
+    return dict(zip(sources, fetched, strict=True))
+
+
+def fetch_all(
+    recipe: Recipe,
+    *,
+    store: Store,
+    arches: Iterable[Arch] | None = None,
+    lock: Lock | None = None,
+    cache: SourceCache | None = None,
+    downloader: Downloader | None = None,
+) -> list[FetchedSource]:
+    """Every source of ``recipe`` (each per-arch one for each of ``arches``; default: all arches).
+
+    Unpinned sources are refused before anything is downloaded.
+    """
+    wanted = set(arches) if arches is not None else None
+    sources = [
+        lock.apply(s) if lock is not None else s
+        for s in recipe.all_sources()
+        if s.arch is None or wanted is None or s.arch in wanted
+    ]
+    return _fetch_pinned(sources, lock, store=store, cache=cache, downloader=downloader)
+
+
+def _fetch_pinned(
+    sources: list[Source],
+    lock: Lock | None,
+    *,
+    store: Store,
+    cache: SourceCache | None,
+    downloader: Downloader | None,
+) -> list[FetchedSource]:
+    """Fetch ``sources`` in order, refusing them all if one is unpinned (before any download)."""
+    unpinned = [s for s in sources if not s.pins.pinned]
+    if unpinned:
+        raise unpinned_error(unpinned[0], lock)
+    downloader = downloader or Downloader()
+    return [fetch(s, store=store, cache=cache, downloader=downloader) for s in sources]
+
+
+def fetched_from_entry(source: Source, entry: Entry) -> FetchedSource:
+    meta = entry.meta
+    return FetchedSource(
+        source=source,
+        key=entry.key,
+        path=source.output_path(entry),
+        sha256=str(meta["sha256"]),
+        size=int(meta["size"]),
+        is_tree=bool(meta["tree"]),
+        fetched_sha256=str(meta["fetched_sha256"]),
+    )
+
+
+# -- building the store entry ----------------------------------------------------------------------
+def _materialise(
+    source: Source, out: Path, cache: SourceCache | None, downloader: Downloader | None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"origin": source.origin, "source": source.label}
+    local = source.local_path
+    if local is not None and local.is_dir():
+        if source.unpack or source.member:
+            msg = f"{local} is a directory; unpack and member apply to archives"
+            raise ConfigError(msg, path=source.recipe_path, key=source.key)
+        if not (source.pins.nar_sha256 or source.pins.sha256):
+            msg = f"{local} is a directory: pin it with nar_hash (or sha256 = `nix-hash --type sha256 DIR`)"
+            raise ConfigError(msg, path=source.recipe_path, key=source.key)
+        nar = copy_tree(local, out)
+        _check_tree(source, nar.sha256, what=str(local))
+        return {**meta, "tree": True, "sha256": nar.sha256, "size": nar.size, "fetched_sha256": nar.sha256}
+    blob = obtain(source, cache=cache or SourceCache(), downloader=downloader or Downloader())
+    if source.unpack:
+        nar = unpack(blob.path, out, strip=source.strip)
+        _check_tree(source, nar.sha256, what=f"{source.origin} (unpacked)")
+        return {**meta, "tree": True, "sha256": nar.sha256, "size": nar.size, "fetched_sha256": blob.sha256}
+    dest = out / source.filename
+    if source.member:
+        sha256, size = extract_member(blob.path, source.member, dest, strip=source.strip)
+    else:
+        with open(blob.path, "rb") as fin:
+            sha256, size = write_hashed(fin, dest)
+        if sha256 != blob.sha256:
+            msg = f"cached file {blob.path} changed while it was copied (expected {blob.sha256})"
+            raise FetchError(msg)
+    return {
+        **meta,
+        "tree": False,
+        "filename": dest.name,
+        "sha256": sha256,
+        "size": size,
+        "fetched_sha256": blob.sha256,
+    }
+
+
+def _check_tree(source: Source, nar_sha256: str, *, what: str) -> None:
+    """A tree's NAR hash against ``nar_hash`` (or, for a local directory, ``sha256``)."""
+    pins = source.pins
+    expected = pins.nar_sha256 or (pins.sha256 if source.local_path and not source.unpack else None)
+    if expected and expected != nar_sha256:
+        if pins.nar_sha256:
+            shown, actual = pins.expected("nar"), to_sri(bytes.fromhex(nar_sha256))
+        else:
+            shown, actual = expected, nar_sha256
+        msg = f"{what} (NAR hash of the tree)"
+        raise HashMismatch(msg, expected=shown, actual=actual)
+
+
+# -- the verified download -------------------------------------------------------------------------
+def obtain(
+    source: Source,
+    *,
+    cache: SourceCache,
+    downloader: Downloader,
+    trust_on_first_use: bool = False,
+) -> Blob:
+    """The source's fetched file, verified against every pin; from the cache, else downloaded.
+
+    With ``trust_on_first_use`` an unpinned source is accepted as it comes (``eifbuild lock``).
+    """
+    if not source.pins.pinned and not trust_on_first_use:
+        raise unpinned_error(source)
+    blob = _from_cache(source, cache)
+    if blob is not None:
+        return blob
+    name = _download_name(source)
+    with cache.lock(name):
+        blob = _from_cache(source, cache)  # another process may have fetched it while we waited
+        if blob is not None:
+            return blob
+        return _download(source, cache, downloader, name)
+
+
+def _download_name(source: Source) -> str:
+    """Name of the download's lock and partial file: its strongest pin, else its first location."""
+    pins = source.pins.identity()
+    if pins:
+        kind, digest = next(iter(pins.items()))
+        return f"{kind}-{digest}"
+    return "url-" + hashlib.sha256(source.origin.encode()).hexdigest()
+
+
+def _from_cache(source: Source, cache: SourceCache) -> Blob | None:
+    pins = source.pins
+    candidates = [pins.sha256] if pins.sha256 else [cache.resolve_alias(a) for a in source.aliases()]
+    for sha256 in candidates:
+        if sha256 is None or not cache.has(sha256):
+            continue
+        path = cache.blob(sha256)
+        hashers = Hashers(pins.file_algorithms)
+        with open(path, "rb") as fh:
+            hashers.feed(fh)
+        digests = hashers.hexdigests()
+        if digests["sha256"] != sha256:
+            log.warn(
+                f"cached download {path} is corrupt (its sha256 is {digests['sha256']}); fetching it again"
+            )
+            cache.evict(sha256)
+            continue
+        try:
+            _check_file(source, path, digests, what=str(path), tmp_dir=cache.root / "partial")
+        except HashMismatch:
+            continue  # an alias of another source's pins: fetch what this one wants
+        return Blob(path, sha256, hashers.size)
+    return None
+
+
+def _download(source: Source, cache: SourceCache, downloader: Downloader, name: str) -> Blob:
+    failures: list[Exception] = []
+    local = source.local_path
+    for origin in source.origins:
+        what = str(local) if local is not None else origin
+        try:
+            got = _fetch_origin(source, origin, cache, downloader, name)
+            try:
+                _check_file(source, got.path, got.digests, what=what, tmp_dir=cache.root / "partial")
+            except HashMismatch:
+                if not got.resumed:
+                    raise
+                log.info(f"{origin}: the resumed download does not match; fetching it whole")
+                cache.discard(name)
+                got = _fetch_origin(source, origin, cache, downloader, name)
+                _check_file(source, got.path, got.digests, what=what, tmp_dir=cache.root / "partial")
+        except _FAILURES as exc:
+            if not isinstance(exc, FetchError):
+                cache.discard(name)  # wrong bytes: never resume from them
+            failures.append(exc)
+            if origin != source.origins[-1]:
+                log.warn(f"{exc}; trying the next mirror")
+            continue
+        path = cache.publish(got.path, got.sha256)
+        for alias in source.aliases():
+            cache.add_alias(alias, got.sha256)
+        return Blob(path, got.sha256, got.size)
+    if len(failures) == 1:
+        raise failures[0]
+    msg = f"every location of {source.label} failed: " + "; ".join(str(f) for f in failures)
+    raise FetchError(msg)
+
+
+def _fetch_origin(
+    source: Source, origin: str, cache: SourceCache, downloader: Downloader, name: str
+) -> Downloaded:
+    part = cache.partial(name)
+    algorithms = source.pins.file_algorithms
+    if source.apt is not None and source.version is not None:
+        deb = apt_download(source.apt, source.version, cache.scratch(name))
+        hashers = Hashers(algorithms)
+        with open(deb, "rb") as fh:
+            hashers.feed(fh)
+        deb.replace(part)
+        return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
+    local = source.local_path
+    if local is not None:
+        return copy_local(local, part, algorithms, what=str(local))
+    return downloader.download(origin, part, algorithms)
+
+
+def _check_file(source: Source, path: Path, digests: dict[str, str], *, what: str, tmp_dir: Path) -> None:
+    pins = source.pins
+    for algorithm in pins.file_algorithms:
+        pinned = pins.sha256 if algorithm == "sha256" else (pins.sri[1] if pins.sri else None)
+        if pinned and pinned != digests[algorithm]:
+            got = digests[algorithm]
+            actual = got if algorithm == "sha256" else to_sri(bytes.fromhex(got), algorithm)
+            raise HashMismatch(what, expected=pins.expected(algorithm), actual=actual)
+    if pins.nar_sha256:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        nar = nar_digest_of_archive(path, strip=source.strip, tmp_dir=tmp_dir)
+        if nar.sha256 != pins.nar_sha256:
+            msg = f"{what} (NAR hash)"
+            raise HashMismatch(msg, expected=pins.expected("nar"), actual=nar.sri)

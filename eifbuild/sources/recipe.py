@@ -1,0 +1,456 @@
+"""Recipes: named, pinned sources per architecture, read from TOML.
+
+```toml
+[recipe]
+name = "aws-nitro-cli-1.5.0"
+description = "…"
+[defaults]                      # free-form values for the build (e.g. which source is the kernel);
+cmdline = "…"                   # [defaults.<arch>] overrides them per architecture
+[sources.kernel.x86_64]         # sources.<name>.<arch> …
+url = "https://…"
+sha256 = "…"
+[sources.init-c]                # … or sources.<name> when the same for every arch
+url = "https://…"
+mirrors = ["https://…"]
+sha256 = "…"
+```
+
+A source has exactly one origin (``url`` (+ ``mirrors``), ``path`` or ``apt`` + ``version``), its
+pins (``sha256``, ``hash`` (SRI), ``nar_hash`` (SRI of the unpacked tree's NAR)) and what to take
+from it (``unpack``, ``strip``, ``member``). Validation errors name the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote, urlsplit
+
+from ..arch import ARCHES, Arch, parse_arch
+from ..errors import ConfigError, did_you_mean
+from ..store import Entry, Step
+from ..util.tomlfile import read_toml
+from .nar import parse_sri, to_sri
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .lock import Lock
+
+SOURCE_KEYS: Final = (
+    "url",
+    "mirrors",
+    "path",
+    "apt",
+    "version",
+    "sha256",
+    "hash",
+    "nar_hash",
+    "unpack",
+    "strip",
+    "member",
+)
+_TOP_KEYS: Final = ("recipe", "defaults", "sources")
+_RECIPE_KEYS: Final = ("name", "description")
+_ARCH_KEYS: Final = frozenset({"x86_64", "aarch64", "amd64", "arm64"})
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_RECIPE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
+_DEB_PACKAGE: Final = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?")
+_DEB_VERSION: Final = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
+
+
+SOURCE_STEP_VERSION: Final = 1
+LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
+_SAFE_FILENAME: Final = re.compile(r"[A-Za-z0-9._+~=-]+")
+
+
+@dataclass(frozen=True)
+class Pins:
+    """What a source must hash to. Hex digests; ``sri`` is a sha384/sha512 pin of the fetched file."""
+
+    sha256: str | None = None  # of the fetched file (of a local directory: of its NAR)
+    sri: tuple[str, str] | None = None  # (algorithm, hex) of the fetched file
+    nar_sha256: str | None = None  # of the NAR of the unpacked tree (after strip)
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256 or self.sri or self.nar_sha256)
+
+    @property
+    def file_algorithms(self) -> tuple[str, ...]:
+        return ("sha256", self.sri[0]) if self.sri else ("sha256",)
+
+    def identity(self) -> dict[str, str]:
+        """Every pin, as the inputs of the source's store step."""
+        found = {}
+        if self.sha256:
+            found["sha256"] = self.sha256
+        if self.sri:
+            found[self.sri[0]] = self.sri[1]
+        if self.nar_sha256:
+            found["nar-sha256"] = self.nar_sha256
+        return found
+
+    def expected(self, algorithm: str) -> str:
+        """A pin in the notation the user wrote it in (hex for sha256, SRI otherwise)."""
+        if algorithm == "sha256" and self.sha256:
+            return self.sha256
+        if algorithm == "nar" and self.nar_sha256:
+            return to_sri(bytes.fromhex(self.nar_sha256))
+        if self.sri and self.sri[0] == algorithm:
+            return to_sri(bytes.fromhex(self.sri[1]), algorithm)
+        raise KeyError(algorithm)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One pinned input: where it comes from, what it must hash to, and what to take from it."""
+
+    name: str
+    recipe: str
+    recipe_path: Path
+    arch: Arch | None = None
+    url: str | None = None
+    mirrors: tuple[str, ...] = ()
+    path: str | None = None  # as written; relative to the recipe's directory
+    apt: str | None = None
+    version: str | None = None
+    pins: Pins = Pins()
+    unpack: bool = False
+    strip: int = 0
+    member: str | None = None
+    pinned_by: str = ""  # the lock file the pins came from, when not the recipe
+
+    @property
+    def label(self) -> str:
+        """``recipe/name[.arch]``, for messages."""
+        return f"{self.recipe}/{self.qualified_name}"
+
+    @property
+    def qualified_name(self) -> str:
+        """``name`` or ``name.arch``: the source's place under [sources] in its recipe."""
+        return self.name + (f".{self.arch}" if self.arch else "")
+
+    @property
+    def key(self) -> str:
+        return f"sources.{self.qualified_name}"
+
+    @property
+    def origin(self) -> str:
+        """The primary location: URL, ``apt:NAME=VERSION`` or the path as written."""
+        if self.url:
+            return self.url
+        if self.apt:
+            return f"apt:{self.apt}={self.version}"
+        return str(self.path)
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return (self.url, *self.mirrors) if self.url else (self.origin,)
+
+    @property
+    def local_path(self) -> Path | None:
+        if self.path is None:
+            return None
+        return (self.recipe_path.parent / self.path).absolute()
+
+    @property
+    def is_tree(self) -> bool:
+        local = self.local_path
+        return self.unpack or (local is not None and local.is_dir())
+
+    @property
+    def filename(self) -> str:
+        """File name of the output when it is a single file."""
+        if self.member:
+            name = PurePosixPath(self.member).name
+        elif self.url:
+            name = unquote(PurePosixPath(urlsplit(self.url).path).name)
+        elif self.apt:
+            name = f"{self.apt}_{self.version}.deb".replace(":", "%3a")
+        else:
+            name = PurePosixPath(str(self.path)).name
+        return name if _SAFE_FILENAME.fullmatch(name) and name not in {".", ".."} else "download"
+
+    def aliases(self) -> list[str]:
+        """Cache alias names of the pins other than sha256."""
+        found = [f"{self.pins.sri[0]}-{self.pins.sri[1]}"] if self.pins.sri else []
+        if self.pins.nar_sha256:
+            found.append(f"nar-sha256-{self.pins.nar_sha256}-strip{self.strip}")
+        return found
+
+    def step(self) -> Step:
+        """The store step holding this source's output: keyed by its pins, never by its location."""
+        tree = self.is_tree
+        params = {
+            "tree": tree,
+            "filename": None if tree else self.filename,
+            "member": self.member,
+            "strip": self.strip,
+            "unpack": self.unpack,
+        }
+        return Step("source", SOURCE_STEP_VERSION, params, self.pins.identity())
+
+    @staticmethod
+    def output_path(entry: Entry) -> Path:
+        """Where a store entry of :meth:`step` keeps the source: the tree, or the file in it."""
+        meta = entry.meta
+        return entry.path if meta["tree"] else entry.path / str(meta["filename"])
+
+    def with_pins(self, pins: Pins, pinned_by: str) -> Source:
+        return dataclasses.replace(self, pins=pins, pinned_by=pinned_by)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe: sources by name, then by arch (``None``: the same for every arch)."""
+
+    name: str
+    description: str
+    path: Path
+    sources: Mapping[str, Mapping[Arch | None, Source]]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def arches(self) -> tuple[Arch, ...]:
+        """Arches this recipe can serve: those of its per-arch sources (all when it has none)."""
+        named = {arch for by_arch in self.sources.values() for arch in by_arch if arch is not None}
+        return tuple(a for a in ARCHES if a in named) if named else ARCHES
+
+    def source(self, name: str, arch: Arch, *, lock: Lock | None = None) -> Source:
+        by_arch = self.sources.get(name)
+        if by_arch is None:
+            hint = did_you_mean(name, self.sources)
+            msg = f"recipe {self.name!r} has no source {name!r}{hint}"
+            raise ConfigError(msg, path=self.path)
+        found = by_arch.get(arch, by_arch.get(None))
+        if found is None:
+            have = ", ".join(str(a) for a in by_arch)
+            msg = f"recipe {self.name!r} has no source {name!r} for {arch} (only for {have})"
+            raise ConfigError(msg, path=self.path)
+        return lock.apply(found) if lock is not None else found
+
+    def for_arch(self, arch: Arch, *, lock: Lock | None = None) -> dict[str, Source]:
+        """Every source available for ``arch``, with pins from ``lock`` filled in where missing."""
+        return {
+            name: self.source(name, arch, lock=lock)
+            for name, by_arch in self.sources.items()
+            if arch in by_arch or None in by_arch
+        }
+
+    def all_sources(self) -> list[Source]:
+        """Each source once (a per-arch source once per arch)."""
+        return [src for by_arch in self.sources.values() for src in by_arch.values()]
+
+    def defaults_for(self, arch: Arch) -> dict[str, Any]:
+        common = {k: v for k, v in self.defaults.items() if k not in _ARCH_KEYS}
+        for key, value in self.defaults.items():
+            if key in _ARCH_KEYS and parse_arch(key) == arch:
+                common.update(value)
+        return common
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; every problem is a :class:`ConfigError` naming file and key."""
+    path = Path(path)
+    return parse_recipe(read_toml(path, "recipe"), path)
+
+
+def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
+    _check_keys(data, _TOP_KEYS, path, "")
+    head = _table(data.get("recipe"), path, "recipe", required=True)
+    _check_keys(head, _RECIPE_KEYS, path, "recipe.")
+    name = _required_string(head, "name", path, "recipe.")
+    if not _RECIPE_NAME.fullmatch(name):
+        msg = f"recipe name {name!r} may use only letters, digits and . _ + -"
+        raise ConfigError(msg, path=path, key="recipe.name")
+    description = _string(head, "description", path, "recipe.") or ""
+    defaults = _table(data.get("defaults"), path, "defaults")
+    for key, value in defaults.items():
+        if key in _ARCH_KEYS:
+            _table(value, path, f"defaults.{key}")
+    sources: dict[str, dict[Arch | None, Source]] = {}
+    for src_name, table in _table(data.get("sources"), path, "sources", required=True).items():
+        if not _NAME.fullmatch(src_name):
+            msg = "source names may use only letters, digits, '-' and '_'"
+            raise ConfigError(msg, path=path, key=f"sources.{src_name}")
+        sources[src_name] = _parse_by_arch(table, name, src_name, path)
+    return Recipe(name, description, path, sources, defaults)
+
+
+def _parse_by_arch(table: Any, recipe: str, name: str, path: Path) -> dict[Arch | None, Source]:
+    key = f"sources.{name}"
+    table = _table(table, path, key, required=True)
+    arch_keys = [k for k in table if k in _ARCH_KEYS]
+    if not arch_keys:
+        return {None: parse_source(table, recipe=recipe, name=name, path=path, arch=None)}
+    if len(arch_keys) != len(table):
+        other = sorted(set(table) - set(arch_keys))
+        msg = f"mixes per-arch tables ({', '.join(arch_keys)}) with source keys ({', '.join(other)})"
+        raise ConfigError(msg, path=path, key=key)
+    by_arch: dict[Arch | None, Source] = {}
+    for arch_key, sub in table.items():
+        arch = parse_arch(arch_key, where=f"{key}.{arch_key}")
+        if arch in by_arch:
+            msg = f"{arch} is given twice (as {arch_key} and under another name)"
+            raise ConfigError(msg, path=path, key=f"{key}.{arch_key}")
+        by_arch[arch] = parse_source(
+            _table(sub, path, f"{key}.{arch_key}", required=True),
+            recipe=recipe,
+            name=name,
+            path=path,
+            arch=arch,
+        )
+    return by_arch
+
+
+def parse_source(
+    table: Mapping[str, Any], *, recipe: str, name: str, path: Path, arch: Arch | None
+) -> Source:
+    """One source table (already located at ``sources.<name>[.<arch>]``)."""
+    where = f"sources.{name}" + (f".{arch}" if arch else "")
+    prefix = where + "."
+    _check_keys(table, SOURCE_KEYS, path, prefix)
+    origins = [k for k in ("url", "path", "apt") if k in table]
+    if len(origins) != 1:
+        msg = "needs exactly one of url, path or apt" + (f" (got {', '.join(origins)})" if origins else "")
+        raise ConfigError(msg, path=path, key=where)
+    url = _string(table, "url", path, prefix)
+    mirrors = tuple(_strings(table, "mirrors", path, prefix))
+    for i, u in enumerate((url, *mirrors) if url else ()):
+        _check_url(u, path, f"{prefix}{'url' if i == 0 else 'mirrors'}")
+    if mirrors and not url:
+        msg = "mirrors need a url"
+        raise ConfigError(msg, path=path, key=f"{prefix}mirrors")
+    apt, version = _string(table, "apt", path, prefix), _string(table, "version", path, prefix)
+    _check_apt(apt, version, path, prefix)
+    unpack = _bool(table, "unpack", path, prefix)
+    member = _string(table, "member", path, prefix)
+    strip = table.get("strip", 0)
+    if not isinstance(strip, int) or isinstance(strip, bool) or strip < 0:
+        msg = "expected a non-negative integer"
+        raise ConfigError(msg, path=path, key=f"{prefix}strip")
+    if unpack and member:
+        msg = "unpack and member exclude each other (member takes one file out of the archive)"
+        raise ConfigError(msg, path=path, key=f"{prefix}member")
+    pins = _parse_pins(table, path, prefix)
+    if strip and not (unpack or member or pins.nar_sha256):
+        msg = "strip only applies with unpack, member or nar_hash"
+        raise ConfigError(msg, path=path, key=f"{prefix}strip")
+    return Source(
+        name=name,
+        recipe=recipe,
+        recipe_path=path,
+        arch=arch,
+        url=url,
+        mirrors=mirrors,
+        path=_string(table, "path", path, prefix),
+        apt=apt,
+        version=version,
+        pins=pins,
+        unpack=unpack,
+        strip=strip,
+        member=member,
+    )
+
+
+def _parse_pins(table: Mapping[str, Any], path: Path, prefix: str) -> Pins:
+    sha256 = _string(table, "sha256", path, prefix)
+    if sha256 is not None:
+        if not _HEX64.fullmatch(sha256):
+            msg = f"expected 64 hex digits, got {sha256!r}"
+            raise ConfigError(msg, path=path, key=f"{prefix}sha256")
+        sha256 = sha256.lower()
+    sri = None
+    hash_text = _string(table, "hash", path, prefix)
+    if hash_text is not None:
+        algorithm, digest = parse_sri(hash_text, where=f"{prefix}hash")
+        if algorithm == "sha256":
+            if sha256 is not None and sha256 != digest:
+                msg = f"hash {hash_text!r} and sha256 {sha256!r} disagree"
+                raise ConfigError(msg, path=path, key=f"{prefix}hash")
+            sha256 = digest
+        else:
+            sri = (algorithm, digest)
+    nar = _string(table, "nar_hash", path, prefix)
+    nar_sha256 = parse_sri(nar, where=f"{prefix}nar_hash", algorithms=("sha256",))[1] if nar else None
+    return Pins(sha256=sha256, sri=sri, nar_sha256=nar_sha256)
+
+
+# -- small typed readers ---------------------------------------------------------------------------
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], path: Path, prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            msg = f"unknown key{did_you_mean(key, allowed)}; expected one of {', '.join(allowed)}"
+            raise ConfigError(msg, path=path, key=prefix + key)
+
+
+def _table(value: Any, path: Path, key: str, *, required: bool = False) -> dict[str, Any]:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        msg = "expected a table" if value is not None else "missing table"
+        raise ConfigError(msg, path=path, key=key)
+    return value
+
+
+def _required_string(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> str:
+    value = _string(table, key, path, prefix)
+    if value is None:
+        msg = "missing"
+        raise ConfigError(msg, path=path, key=prefix + key)
+    return value
+
+
+def _string(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> str | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        msg = "expected a non-empty string"
+        raise ConfigError(msg, path=path, key=prefix + key)
+    return value
+
+
+def _strings(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> list[str]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        msg = "expected a list of strings"
+        raise ConfigError(msg, path=path, key=prefix + key)
+    return value
+
+
+def _bool(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        msg = "expected true or false"
+        raise ConfigError(msg, path=path, key=prefix + key)
+    return value
+
+
+def _check_url(url: str, path: Path, key: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http", "file"} or not (parts.netloc or parts.scheme == "file"):
+        msg = f"expected an https://, http:// or file:// URL, got {url!r}"
+        raise ConfigError(msg, path=path, key=key)
+
+
+def _check_apt(apt: str | None, version: str | None, path: Path, prefix: str) -> None:
+    if apt is None:
+        if version is not None:
+            msg = "version only applies to apt sources"
+            raise ConfigError(msg, path=path, key=f"{prefix}version")
+        return
+    if not _DEB_PACKAGE.fullmatch(apt):
+        msg = f"{apt!r} is not a Debian package name"
+        raise ConfigError(msg, path=path, key=f"{prefix}apt")
+    if version is None:
+        msg = "apt sources need the exact package version (see `apt-cache policy PACKAGE`)"
+        raise ConfigError(msg, path=path, key=f"{prefix}version")
+    if not _DEB_VERSION.fullmatch(version):
+        msg = f"{version!r} is not a Debian package version"
+        raise ConfigError(msg, path=path, key=f"{prefix}version")

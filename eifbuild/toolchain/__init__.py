@@ -1,0 +1,1 @@
+"""Toolchains: zig cross-compiles, ELF checks, reproducible kernel builds."""

@@ -1,0 +1,229 @@
+"""How a recipe says to build its kernel: the ``[defaults.kernel_build]`` table.
+
+```toml
+[defaults.kernel_build]
+source_recipe = "linux-source-6.1.toml"   # optional: the recipe holding `source` (relative path)
+source = "tarball"                       # the kernel source tarball (a source name)
+base = "tinyconfig"                      # a make config target …
+base_config = "microvm-config"           # … or a source holding a whole .config
+fragment = "fragment"                    # optional: a source with options merged on top
+options = { CONFIG_NSM = "m" }           # optional: more options, merged after the fragment
+patches = ["nsm-patch"]                  # optional: sources applied with patch -p1, in order
+modules = ["drivers/misc/nsm.ko"]        # optional: modules to build and output
+```
+
+Every source name may be per-arch in its recipe (``[sources.fragment.x86_64]``). The recipe's
+``kernel`` default names the pinned built kernel, which ``--check`` compares the build against.
+Parsing is pure; :func:`resolve` fetches the sources (through the store) into a
+:class:`~eifbuild.kernel.KernelSpec`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import ConfigError
+from ..sources.fetch import fetch
+from ..sources.recipe import Recipe, load_recipe
+from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from ..arch import Arch
+    from ..sources.download import Downloader, SourceCache
+    from ..sources.lock import Lock
+    from ..store import Store
+
+TABLE: Final = "kernel_build"
+KEYS: Final = ("source_recipe", "source", "base", "base_config", "fragment", "options", "patches", "modules")
+_OPTION: Final = re.compile(r"CONFIG_[A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True)
+class KernelRecipe:
+    """A recipe's kernel build, parsed for one arch (source names not yet fetched)."""
+
+    recipe: Recipe
+    arch: Arch
+    source_recipe: Recipe
+    source: str
+    base: str = "tinyconfig"
+    base_config: str | None = None
+    fragment: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    patches: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+
+    @property
+    def expected_sha256(self) -> str | None:
+        """sha256 the recipe pins for the built kernel (its ``kernel`` default), if any."""
+        name = self.recipe.defaults_for(self.arch).get("kernel")
+        if not isinstance(name, str):
+            return None
+        return self.recipe.source(name, self.arch).pins.sha256
+
+    @property
+    def tarball_sha256(self) -> str | None:
+        """sha256 the source recipe records for the tarball itself (``tarball_sha256``), if any."""
+        value = self.source_recipe.defaults_for(self.arch).get("tarball_sha256")
+        return value if isinstance(value, str) else None
+
+
+def parse_kernel_build(recipe: Recipe, arch: Arch) -> KernelRecipe:
+    """The ``kernel_build`` table of ``recipe`` for ``arch``; a :class:`ConfigError` names the key."""
+    table = recipe.defaults_for(arch).get(TABLE)
+    prefix = f"defaults.{TABLE}"
+    if not isinstance(table, dict):
+        msg = f"recipe {recipe.name!r} does not say how to build a kernel (no [{prefix}] table)"
+        raise ConfigError(msg, path=recipe.path)
+    for key in table:
+        if key not in KEYS:
+            msg = f"unknown key; expected one of {', '.join(KEYS)}"
+            raise ConfigError(msg, path=recipe.path, key=f"{prefix}.{key}")
+    ctx = _Ctx(recipe, prefix)
+    source_recipe = recipe
+    if "source_recipe" in table:
+        other = recipe.path.parent / ctx.string(table, "source_recipe")
+        source_recipe = load_recipe(other)
+    base = ctx.string(table, "base", "tinyconfig")
+    base_config = ctx.optional(table, "base_config")
+    if base_config is None and base not in BASE_TARGETS:
+        msg = f"expected one of {', '.join(BASE_TARGETS)} (or give base_config)"
+        raise ConfigError(msg, path=recipe.path, key=f"{prefix}.base")
+    parsed = KernelRecipe(
+        recipe=recipe,
+        arch=arch,
+        source_recipe=source_recipe,
+        source=ctx.string(table, "source"),
+        base=base,
+        base_config=base_config,
+        fragment=ctx.optional(table, "fragment"),
+        options=ctx.options(table),
+        patches=ctx.strings(table, "patches"),
+        modules=ctx.strings(table, "modules"),
+    )
+    _check_names(parsed)
+    return parsed
+
+
+def _check_names(kr: KernelRecipe) -> None:
+    """Every named source exists for the arch (a typo fails now, not after a download)."""
+    kr.source_recipe.source(kr.source, kr.arch)
+    for name in (kr.base_config, kr.fragment, *kr.patches):
+        if name is not None:
+            kr.recipe.source(name, kr.arch)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    recipe: Recipe
+    prefix: str
+
+    def error(self, message: str, key: str) -> ConfigError:
+        return ConfigError(message, path=self.recipe.path, key=f"{self.prefix}.{key}")
+
+    def string(self, table: Mapping[str, Any], key: str, default: str | None = None) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value:
+            msg = "expected a non-empty string" if key in table else "missing"
+            raise self.error(msg, key)
+        return value
+
+    def optional(self, table: Mapping[str, Any], key: str) -> str | None:
+        return self.string(table, key) if key in table else None
+
+    def strings(self, table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            msg = "expected a list of strings"
+            raise self.error(msg, key)
+        return tuple(value)
+
+    def options(self, table: Mapping[str, Any]) -> dict[str, str]:
+        value = table.get("options", {})
+        if not isinstance(value, dict):
+            msg = "expected a table of CONFIG_NAME = value"
+            raise self.error(msg, "options")
+        for name, setting in value.items():
+            if not _OPTION.fullmatch(name) or not isinstance(setting, str) or not setting:
+                msg = 'expected CONFIG_NAME = "y", "m", "n" or a value'
+                raise self.error(msg, f"options.{name}")
+        return dict(value)
+
+
+def resolve(
+    kr: KernelRecipe,
+    *,
+    store: Store,
+    tarball: Path | None = None,
+    lock: Lock | None = None,
+    cache: SourceCache | None = None,
+    downloader: Downloader | None = None,
+) -> KernelSpec:
+    """Fetch (or take) the sources of ``kr`` into a :class:`KernelSpec`.
+
+    ``tarball`` replaces fetching the kernel source (e.g. an installed /usr/src tarball); its
+    sha256 must equal the source recipe's ``tarball_sha256`` when that is given.
+    """
+    from ..util.fsutil import hash_file  # noqa: PLC0415
+
+    def get(recipe: Recipe, name: str) -> Path:
+        source = recipe.source(name, kr.arch, lock=lock)
+        return fetch(source, store=store, cache=cache, downloader=downloader).path
+
+    if tarball is not None:
+        source_path, source_sha = tarball, hash_file(tarball)
+        expected = kr.tarball_sha256
+        if expected is not None and expected != source_sha:
+            msg = (
+                f"sha256 {source_sha}, but recipe {kr.source_recipe.name!r} records tarball_sha256 {expected}"
+            )
+            raise ConfigError(msg, path=tarball)
+    else:
+        source = kr.source_recipe.source(kr.source, kr.arch, lock=lock)
+        fetched = fetch(source, store=store, cache=cache, downloader=downloader)
+        source_path, source_sha = fetched.path, fetched.sha256
+    return KernelSpec(
+        arch=kr.arch,
+        source=source_path,
+        source_sha256=source_sha,
+        fragment=get(kr.recipe, kr.fragment) if kr.fragment else None,
+        options=dict(kr.options),
+        base=kr.base,
+        base_config=get(kr.recipe, kr.base_config) if kr.base_config else None,
+        patches=tuple(get(kr.recipe, p) for p in kr.patches),
+        modules=kr.modules,
+    )
+
+
+@dataclass(frozen=True)
+class RecipeKernel:
+    """A kernel built from a recipe, and what the recipe pins for it (``None``: nothing)."""
+
+    build: KernelBuild
+    expected_sha256: str | None
+
+    @property
+    def matches(self) -> bool | None:
+        if self.expected_sha256 is None:
+            return None
+        return self.build.image_sha256 == self.expected_sha256
+
+
+def build_from_recipe(
+    path: Path,
+    arch: Arch,
+    *,
+    store: Store,
+    tarball: Path | None = None,
+    jobs: int | None = None,
+    lock: Lock | None = None,
+) -> RecipeKernel:
+    """Parse ``path``'s kernel build for ``arch``, fetch its sources and build it (or find it)."""
+    kr = parse_kernel_build(load_recipe(path), arch)
+    spec = resolve(kr, store=store, tarball=tarball, lock=lock)
+    return RecipeKernel(build_kernel(store, spec, jobs=jobs), kr.expected_sha256)

@@ -1,0 +1,1 @@
+"""Private helpers shared by the packages: files, background work, tree paths, TOML."""
