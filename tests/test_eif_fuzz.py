@@ -83,7 +83,7 @@ def _seed(data: bytes) -> Seed:
 
 PARSED = (2, 4, 5)  # cmdline, signature, metadata: the sections the reader decodes
 SEEDS = [_seed(path.read_bytes()) for path in sorted(VECTORS.glob("*/expected.eif"))]
-assert SEEDS or not VECTORS.is_dir(), f"no expected.eif files under {VECTORS}"
+assert SEEDS, f"no expected.eif files under {VECTORS}"
 
 
 def _assemble(sections: list[tuple[int, bytes]], flags: int, crc_ok: bool) -> bytes:
@@ -182,8 +182,6 @@ def _check(path: Path, data: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not SEEDS:
-        pytest.skip(f"reference vectors not found at {VECTORS}")
     return tmp_path_factory.mktemp("fuzz") / "mutant.eif"
 
 

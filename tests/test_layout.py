@@ -1,0 +1,151 @@
+"""The code's shape (issue #12): subpackages by concern, each with a lazy public face, small
+modules, and no import cycle. Every import counts, also those under TYPE_CHECKING and inside
+functions: a cycle there is still two modules that cannot be understood apart."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "eifbuild"
+SUBPACKAGES = ("eif", "ramdisk", "sources", "oci", "toolchain", "build")
+PRIVATE = ("util",)  # helpers any package may use directly; no public face
+MAX_LINES = 600
+MAX_ROOT_MODULES = 16
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _imports(name: str) -> set[str]:
+    """Every eifbuild module that ``name`` imports, wherever the import statement is."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    here = name if _is_package(name) else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "eifbuild")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1])
+                origin = f"{base}.{node.module}" if node.module else base
+            elif (node.module or "").split(".")[0] == "eifbuild":
+                origin = str(node.module)
+            else:
+                continue
+            for alias in node.names:
+                # `from . import log` imports the module eifbuild.log; `from .x import Y` imports x
+                found.add(f"{origin}.{alias.name}" if f"{origin}.{alias.name}" in MODULES else origin)
+    return found & MODULES.keys()
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (or a self-import), by Tarjan."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle() -> None:
+    assert _cycles(GRAPH) == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_modules_stay_small(name: str) -> None:
+    lines = MODULES[name].read_text(encoding="utf-8").count("\n")
+    assert lines <= MAX_LINES, f"{MODULES[name]} has {lines} lines: split it by concern"
+
+
+def test_few_modules_at_the_root() -> None:
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, root
+
+
+def _face_names(package: str) -> set[str]:
+    """The names a face imports under TYPE_CHECKING (what type checkers see)."""
+    tree = ast.parse(MODULES[package].read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.level == 1:
+                    names.update(a.asname or a.name for a in stmt.names)
+    return names
+
+
+@pytest.mark.parametrize("sub", SUBPACKAGES)
+def test_each_package_has_a_lazy_face_that_type_checkers_see_too(sub: str) -> None:
+    face = importlib.import_module(f"eifbuild.{sub}")
+    exported = set(face.__all__)
+    assert exported, f"eifbuild.{sub} exports nothing"
+    assert exported == _face_names(f"eifbuild.{sub}")
+    for name in sorted(exported):
+        assert getattr(face, name) is not None, name
+    with pytest.raises(AttributeError, match="has no attribute 'not_exported'"):
+        _ = face.not_exported
+
+
+def _package_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and _is_package(module)) else None
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_packages_use_each_others_faces_not_their_private_modules(name: str) -> None:
+    mine = _package_of(name)
+    reached_into = sorted(
+        target
+        for target in GRAPH[name]
+        if (theirs := _package_of(target)) in SUBPACKAGES
+        and theirs != mine
+        and target != f"eifbuild.{theirs}"
+    )
+    assert reached_into == [], f"{name} should import these from their package's face"
