@@ -24,7 +24,7 @@ from oci_helpers import sample_image, write_layout
 from oci_registry import Registry
 from source_helpers import LocalServer
 
-from eifbuild.eif.writer import describe, read_eif, read_section
+from eifbuild.eif import describe, read_eif, read_section
 from eifbuild.ramdisk.newc import read_cpio
 from eifbuild.store import Store
 
