@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ..arch import Arch
-    from ..ramdisk.newc import Entry
+    from ..ramdisk import Entry
 
 MODEL_VERSION: Final = 1  # bump when the layer-application rules change the rootfs
 INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})

@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
 
 from .. import log
 from ..errors import ArchiveError
-from ..ramdisk.newc import Entry
+from ..ramdisk import Entry
 from ..util import treepath
 from ..util.fsutil import CHUNK
 
