@@ -34,7 +34,7 @@ from ..arch import info
 from ..errors import ConfigError, HashMismatch, StoreError, ToolError
 from ..store import Entry, Step, Store
 from ..util.fsutil import CHUNK, atomic_write, hash_file
-from . import elf
+from .elf import check_static_executable, read_elf
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -372,7 +372,7 @@ def _compile(
         if not built.is_file():
             msg = f"zig cc reported success for {what} but wrote no {dest.name}"
             raise ToolError(msg, cmd=argv, returncode=0, output=output)
-        elf.check_static_executable(elf.read_elf(built, what), arch, what)
+        check_static_executable(read_elf(built, what), arch, what)
         built.chmod(0o755)
         built.replace(dest)
     ready.touch()
