@@ -80,7 +80,7 @@ def measure_size(opts: Options, mib: int) -> dict[str, Series]:
         return run(["sha384sum", *map(str, given.files())])
 
     def pack(python: str) -> Callable[[], Sample]:
-        cmd = _eifbuild_cmd(python, given, work / "eifbuild.eif.writer", config)
+        cmd = _eifbuild_cmd(python, given, work / "eifbuild.eif", config)
         return lambda: run(cmd, cwd=work, env=opts.env())
 
     commands: list[tuple[str, Callable[[], Sample]]] = [

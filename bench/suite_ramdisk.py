@@ -35,7 +35,7 @@ GNU: Final = (
 RATIO_GOAL: Final = 1.0
 # What `doit eif` runs in-process: the walk and the writer, without the CLI's start-up.
 LIBRARY: Final = (
-    "from eifbuild.cpio import write_cpio_file; from eifbuild.ramdisk import tree_entries; "
+    "from eifbuild.ramdisk import tree_entries, write_cpio_file; "
     "write_cpio_file(tree_entries({tree!r}), {out!r}, mtime={mtime})"
 )
 
@@ -47,7 +47,7 @@ def rows(opts: Options) -> list[Row]:
     tree = cached_tree(opts.data / f"tree-{opts.tree_files}", opts.tree_files)
     work = opts.work / "ramdisk"
     work.mkdir(parents=True, exist_ok=True)
-    gnu_out, our_out = work / "gnu.cpio", work / "eifbuild.ramdisk.newc"
+    gnu_out, our_out = work / "gnu.cpio", work / "eifbuild.cpio"
 
     def gnu() -> Sample:
         cmd = ["bash", "-o", "pipefail", "-c", GNU]

@@ -34,11 +34,9 @@ from typing import IO, TYPE_CHECKING, Final
 from . import log
 from .arch import info
 from .build.config import EIFBUILD_INIT_C
-from .eif.reader import EifImage, iter_section, read_eif
-from .eif.writer import min_enclave_memory_mib
+from .eif import EifImage, iter_section, min_enclave_memory_mib, read_eif
 from .errors import ArchiveError, ConfigError, ToolError
-from .ramdisk.layout import bootstrap_entries
-from .ramdisk.newc import read_cpio, write_cpio
+from .ramdisk import bootstrap_entries, read_cpio, write_cpio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -142,7 +140,7 @@ def local_bootstrap(image: EifImage, init: Path) -> bytes:
 
 def eifbuild_init(store: Store, arch: Arch) -> Path:
     """eifbuild's own init compiled for ``arch`` (through the store: compiled once)."""
-    from .toolchain.zig import init_from_source  # noqa: PLC0415 - zig is only needed for --local-init
+    from .toolchain import init_from_source  # noqa: PLC0415 - zig is only needed for --local-init
 
     return init_from_source(store, EIFBUILD_INIT_C, arch).file("init")
 

@@ -16,10 +16,9 @@ import pytest
 
 from eifbuild import boot
 from eifbuild.cli import main
-from eifbuild.eif.writer import make_metadata, read_eif, write_eif
+from eifbuild.eif import make_metadata, read_eif, write_eif
 from eifbuild.errors import ToolError
-from eifbuild.ramdisk.layout import bootstrap_entries
-from eifbuild.ramdisk.newc import read_cpio, write_cpio_file
+from eifbuild.ramdisk import bootstrap_entries, read_cpio, write_cpio_file
 
 if TYPE_CHECKING:
     from pathlib import Path

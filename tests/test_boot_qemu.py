@@ -15,11 +15,10 @@ from conftest import require_tool
 from eifbuild import boot
 from eifbuild.arch import info
 from eifbuild.cli import main
-from eifbuild.eif.writer import make_metadata, read_eif, write_eif
-from eifbuild.ramdisk.layout import app_entries, bootstrap_entries
-from eifbuild.ramdisk.newc import Entry, write_cpio_file
+from eifbuild.eif import make_metadata, read_eif, write_eif
+from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
 from eifbuild.store import Store
-from eifbuild.toolchain.zig import compile_c_binary, init_from_source
+from eifbuild.toolchain import compile_c_binary, init_from_source
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -21,8 +21,16 @@ from hypothesis import strategies as st
 
 from eifbuild import log
 from eifbuild.errors import ArchiveError, ConfigError
-from eifbuild.ramdisk.layout import tree_entries
-from eifbuild.ramdisk.newc import Entry, Member, eif_alignment, plan, read_cpio, write_cpio, write_cpio_file
+from eifbuild.ramdisk import (
+    CpioMember,
+    Entry,
+    eif_alignment,
+    read_cpio,
+    tree_entries,
+    write_cpio,
+    write_cpio_file,
+)
+from eifbuild.ramdisk.newc import plan
 
 MTIME = 1_700_000_000
 
@@ -36,7 +44,7 @@ def archive(entries: list[Entry], **kw: object) -> bytes:
     return data
 
 
-def members(data: bytes) -> list[Member]:
+def members(data: bytes) -> list[CpioMember]:
     return list(read_cpio(io.BytesIO(data), data=True))
 
 

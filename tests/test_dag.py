@@ -24,8 +24,8 @@ from oci_helpers import sample_image, write_layout
 from oci_registry import Registry
 from source_helpers import LocalServer
 
-from eifbuild.eif.writer import describe, read_eif, read_section
-from eifbuild.ramdisk.newc import read_cpio
+from eifbuild.eif import describe, read_eif, read_section
+from eifbuild.ramdisk import read_cpio
 from eifbuild.store import Store
 
 DODO = "# Tasks for ./eif.toml: doit eif | doit check | doit list | doit clean\nfrom eifbuild.tasks import *  # noqa: F403\n"

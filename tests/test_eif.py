@@ -20,12 +20,10 @@ from hypothesis import strategies as st
 
 from eifbuild import cli
 from eifbuild.arch import ARCHES, Arch
-from eifbuild.eif.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
-from eifbuild.eif.writer import (
+from eifbuild.eif import (
     EifMetadata,
     SectionType,
     describe,
-    eif_sections,
     iter_section,
     measure,
     min_enclave_memory_mib,
@@ -33,8 +31,9 @@ from eifbuild.eif.writer import (
     read_section,
     verify,
     write_eif,
-    write_sections,
 )
+from eifbuild.eif.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
+from eifbuild.eif.writer import eif_sections, write_sections
 from eifbuild.errors import ConfigError
 
 Capture = pytest.CaptureFixture[str]

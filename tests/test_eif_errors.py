@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from eifbuild import cli
-from eifbuild.eif.reader import EifHeader, SectionType, read_eif
+from eifbuild.eif import SectionType, read_eif
+from eifbuild.eif.format import EifHeader
 from eifbuild.errors import EifFormatError
 
 Capture = pytest.CaptureFixture[str]

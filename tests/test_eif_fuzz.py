@@ -19,9 +19,9 @@ from conftest import VECTORS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eifbuild.eif.reader import HEADER_SIZE, MAX_SECTIONS, SECTION_HEADER_SIZE, EifHeader
+from eifbuild.eif import describe, read_eif, verify
+from eifbuild.eif.format import HEADER_SIZE, MAX_SECTIONS, SECTION_HEADER_SIZE, EifHeader
 from eifbuild.eif.sign import signature_section
-from eifbuild.eif.writer import describe, read_eif, verify
 from eifbuild.errors import EifFormatError
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)

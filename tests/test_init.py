@@ -15,8 +15,7 @@ from conftest import require_tool
 from eifbuild.arch import ARCHES, Arch
 from eifbuild.boot import EIFBUILD_INIT_C
 from eifbuild.store import Store
-from eifbuild.toolchain.elf import read_elf
-from eifbuild.toolchain.zig import compile_c_binary
+from eifbuild.toolchain import compile_c_binary, read_elf
 
 if TYPE_CHECKING:
     from pathlib import Path

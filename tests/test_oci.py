@@ -30,7 +30,7 @@ from oci_helpers import (
 
 from eifbuild.cli import main
 from eifbuild.errors import ArchiveError, ConfigError, HashMismatch, StoreError
-from eifbuild.oci.image import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
+from eifbuild.oci import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
 from eifbuild.oci.importer import Importer, layer_step
 from eifbuild.oci.registry import RegistryRef, credentials, parse_challenge, parse_ref
 from eifbuild.oci.transport import LayoutDir

@@ -16,7 +16,7 @@ from oci_registry import Registry, TokenService, free_port, write_htpasswd
 
 from eifbuild.cli import main
 from eifbuild.errors import ArchiveError, ConfigError, FetchError, HashMismatch
-from eifbuild.oci.image import OciImage, app_command, resolve_image, resolve_tag, rootfs_entries
+from eifbuild.oci import OciImage, app_command, resolve_image, resolve_tag, rootfs_entries
 from eifbuild.ramdisk import layout as ramdisk
 from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store

@@ -18,23 +18,25 @@ from hypothesis import strategies as st
 from eifbuild import log
 from eifbuild.cli import main
 from eifbuild.errors import ArchiveError, ConfigError
-from eifbuild.ramdisk.layout import (
+from eifbuild.ramdisk import (
     ROOTFS_DIRS,
+    CpioMember,
+    Entry,
     Symlink,
     app_entries,
     bootstrap_entries,
-    encode_cmd,
-    encode_env,
     list_archive,
     mapping_entries,
     parse_env_args,
+    read_cpio,
     scan_tree,
     tree_entries,
+    write_cpio,
 )
-from eifbuild.ramdisk.newc import Entry, Member, read_cpio, write_cpio
+from eifbuild.ramdisk.layout import encode_cmd, encode_env
 
 
-def members(data: bytes) -> list[Member]:
+def members(data: bytes) -> list[CpioMember]:
     return list(read_cpio(io.BytesIO(data), data=True))
 
 

@@ -16,17 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif.sign import (
-    COSE_ALGORITHMS,
-    SignatureInfo,
-    cose_sign1,
-    decode_signature_section,
-    pcr_payload,
-    protected_header,
-    sig_structure,
-    signature_section,
-)
-from eifbuild.eif.writer import (
+from eifbuild.eif import (
     EifMetadata,
     SectionSource,
     SectionType,
@@ -38,8 +28,18 @@ from eifbuild.eif.writer import (
     sign_eif,
     verify,
     write_eif,
-    write_sections,
 )
+from eifbuild.eif.sign import (
+    COSE_ALGORITHMS,
+    SignatureInfo,
+    cose_sign1,
+    decode_signature_section,
+    pcr_payload,
+    protected_header,
+    sig_structure,
+    signature_section,
+)
+from eifbuild.eif.writer import write_sections
 from eifbuild.errors import SigningError
 
 Capture = pytest.CaptureFixture[str]

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from eifbuild import cli
-from eifbuild.eif.checker import load_expected_pcrs, verify
-from eifbuild.eif.reader import HEADER_SIZE, EifImage, SectionType, read_eif, read_section
+from eifbuild.eif import EifImage, SectionType, load_expected_pcrs, read_eif, read_section, verify
+from eifbuild.eif.format import HEADER_SIZE
 from eifbuild.eif.sign import COSE_ALGORITHMS, SignatureInfo, decode_signature_section, sig_structure
 
 Capture = pytest.CaptureFixture[str]

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 from .. import log
 from ..arch import parse_arch
-from ..eif.metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue
-from ..eif.metadata import dumps as json_dumps
-from ..eif.pcr import HASH_ALGOS, parse_algo
+from ..eif import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, HASH_ALGOS, JsonValue, parse_algo
+from ..eif import dumps as json_dumps
 from ..errors import ConfigError
 from ..util import fsutil
 from .common import EXIT_FAILED, EXIT_OK, Adder
@@ -18,8 +17,7 @@ from .common import EXIT_FAILED, EXIT_OK, Adder
 if TYPE_CHECKING:
     import argparse
 
-    from ..eif.pcr import Measurements
-    from ..eif.sign import Signer
+    from ..eif import Measurements, Signer
 
 # The library modules are imported by the handlers that use them: start-up time is part of every
 # command's time (cryptography alone takes ~0.1 s to import).
@@ -45,7 +43,7 @@ def _signer(certificate: Path | None, private_key: Path | None) -> Signer | None
     if certificate is None or private_key is None:
         msg = "--signing-certificate and --private-key must be given together"
         raise ConfigError(msg)
-    from ..eif.sign import Signer  # noqa: PLC0415
+    from ..eif import Signer  # noqa: PLC0415
 
     return Signer.from_files(certificate, private_key)
 
@@ -92,12 +90,16 @@ def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from ..eif.writer import load_custom_metadata, make_metadata, min_enclave_memory_mib, write_eif  # noqa: PLC0415
+    from ..eif import PackRequest, load_custom_metadata, min_enclave_memory_mib, pack  # noqa: PLC0415
 
     arch = parse_arch(args.arch, where="--arch")
     signer = _signer(args.signing_certificate, args.private_key)
-    metadata = make_metadata(
+    request = PackRequest(
+        output=args.output,
         kernel=args.kernel,
+        cmdline=args.cmdline,
+        ramdisks=args.ramdisks,
+        arch=arch,
         name=args.name,
         version=args.image_version,
         build_time=args.build_time,
@@ -107,17 +109,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         kernel_version=args.img_kernel,
         kernel_config=args.kernel_config,
         custom=load_custom_metadata(args.metadata) if args.metadata else None,
-    )
-    measurements = write_eif(
-        args.output,
-        kernel=args.kernel,
-        cmdline=args.cmdline,
-        ramdisks=args.ramdisks,
-        metadata=metadata,
-        arch=arch,
         signer=signer,
         algo=parse_algo(args.algo),
     )
+    measurements = pack(request)
     size = args.output.stat().st_size
     memory = min_enclave_memory_mib(size)
     log.step(f"Output file: {args.output} ({size} bytes; run it with --memory {memory} or more)")
@@ -133,7 +128,7 @@ def _add_describe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    from ..eif.writer import describe  # noqa: PLC0415
+    from ..eif import describe  # noqa: PLC0415
 
     print(json_dumps(describe(args.eif, algo=parse_algo(args.algo)), indent=2))
     return EXIT_OK
@@ -151,7 +146,7 @@ def _add_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ..eif.writer import load_expected_pcrs, verify  # noqa: PLC0415
+    from ..eif import load_expected_pcrs, verify  # noqa: PLC0415
 
     expected = load_expected_pcrs(args.pcrs) if args.pcrs else None
     problems = verify(args.eif, expected)
@@ -172,7 +167,7 @@ def _add_pcrs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_pcrs(args: argparse.Namespace) -> int:
-    from ..eif.writer import measure  # noqa: PLC0415
+    from ..eif import measure  # noqa: PLC0415
 
     _print_measurements(measure(args.eif, parse_algo(args.algo)), args.pcrs_out)
     return EXIT_OK
@@ -195,8 +190,7 @@ def _add_sign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from ..eif.sign import Signer  # noqa: PLC0415
-    from ..eif.writer import sign_eif  # noqa: PLC0415
+    from ..eif import Signer, sign_eif  # noqa: PLC0415
 
     signer = Signer.from_files(args.signing_certificate, args.private_key)
     measurements = sign_eif(args.eif, signer, output=args.output, algo=parse_algo(args.algo))

@@ -12,7 +12,7 @@ from .common import EXIT_OK, STORE_HELP, Adder, store_of
 if TYPE_CHECKING:
     import argparse
 
-    from ..oci.image import OciImage
+    from ..oci import OciImage
     from ..store import Store
 
 
@@ -45,7 +45,7 @@ def _add_oci(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _oci_image(args: argparse.Namespace) -> tuple[OciImage, Store]:
-    from ..oci.image import resolve_image  # noqa: PLC0415 - requests and friends only for this command
+    from ..oci import resolve_image  # noqa: PLC0415 - requests and friends only for this command
 
     arch = parse_arch(args.arch, where="--arch")
     store = store_of(args)
@@ -75,7 +75,7 @@ def _cmd_oci_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_oci_unpack(args: argparse.Namespace) -> int:
-    from ..oci.image import unpack_image  # noqa: PLC0415
+    from ..oci import unpack_image  # noqa: PLC0415
 
     image, store = _oci_image(args)
     count = unpack_image(image, store, args.output)

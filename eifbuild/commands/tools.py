@@ -44,7 +44,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     arch = parse_arch(args.arch, where="--arch")
     cflags = [flag for group in args.cflags for flag in shlex.split(group)]
     store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
-    from ..toolchain.zig import compile_to  # noqa: PLC0415
+    from ..toolchain import compile_to  # noqa: PLC0415
 
     binary = compile_to(store, args.sources, args.output, arch=arch, cflags=cflags)
     print(f"{binary.sha256}  {args.output}")
@@ -112,8 +112,7 @@ def _ramdisk_misuse(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_ramdisk(args: argparse.Namespace) -> int:
-    from ..ramdisk import layout as ramdisk  # noqa: PLC0415
-    from ..ramdisk.newc import Compression, eif_alignment, write_cpio_file  # noqa: PLC0415
+    from .. import ramdisk  # noqa: PLC0415
 
     if (problem := _ramdisk_misuse(args)) is not None:
         raise ConfigError(problem)
@@ -128,9 +127,13 @@ def _cmd_ramdisk(args: argparse.Namespace) -> int:
         entries = ramdisk.app_entries(args.rootfs, args.cmd, env, modes=args.modes)
     else:
         entries = ramdisk.tree_entries(args.tree, modes=args.modes)
-    compression: Compression = "gzip" if args.gzip else "none"
-    result = write_cpio_file(
-        entries, args.output, mtime=args.mtime, compression=compression, align=eif_alignment([compression])
+    compression: ramdisk.Compression = "gzip" if args.gzip else "none"
+    result = ramdisk.write_cpio_file(
+        entries,
+        args.output,
+        mtime=args.mtime,
+        compression=compression,
+        align=ramdisk.eif_alignment([compression]),
     )
     print(f"{result.sha256}  {args.output}")
     return EXIT_OK

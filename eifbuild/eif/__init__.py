@@ -1,4 +1,9 @@
-"""The EIF format: reader, writer, checker, metadata, PCRs and signing."""
+"""The EIF format: reader, writer, checker, metadata, PCRs and signing.
+
+``format`` holds the layout both the reader and the writer follow; :func:`pack` (in ``writer``) is
+the one way an EIF is made from a kernel, a cmdline and ramdisks (``eifbuild pack`` and a build's
+EIF step).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,75 @@ from typing import TYPE_CHECKING
 from ..util.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .reader import EifImage, read_eif
+    from .checker import describe, load_expected_pcrs, verify
+    from .format import SectionType
+    from .metadata import (
+        EIF_BUILD_TOOL,
+        EIF_BUILD_TOOL_VERSION,
+        EifMetadata,
+        JsonValue,
+        dumps,
+        load_custom_metadata,
+        make_metadata,
+        read_kernel_config,
+    )
+    from .pcr import DEFAULT_ALGO, HASH_ALGOS, HashAlgo, Measurements, parse_algo
+    from .reader import EifImage, Section, iter_section, measure, read_eif, read_section, scan
     from .sign import Signer
+    from .writer import PackRequest, SectionSource, min_enclave_memory_mib, pack, sign_eif, write_eif
 
-__all__ = ["EifImage", "Signer", "read_eif"]
+__all__ = [
+    "DEFAULT_ALGO",
+    "EIF_BUILD_TOOL",
+    "EIF_BUILD_TOOL_VERSION",
+    "HASH_ALGOS",
+    "EifImage",
+    "EifMetadata",
+    "HashAlgo",
+    "JsonValue",
+    "Measurements",
+    "PackRequest",
+    "Section",
+    "SectionSource",
+    "SectionType",
+    "Signer",
+    "describe",
+    "dumps",
+    "iter_section",
+    "load_custom_metadata",
+    "load_expected_pcrs",
+    "make_metadata",
+    "measure",
+    "min_enclave_memory_mib",
+    "pack",
+    "parse_algo",
+    "read_eif",
+    "read_kernel_config",
+    "read_section",
+    "scan",
+    "sign_eif",
+    "verify",
+    "write_eif",
+]
 
-__getattr__ = lazy_exports(__name__, {"reader": ("EifImage", "read_eif"), "sign": ("Signer",)})
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "checker": ("describe", "load_expected_pcrs", "verify"),
+        "format": ("SectionType",),
+        "metadata": (
+            "EIF_BUILD_TOOL",
+            "EIF_BUILD_TOOL_VERSION",
+            "EifMetadata",
+            "JsonValue",
+            "dumps",
+            "load_custom_metadata",
+            "make_metadata",
+            "read_kernel_config",
+        ),
+        "pcr": ("DEFAULT_ALGO", "HASH_ALGOS", "HashAlgo", "Measurements", "parse_algo"),
+        "reader": ("EifImage", "Section", "iter_section", "measure", "read_eif", "read_section", "scan"),
+        "sign": ("Signer",),
+        "writer": ("PackRequest", "SectionSource", "min_enclave_memory_mib", "pack", "sign_eif", "write_eif"),
+    },
+)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import ConfigError, first_line
+from .format import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS
 from .metadata import EifMetadata, JsonValue, loads
 from .pcr import DEFAULT_ALGO, HashAlgo, algo_for_digest_size
-from .reader import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS, EifImage, Scan, as_image, scan
+from .reader import EifImage, Scan, as_image, scan
 from .sign import cose_problem, describe_certificate, pcr_payload, validity_problem
 
 if TYPE_CHECKING:

@@ -1,140 +1,47 @@
-"""EIF v4 layout (header, section table) and the reader.
+"""The EIF reader: the header and section table of an existing file, and its small sections decoded.
 
 The reader follows the section table like the hypervisor and QEMU do, and refuses (with an
 :class:`EifFormatError`) anything it cannot interpret unambiguously: a short file, wrong magic, an
 unknown version or section type, more than 32 sections, sections outside the file, overlapping or
 out of order, a table that disagrees with a section header, a missing or repeated kernel/cmdline,
 no ramdisk, malformed metadata JSON or signature CBOR. Softer defects that the tools disagree on
-(gaps, trailing bytes, a bad CRC, stray flag bits) are left to :func:`eifbuild.eifcheck.verify`.
+(gaps, trailing bytes, a bad CRC, stray flag bits) are left to :func:`eifbuild.eif.checker.verify`.
+The format itself (constants, header, section types) is :mod:`eifbuild.eif.format`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
-import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
-from ..arch import Arch, info
 from ..errors import EifFormatError
 from ..util import fsutil
+from .format import (
+    EIF_VERSION,
+    HEADER_SIZE,
+    MAX_SECTIONS,
+    SECTION_HEADER_SIZE,
+    SUPPORTED_VERSIONS,
+    EifHeader,
+    SectionType,
+    pcr_role,
+    read_exactly,
+    unpack_section_header,
+)
 from .metadata import EifMetadata
-from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, PcrRole
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers
 from .sign import SignatureInfo, certificate_pcr, decode_signature_section
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
-MAGIC: Final = b".eif"
-EIF_VERSION: Final = 4  # what eif_build and nitro-cli write
-SUPPORTED_VERSIONS: Final = range(2, 5)
-HEADER_SIZE: Final = 548
-SECTION_HEADER_SIZE: Final = 12
-MAX_SECTIONS: Final = 32
-CRC_OFFSET: Final = 544
-DEFAULT_MEM: Final = 1 << 30  # eif_build hard-codes these; nothing reads them
-DEFAULT_CPUS: Final = 2
-FLAG_AARCH64: Final = 0x0001
+    from ..arch import Arch
+
 METADATA_MAX_SIZE: Final = 1 << 24  # ours: a sanity bound before reading the JSON into memory
 CMDLINE_MAX_SIZE: Final = 1 << 20
-
-_FIXED: Final = struct.Struct(">4sHHQQHH")
-_TABLE: Final = struct.Struct(">32Q")
-_TAIL: Final = struct.Struct(">II")
-_SECTION: Final = struct.Struct(">HHQ")
-
-
-class SectionType(enum.IntEnum):
-    INVALID = 0
-    KERNEL = 1
-    CMDLINE = 2
-    RAMDISK = 3
-    SIGNATURE = 4
-    METADATA = 5
-
-
-@dataclass(frozen=True)
-class EifHeader:
-    """The 548-byte main header. ``offsets``/``sizes`` hold all 32 table entries."""
-
-    version: int
-    flags: int
-    default_mem: int
-    default_cpus: int
-    reserved: int
-    num_sections: int
-    offsets: tuple[int, ...]
-    sizes: tuple[int, ...]
-    unused: int
-    crc: int
-
-    @classmethod
-    def build(cls, *, flags: int, offsets: Iterable[int], sizes: Iterable[int], crc: int = 0) -> EifHeader:
-        """A header as eif_build writes it for sections at ``offsets`` with data ``sizes``."""
-        offs, szs = tuple(offsets), tuple(sizes)
-        if len(offs) > MAX_SECTIONS:
-            msg = f"{len(offs)} sections: an EIF holds at most {MAX_SECTIONS}"
-            raise EifFormatError(msg)
-        pad = (0,) * (MAX_SECTIONS - len(offs))
-        return cls(EIF_VERSION, flags, DEFAULT_MEM, DEFAULT_CPUS, 0, len(offs), offs + pad, szs + pad, 0, crc)
-
-    def crc_prefix(self) -> bytes:
-        """Header bytes 0..544: what the CRC covers before the sections."""
-        return (
-            _FIXED.pack(
-                MAGIC,
-                self.version,
-                self.flags,
-                self.default_mem,
-                self.default_cpus,
-                self.reserved,
-                self.num_sections,
-            )
-            + _TABLE.pack(*self.offsets)
-            + _TABLE.pack(*self.sizes)
-            + self.unused.to_bytes(4, "big")
-        )
-
-    def pack(self) -> bytes:
-        return self.crc_prefix() + self.crc.to_bytes(4, "big")
-
-    @classmethod
-    def unpack(cls, data: bytes) -> EifHeader:
-        if len(data) < HEADER_SIZE:
-            msg = f"truncated: {len(data)} bytes, an EIF header needs {HEADER_SIZE}"
-            raise EifFormatError(msg)
-        magic, version, flags, mem, cpus, reserved, count = _FIXED.unpack_from(data, 0)
-        if magic != MAGIC:
-            msg = f"not an EIF file: magic is {magic.hex()}, expected {MAGIC.hex()} ('.eif')"
-            raise EifFormatError(msg)
-        unused, crc = _TAIL.unpack_from(data, CRC_OFFSET - 4)
-        return cls(
-            version,
-            flags,
-            mem,
-            cpus,
-            reserved,
-            count,
-            _TABLE.unpack_from(data, 28),
-            _TABLE.unpack_from(data, 28 + _TABLE.size),
-            unused,
-            crc,
-        )
-
-    @property
-    def arch(self) -> Arch:
-        return "aarch64" if self.flags & FLAG_AARCH64 else "x86_64"
-
-
-def section_header(kind: SectionType, size: int) -> bytes:
-    return _SECTION.pack(kind, 0, size)
-
-
-def arch_flags(arch: Arch) -> int:
-    return info(arch).eif_flags
 
 
 @dataclass(frozen=True)
@@ -253,7 +160,7 @@ def _read_sections(fh: IO[bytes], header: EifHeader, file_size: int) -> Iterator
             msg = f"section header at {offset} is past the end of the file ({file_size} bytes)"
             raise EifFormatError(msg, section=index)
         fh.seek(offset)
-        raw_type, flags, hdr_size = _SECTION.unpack(fh.read(SECTION_HEADER_SIZE))
+        raw_type, flags, hdr_size = unpack_section_header(fh.read(SECTION_HEADER_SIZE))
         kind = _section_type(raw_type, index, offset)
         if hdr_size != size:
             msg = f"section header says {hdr_size} bytes, the header table says {size}"
@@ -328,23 +235,15 @@ def read_section(image: EifImage, section: Section) -> bytes:
 
 
 def _read_exactly(fh: IO[bytes], size: int, chunk_size: int, path: Path) -> Iterator[bytes]:
-    left = size
-    while left:
-        chunk = fh.read(min(chunk_size, left))
-        if not chunk:
-            msg = f"file shrank while reading: {left} bytes missing"
-            raise EifFormatError(msg, path=path)
-        left -= len(chunk)
-        yield chunk
+    return read_exactly(fh, size, chunk_size, _shrank(path))
 
 
-def pcr_role(kind: SectionType, *, first_ramdisk: bool) -> PcrRole | None:
-    """What a section's bytes are measured into (spec §5): the kernel, the cmdline and the first
-    ramdisk into PCR0 and PCR1, later ramdisks into PCR0 and PCR2, metadata and signature into none.
-    """
-    if kind in (SectionType.KERNEL, SectionType.CMDLINE) or first_ramdisk:
-        return "boot"
-    return "app" if kind == SectionType.RAMDISK else None
+def _shrank(path: Path) -> Callable[[int], Exception]:
+    def error(left: int) -> Exception:
+        msg = f"file shrank while reading: {left} bytes missing"
+        return EifFormatError(msg, path=path)
+
+    return error
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,10 @@
 Layout (spec §3.3): kernel, cmdline, metadata, ramdisks in order, then the signature when signing;
 no padding. Every input is read once, in 1 MiB chunks: each chunk is written, CRC'd and hashed
 into the PCRs together (PCR0 on a second thread when there is a second CPU, see
-:class:`~eifbuild.pcr.PcrHashers`). The header comes first in the file but depends on the signature's size,
-which depends on PCR0, so a placeholder is written first and the header at the end; its CRC is
-the header prefix's CRC combined with the streamed sections' CRC (:func:`pcr.crc32_combine`).
-
-This module is the library's front door: the reader, checks and metadata helpers are re-exported.
+:class:`~eifbuild.eif.pcr.PcrHashers`). The header comes first in the file but depends on the
+signature's size, which depends on PCR0, so a placeholder is written first and the header at the
+end; its CRC is the header prefix's CRC combined with the streamed sections' CRC
+(:func:`~eifbuild.eif.pcr.crc32_combine`). The format itself is :mod:`eifbuild.eif.format`.
 """
 
 from __future__ import annotations
@@ -23,59 +22,27 @@ from typing import IO, TYPE_CHECKING, Final
 from .. import log
 from ..errors import ConfigError
 from ..util import fsutil
-from .checker import describe, load_expected_pcrs, verify
-from .metadata import EifMetadata, JsonValue, load_custom_metadata, make_metadata, read_kernel_config
-from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine, parallel_hashing
-from .reader import (
+from .format import (
     HEADER_SIZE,
     MAX_SECTIONS,
     SECTION_HEADER_SIZE,
     EifHeader,
-    EifImage,
-    Section,
     SectionType,
     arch_flags,
-    iter_section,
-    measure,
     pcr_role,
-    read_eif,
-    read_section,
-    scan,
+    read_exactly,
     section_header,
 )
-from .sign import Signer
+from .metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue, make_metadata
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine, parallel_hashing
+from .reader import read_eif
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from ..arch import Arch
-
-__all__ = [
-    "EifHeader",
-    "EifImage",
-    "EifMetadata",
-    "JsonValue",
-    "Measurements",
-    "Section",
-    "SectionSource",
-    "SectionType",
-    "Signer",
-    "describe",
-    "iter_section",
-    "load_custom_metadata",
-    "load_expected_pcrs",
-    "make_metadata",
-    "measure",
-    "min_enclave_memory_mib",
-    "read_eif",
-    "read_kernel_config",
-    "read_section",
-    "scan",
-    "sign_eif",
-    "verify",
-    "write_eif",
-    "write_sections",
-]
+    from .metadata import EifMetadata
+    from .sign import Signer
 
 MIB: Final = 1 << 20
 ENCLAVE_MEMORY_EIF_SIZE_RATIO: Final = 4  # nitro-cli run-enclave refuses less (error E26)
@@ -120,22 +87,17 @@ class SectionSource:
         if self.path is None:
             yield self.data or b""
             return
-        left = self.size
         try:
             with self.path.open("rb") as fh:
                 fh.seek(self.offset)
-                while left:
-                    chunk = fh.read(min(fsutil.CHUNK, left))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-                    yield chunk
+                yield from read_exactly(fh, self.size, fsutil.CHUNK, self._shrank)
         except OSError as exc:
             msg = f"cannot read {self.type.name.lower()} file: {exc.strerror}"
             raise ConfigError(msg, path=self.path) from None
-        if left:
-            msg = f"file shrank while it was being packed: {left} of {self.size} bytes missing"
-            raise ConfigError(msg, path=self.path)
+
+    def _shrank(self, left: int) -> Exception:
+        msg = f"file shrank while it was being packed: {left} of {self.size} bytes missing"
+        return ConfigError(msg, path=self.path)
 
 
 def write_sections(
@@ -250,6 +212,55 @@ def write_eif(
     sections = eif_sections(kernel=kernel, cmdline=cmdline, ramdisks=ramdisks, metadata=metadata)
     with fsutil.atomic_write(output, big=True) as fh:
         return write_sections(fh, sections, flags=arch_flags(arch), signer=signer, algo=algo)
+
+
+@dataclass(frozen=True)
+class PackRequest:
+    """What goes into an EIF. The metadata fields default as :func:`~.metadata.make_metadata`
+    says (kernel file name, SOURCE_DATE_EPOCH, the kernel config's header, eif_build's names)."""
+
+    output: Path
+    kernel: Path
+    cmdline: str
+    ramdisks: Sequence[Path]
+    arch: Arch
+    name: str | None = None
+    version: str | None = None
+    build_time: str | int | None = None
+    build_tool: str = EIF_BUILD_TOOL
+    build_tool_version: str = EIF_BUILD_TOOL_VERSION
+    operating_system: str | None = None
+    kernel_version: str | None = None
+    kernel_config: Path | None = None
+    custom: JsonValue = None
+    signer: Signer | None = None
+    algo: HashAlgo = DEFAULT_ALGO
+
+
+def pack(request: PackRequest) -> Measurements:
+    """Write the EIF ``request`` describes, atomically, and return its PCRs."""
+    metadata = make_metadata(
+        kernel=request.kernel,
+        name=request.name,
+        version=request.version,
+        build_time=request.build_time,
+        build_tool=request.build_tool,
+        build_tool_version=request.build_tool_version,
+        operating_system=request.operating_system,
+        kernel_version=request.kernel_version,
+        kernel_config=request.kernel_config,
+        custom=request.custom,
+    )
+    return write_eif(
+        request.output,
+        kernel=request.kernel,
+        cmdline=request.cmdline,
+        ramdisks=request.ramdisks,
+        metadata=metadata,
+        arch=request.arch,
+        signer=request.signer,
+        algo=request.algo,
+    )
 
 
 def sign_eif(

@@ -1,1 +1,53 @@
 """OCI images as the app: references, transports, blob import, layers to rootfs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..util.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .image import (
+        LocalRef,
+        OciImage,
+        app_command,
+        cached_image,
+        parse_image_ref,
+        resolve_image,
+        resolve_tag,
+        rootfs_entries,
+        unpack_image,
+    )
+    from .layers import LayerFile, Rootfs
+
+__all__ = [
+    "LayerFile",
+    "LocalRef",
+    "OciImage",
+    "Rootfs",
+    "app_command",
+    "cached_image",
+    "parse_image_ref",
+    "resolve_image",
+    "resolve_tag",
+    "rootfs_entries",
+    "unpack_image",
+]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "image": (
+            "LocalRef",
+            "OciImage",
+            "app_command",
+            "cached_image",
+            "parse_image_ref",
+            "resolve_image",
+            "resolve_tag",
+            "rootfs_entries",
+            "unpack_image",
+        ),
+        "layers": ("LayerFile", "Rootfs"),
+    },
+)

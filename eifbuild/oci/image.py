@@ -18,7 +18,7 @@ and a digest-pinned reference, resolving touches no network.
 
 Why decompressed layers: the cpio writer emits files in sorted path order, which jumps between
 layers and around inside each; an uncompressed tar can be read at any offset, so every file is
-streamed straight from its layer (see :mod:`eifbuild.ocilayers`) with each layer decompressed once,
+streamed straight from its layer (see :mod:`eifbuild.oci.layers`) with each layer decompressed once,
 ever, instead of once per file or held in memory.
 """
 
@@ -49,13 +49,13 @@ from .registry import (
     parse_ref,
 )
 from .registry import resolve_tag as _resolve_registry_tag
-from .transport import REF_NAME, ImageArchive, LayoutDir, RegistrySource, Source, SourceKind
+from .transport import REF_NAME, ImageArchive, ImageSource, ImageSourceKind, LayoutDir, RegistrySource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from ..arch import Arch
-    from ..ramdisk.newc import Entry
+    from ..ramdisk import Entry
 
 MODEL_VERSION: Final = 1  # bump when the layer-application rules change the rootfs
 INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_LIST})
@@ -90,7 +90,7 @@ class OciImage:
     """One platform image, resolved and verified; its layers are in the store."""
 
     ref: str
-    source: SourceKind
+    source: ImageSourceKind
     arch: Arch
     platform: str
     index_digest: str | None
@@ -182,8 +182,8 @@ def parse_image_ref(text: str, project_dir: Path) -> LocalRef | RegistryRef:
 
 
 @contextlib.contextmanager
-def _open_source(ref: LocalRef | RegistryRef) -> Iterator[Source]:
-    source: Source
+def _open_source(ref: LocalRef | RegistryRef) -> Iterator[ImageSource]:
+    source: ImageSource
     if isinstance(ref, RegistryRef):
         source = RegistrySource(ref)
     elif ref.path.is_dir():
@@ -352,6 +352,20 @@ def _load(imp: Importer, ref: str, arch: Arch, index: str | None, manifest: Desc
     )
 
 
+def _import(
+    imp: Importer, ref: str, parsed: LocalRef | RegistryRef, arch: Arch
+) -> tuple[OciImage, list[LayerFile]]:
+    """Index → manifest → config → layers through ``imp``: the image and its layer files (what
+    was not in the store yet is staged in ``imp``, not committed)."""
+    if isinstance(parsed, RegistryRef):
+        assert parsed.digest is not None  # noqa: S101 - callers resolve or refuse a bare tag first
+        index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
+    else:
+        index, manifest = _pick_local(imp, parsed, arch)
+    image = _load(imp, ref, arch, index, manifest)
+    return image, [imp.layer(layer, i) for i, layer in enumerate(image.layers)]
+
+
 # -- public API --------------------------------------------------------------------------------------
 def resolve_image(
     ref: str, *, arch: Arch, store: Store, project_dir: Path, allow_tag: bool = False
@@ -373,13 +387,7 @@ def resolve_image(
     with _open_source(parsed) as source:
         imp = Importer(store, source)
         try:
-            if isinstance(parsed, RegistryRef):
-                assert parsed.digest is not None  # noqa: S101 - pinned just above
-                index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
-            else:
-                index, manifest = _pick_local(imp, parsed, arch)
-            image = _load(imp, ref, arch, index, manifest)
-            files = [imp.layer(layer, i) for i, layer in enumerate(image.layers)]
+            image, files = _import(imp, ref, parsed, arch)
             if imp.pending:
                 Rootfs(files)  # the layer-safety rules, before anything enters the store
                 imp.commit()
@@ -397,7 +405,7 @@ class _NotInStore(Exception):
 class _StoreOnly:
     """A registry source that never touches the network: every blob must already be in the store."""
 
-    kind: SourceKind = "registry"
+    kind: ImageSourceKind = "registry"
 
     def __init__(self, where: str) -> None:
         self.where = where
@@ -425,10 +433,7 @@ def cached_image(ref: str, *, arch: Arch, store: Store, project_dir: Path) -> Oc
         return None
     imp = Importer(store, _StoreOnly(str(parsed)))
     try:
-        index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
-        image = _load(imp, ref, arch, index, manifest)
-        for i, layer in enumerate(image.layers):
-            imp.layer(layer, i)
+        image, _ = _import(imp, ref, parsed, arch)
         if imp.pending:
             return None
     except _NotInStore:

@@ -31,7 +31,7 @@ from ..store import Step, Store
 from ..util.fsutil import CHUNK
 from .layers import LayerFile
 from .registry import DIGEST_RE, digest_of
-from .transport import MAX_JSON, Source
+from .transport import MAX_JSON, ImageSource
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -135,7 +135,7 @@ _DECOMPRESS_ERRORS: Final = (gzip.BadGzipFile, EOFError, zlib.error, ZSTD_ERROR)
 class Importer:
     """Reads blobs from the store or stages them from a source; commits staged ones at the end."""
 
-    def __init__(self, store: Store, source: Source) -> None:
+    def __init__(self, store: Store, source: ImageSource) -> None:
         self.store = store
         self.source = source
         self.docs: dict[str, Any] = {}

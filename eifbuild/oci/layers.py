@@ -1,7 +1,7 @@
 """OCI layers applied into a rootfs *model*, and that model as cpio entries or an unpacked tree.
 
 Nothing is extracted to build the model: each layer is an uncompressed tar on disk (a store entry,
-see :mod:`eifbuild.oci`), read once header by header; the model keeps metadata only and points
+see :mod:`eifbuild.oci.image`), read once header by header; the model keeps metadata only and points
 file contents at (layer tar, offset, size). The rules are those of the OCI image spec's changeset
 application, as umoci implements them (umoci is the test oracle):
 
@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
 
 from .. import log
 from ..errors import ArchiveError
-from ..ramdisk.newc import Entry
+from ..ramdisk import Entry
 from ..util import treepath
 from ..util.fsutil import CHUNK
 
@@ -41,12 +41,12 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-NodeKind = Literal["file", "dir", "symlink", "char", "block", "fifo"]
+InodeKind = Literal["file", "dir", "symlink", "char", "block", "fifo"]
 
 WHITEOUT: Final = ".wh."
 OPAQUE: Final = ".wh..wh..opq"
 _DIR_MODE: Final = 0o755  # implicit parents: umoci's MkdirAll(0777) under the usual umask 022
-_KINDS: Final[dict[bytes, NodeKind]] = {
+_KINDS: Final[dict[bytes, InodeKind]] = {
     tarfile.REGTYPE: "file",
     tarfile.AREGTYPE: "file",
     tarfile.CONTTYPE: "file",
@@ -67,10 +67,10 @@ class LayerFile:
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
+class Inode:
     """One inode of the model; hard-linked paths share the same node (same ``ino``)."""
 
-    kind: NodeKind
+    kind: InodeKind
     mode: int
     ino: int
     size: int = 0
@@ -98,7 +98,7 @@ def escapes(directory: Sequence[str], target: str) -> bool:
     return False
 
 
-class _Slice(io.RawIOBase):
+class _FileRange(io.RawIOBase):
     """``size`` bytes of a file from ``offset``: one file's content inside a layer tar."""
 
     def __init__(self, path: Path, offset: int, size: int) -> None:
@@ -124,15 +124,15 @@ class _Slice(io.RawIOBase):
 
 
 def open_slice(path: Path, offset: int, size: int) -> IO[bytes]:
-    return io.BufferedReader(_Slice(path, offset, size), CHUNK)
+    return io.BufferedReader(_FileRange(path, offset, size), CHUNK)
 
 
 class Rootfs:
-    """The merged filesystem of a list of layers: path → :class:`Node` (the root itself excluded)."""
+    """The merged filesystem of a list of layers: path → :class:`Inode` (the root itself excluded)."""
 
     def __init__(self, layers: Sequence[LayerFile]) -> None:
         self.layers = tuple(layers)
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, Inode] = {}
         self._children: dict[str, set[str]] = {"": set()}
         self._next_ino = 0
         for number, layer in enumerate(self.layers):
@@ -143,13 +143,13 @@ class Rootfs:
         self._next_ino += 1
         return self._next_ino
 
-    def kind_of(self, path: str) -> NodeKind | None:
+    def kind_of(self, path: str) -> InodeKind | None:
         if not path:
             return "dir"
         node = self.nodes.get(path)
         return None if node is None else node.kind
 
-    def put(self, path: str, node: Node) -> None:
+    def put(self, path: str, node: Inode) -> None:
         old = self.nodes.get(path)
         if old is not None and not (old.kind == "dir" and node.kind == "dir"):
             self.remove(path)
@@ -183,14 +183,14 @@ class Rootfs:
             for path, node, owner in self._in_order()
         ]
 
-    def _in_order(self) -> Iterator[tuple[str, Node, str]]:
+    def _in_order(self) -> Iterator[tuple[str, Inode, str]]:
         """(path, node, owner) in archive order; ``owner`` is the first path of the node's inode."""
         owners: dict[int, str] = {}
         for path in sorted(self.nodes, key=_sort_key):
             node = self.nodes[path]
             yield path, node, owners.setdefault(node.ino, path)
 
-    def _entry(self, path: str, node: Node) -> Entry:
+    def _entry(self, path: str, node: Inode) -> Entry:
         if node.kind == "file":
             source = functools.partial(self._open, node)
             return Entry(path, "file", node.mode, node.size, source)
@@ -226,7 +226,7 @@ class Rootfs:
             os.chmod(target, mode)
         return len(self.nodes)
 
-    def _unpack_node(self, target: str, node: Node) -> None:
+    def _unpack_node(self, target: str, node: Inode) -> None:
         if node.kind == "symlink":
             os.symlink(node.target, target)
             return
@@ -246,7 +246,7 @@ class Rootfs:
                 os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         os.chmod(target, node.mode)
 
-    def _open(self, node: Node) -> IO[bytes]:
+    def _open(self, node: Inode) -> IO[bytes]:
         return open_slice(self.layers[node.layer].path, node.offset, node.size)
 
 
@@ -302,7 +302,7 @@ class _LayerApplier:
         for i in range(1, len(parts) + 1):
             path = "/".join(parts[:i])
             if path not in self.fs.nodes:
-                self.fs.put(path, Node("dir", _DIR_MODE, self.fs.new_ino()))
+                self.fs.put(path, Inode("dir", _DIR_MODE, self.fs.new_ino()))
 
     def apply(self, info: tarfile.TarInfo) -> None:
         member = info.name
@@ -323,7 +323,7 @@ class _LayerApplier:
         self.fs.put(path, node)
         self.mark_upper(path)
 
-    def node_for(self, info: tarfile.TarInfo, parent: list[str], member: str) -> Node:
+    def node_for(self, info: tarfile.TarInfo, parent: list[str], member: str) -> Inode:
         if info.islnk():
             return self.hardlink(info, member)
         kind = _KINDS.get(info.type)
@@ -333,7 +333,7 @@ class _LayerApplier:
             raise self.error(msg, member)
         mode = info.mode & 0o7777
         if kind == "file":
-            return Node("file", mode, self.fs.new_ino(), info.size, self.number, info.offset_data)
+            return Inode("file", mode, self.fs.new_ino(), info.size, self.number, info.offset_data)
         if kind == "symlink":
             if not info.linkname:
                 msg = "symlink with an empty target"
@@ -341,11 +341,11 @@ class _LayerApplier:
             if escapes(parent, info.linkname):
                 msg = f"symlink target {info.linkname!r} points outside the rootfs"
                 raise self.error(msg, member)
-            return Node("symlink", 0o777, self.fs.new_ino(), target=info.linkname)
+            return Inode("symlink", 0o777, self.fs.new_ino(), target=info.linkname)
         rdev = (info.devmajor, info.devminor) if kind in ("char", "block") else (0, 0)
-        return Node(kind, mode, self.fs.new_ino(), rdev=rdev)
+        return Inode(kind, mode, self.fs.new_ino(), rdev=rdev)
 
-    def hardlink(self, info: tarfile.TarInfo, member: str) -> Node:
+    def hardlink(self, info: tarfile.TarInfo, member: str) -> Inode:
         parts = self.clean(info.linkname, member, "hard link target")
         if not parts:
             msg = "hard link to the rootfs root directory"

@@ -1,7 +1,7 @@
 """Where image blobs come from: an OCI layout directory, an OCI or docker-save archive, a registry.
 
 Every source hands out blobs by digest as streams; none of them verifies anything (the importer in
-:mod:`eifbuild.oci` hashes every byte it reads). Local sources also give the image *index* that
+:mod:`eifbuild.oci.importer` hashes every byte it reads). Local sources also give the image *index* that
 roots them: ``index.json`` of a layout, or, for a legacy ``docker save`` archive (``manifest.json``
 and a config + uncompressed layer tars), an index synthesised from ``manifest.json``: one OCI
 manifest per image whose layer digests are the config's ``diff_ids`` (the layer files are
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-SourceKind = Literal["registry", "oci-layout", "oci-archive", "docker-archive"]
+ImageSourceKind = Literal["registry", "oci-layout", "oci-archive", "docker-archive"]
 
 OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_TAR: Final = "application/vnd.oci.image.layer.v1.tar"
@@ -33,8 +33,10 @@ MAX_JSON: Final = 16 << 20  # manifests are ≤ 4 MiB by spec; configs with long
 _MAX_LINK_HOPS: Final = 8
 
 
-class Source(Protocol):
-    kind: SourceKind
+class ImageSource(Protocol):
+    """Where an image's blobs come from: a layout directory, an image archive or a registry."""
+
+    kind: ImageSourceKind
     where: str
 
     def index(self) -> bytes:
@@ -67,7 +69,7 @@ def _read_small(stream: IO[bytes], where: str) -> bytes:
 class LayoutDir:
     """An OCI image layout directory: ``oci-layout``, ``index.json``, ``blobs/<alg>/<hex>``."""
 
-    kind: SourceKind = "oci-layout"
+    kind: ImageSourceKind = "oci-layout"
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -111,7 +113,7 @@ class ImageArchive:
         self._synthetic: dict[str, bytes] = {}  # digest -> blob made up from manifest.json
         self._names: dict[str, str] = {}  # digest -> member name (docker-save)
         if "index.json" in self._members:
-            self.kind: SourceKind = "oci-archive"
+            self.kind: ImageSourceKind = "oci-archive"
         elif "manifest.json" in self._members:
             self.kind = "docker-archive"
         else:
@@ -237,7 +239,7 @@ class ImageArchive:
 class RegistrySource:
     """A repository in a registry; the client (and any network use) is created on first need."""
 
-    kind: SourceKind = "registry"
+    kind: ImageSourceKind = "registry"
 
     def __init__(self, ref: RegistryRef) -> None:
         self.ref = ref

@@ -1,7 +1,7 @@
 """Ramdisk inputs (directory walk, explicit mappings) and the two layouts AWS's init.c expects.
 
-Everything here returns lists of :class:`~eifbuild.cpio.Entry`; :func:`eifbuild.cpio.write_cpio`
-turns them into bytes. Layouts (see ``docs/boot-layout.md`` §1):
+Everything here returns lists of :class:`~eifbuild.ramdisk.newc.Entry`;
+:func:`eifbuild.ramdisk.newc.write_cpio` turns them into bytes. Layouts (see ``docs/boot-layout.md`` §1):
 
 - bootstrap ("sys") ramdisk: ``dev/`` (0755), ``init`` (0755), optional ``nsm.ko`` (0755). init
   loads ``/nsm.ko`` by that exact name and skips it when missing;
@@ -28,7 +28,7 @@ from .. import log
 from ..errors import ArchiveError, ConfigError
 from ..util import treepath
 from .newc import Entry, check_path
-from .reader import Member, read_cpio
+from .reader import CpioMember, read_cpio
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -102,6 +102,11 @@ def scan_tree(root: str | os.PathLike[str]) -> Iterator[ScannedFile]:
     """
     host = os.fspath(root)
     _root_stat(host)
+    yield from _walk(host)
+
+
+def _walk(host: str) -> Iterator[ScannedFile]:
+    """:func:`scan_tree` of a root already known to be a directory."""
     stack = [iter(_children(host, ""))]
     while stack:
         item = next(stack[-1], None)
@@ -155,15 +160,23 @@ def iter_tree(
     inside the tree: the first one seen is the file, later ones link to it. Sockets are skipped with
     a warning.
     """
+    _check_modes(modes)
+    yield from _tree(os.fspath(root), _root_stat(root), modes, prefix)
+
+
+def _check_modes(modes: Modes) -> None:
     if modes not in MODES:
         msg = f"unknown modes policy {modes!r}: expected normalize or preserve"
         raise ConfigError(msg)
-    root_st = _root_stat(root)
+
+
+def _tree(host: str, root_st: os.stat_result, modes: Modes, prefix: str) -> Iterator[Entry]:
+    """:func:`iter_tree` once the root's lstat (``root_st``) and ``modes`` are checked."""
     if prefix:
         check_path(prefix)
         yield Entry(prefix, "dir", _mode(root_st.st_mode, modes))
     first_link: dict[tuple[int, int], str] = {}
-    for item in scan_tree(root):
+    for item in _walk(host):
         path = f"{prefix}/{item.path}" if prefix else item.path
         st = item.stat
         if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
@@ -227,14 +240,19 @@ def mapping_entries(mapping: Mapping[str, Spec], *, modes: Modes = "normalize") 
 def add_parents(entries: Iterable[Entry], *, mode: int = 0o755) -> list[Entry]:
     """``entries`` plus a directory entry for every parent path that has none."""
     result = list(entries)
-    present = {e.path for e in result}
-    for entry in list(result):
-        parent = entry.path.rpartition("/")[0]
-        while parent and parent not in present:
-            present.add(parent)
-            result.append(Entry.directory(parent, mode=mode))
-            parent = parent.rpartition("/")[0]
+    _add_parents(result, {e.path: e for e in result}, mode)
     return result
+
+
+def _add_parents(entries: list[Entry], by_path: dict[str, Entry], mode: int = 0o755) -> None:
+    """Append to ``entries`` (and index in ``by_path``) a directory for every missing parent."""
+    for entry in list(entries):
+        parent = entry.path.rpartition("/")[0]
+        while parent and parent not in by_path:
+            directory = Entry.directory(parent, mode=mode)
+            by_path[parent] = directory
+            entries.append(directory)
+            parent = parent.rpartition("/")[0]
 
 
 def prefixed(entries: Iterable[Entry], prefix: str) -> list[Entry]:
@@ -335,7 +353,10 @@ def _lookup(by_path: Mapping[str, Entry], path: str) -> Entry | None:
 
 def check_program(rootfs: Iterable[Entry], program: str) -> None:
     """Warn when init.c will not find ``program`` (cmd[0]) in the rootfs."""
-    by_path = {e.path: e for e in rootfs}
+    _check_program({e.path: e for e in rootfs}, program)
+
+
+def _check_program(by_path: Mapping[str, Entry], program: str) -> None:
     if "/" in program:
         if _lookup(by_path, program) is None:
             log.warn(f"cmd[0] {program!r} does not exist in the rootfs")
@@ -391,18 +412,21 @@ def app_entries(
     cmd_bytes, env_bytes = encode_cmd(cmd), encode_env(env)
     root_mode = 0o755
     if isinstance(rootfs, (str, os.PathLike)):
-        root_mode = _mode(_root_stat(rootfs).st_mode, modes)
-        tree = tree_entries(rootfs, modes=modes)
+        root_st = _root_stat(rootfs)
+        root_mode = _mode(root_st.st_mode, modes)
+        _check_modes(modes)
+        tree = list(_tree(os.fspath(rootfs), root_st, modes, ""))
     else:
         tree = list(rootfs)
     if files:
         tree = overlay(tree, mapping_entries(files, modes=modes))
-    tree = add_parents(tree)  # image layers may omit parent directories
-    present = {e.path: e for e in tree}
+    by_path = {e.path: e for e in tree}
+    _add_parents(tree, by_path)  # image layers may omit parent directories
     for name in ROOTFS_DIRS:
-        found = present.get(name)
+        found = by_path.get(name)
         if found is None:
-            tree.append(Entry.directory(name))
+            by_path[name] = Entry.directory(name)
+            tree.append(by_path[name])
         elif found.kind == "symlink":
             log.warn(
                 f"rootfs/{name} is a symlink to {found.target!r}: init.c mounts on it, so it must resolve"
@@ -410,7 +434,7 @@ def app_entries(
         elif found.kind != "dir":
             msg = f"expected a directory (init.c mounts on it), found a {found.kind}"
             raise ArchiveError(msg, member=f"rootfs/{name}")
-    check_program(tree, cmd[0])
+    _check_program(by_path, cmd[0])
     return [
         Entry.file("cmd", cmd_bytes),
         Entry.file("env", env_bytes),
@@ -429,7 +453,7 @@ def _open_maybe_gzip(fh: IO[bytes]) -> gzip.GzipFile | IO[bytes]:
     return gzip.GzipFile(fileobj=fh, mode="rb") if magic == b"\x1f\x8b" else fh
 
 
-def _listing_line(m: Member) -> str:
+def _listing_line(m: CpioMember) -> str:
     size = f"{m.rdev[0]}, {m.rdev[1]}" if stat.S_ISCHR(m.mode) or stat.S_ISBLK(m.mode) else str(m.size)
     when = datetime.fromtimestamp(m.mtime, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
     name = m.name

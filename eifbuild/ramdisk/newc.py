@@ -1,4 +1,5 @@
-"""Canonical newc ("070701") cpio: the entry model, a streaming writer and a reader.
+"""Canonical newc ("070701") cpio: the entry model and a streaming writer (the reader is
+:mod:`eifbuild.ramdisk.reader`).
 
 The writer turns a list of :class:`Entry` records into exactly the bytes GNU cpio 2.13 writes for
 the same tree after normalisation (every mtime set to ``mtime``, modes as the entries say)::
@@ -45,34 +46,19 @@ from ..errors import ArchiveError, ConfigError
 from ..repro import pinned_epoch
 from ..util.background import Background
 from ..util.fsutil import CHUNK, atomic_write
-from .reader import HEADER_LEN, MAX_NAME, TRAILER, Member, Readable, read_cpio
-from .sink import GzipSink, HashingSink, Writable
+from .reader import HEADER_LEN, MAX_NAME, TRAILER, Readable
+from .sink import GzipSink, HashingSink
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-__all__ = [
-    "Compression",
-    "Entry",
-    "Kind",
-    "Member",
-    "Readable",
-    "Source",
-    "Writable",
-    "WriteResult",
-    "check_path",
-    "eif_alignment",
-    "plan",
-    "read_cpio",
-    "write_cpio",
-    "write_cpio_file",
-]
+    from .sink import Writable
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 Compression = Literal["none", "gzip"]
 # Content of a regular file: bytes, a host path opened at write time, or an opener returning a
 # binary stream (e.g. a slice of a decompressed OCI layer) that the writer reads and closes.
-Source = Union[bytes, str, "os.PathLike[str]", Callable[[], "Readable"]]
+FileContent = Union[bytes, str, "os.PathLike[str]", Callable[[], "Readable"]]
 
 
 KINDS: Final = frozenset(get_args(Kind))
@@ -126,7 +112,7 @@ class Entry:
       ``kind``. Symlinks are always written 0777 (Linux has no other), hard links take the mode of
       the entry they link to;
     - ``size``/``source``: for files, the exact content length and where it comes from (see
-      :data:`Source`); the writer fails if the source yields a different length;
+      :data:`FileContent`); the writer fails if the source yields a different length;
     - ``target``: a symlink's target; ``link_to``: the archive path a hard link points to (an entry of
       another kind, which then owns mode and content);
     - ``rdev_major``/``rdev_minor``: device number of char/block nodes.
@@ -136,7 +122,7 @@ class Entry:
     kind: Kind
     mode: int = 0o644
     size: int = 0
-    source: Source | None = None
+    source: FileContent | None = None
     target: str = ""
     link_to: str = ""
     rdev_major: int = 0
@@ -156,7 +142,7 @@ class Entry:
         return None if check is None else check(self)
 
     @classmethod
-    def file(cls, path: str, source: Source, *, mode: int = 0o644, size: int | None = None) -> Entry:
+    def file(cls, path: str, source: FileContent, *, mode: int = 0o644, size: int | None = None) -> Entry:
         """A regular file; ``size`` defaults to len(bytes) or the host file's size."""
         if size is None:
             if isinstance(source, bytes):
@@ -457,45 +443,55 @@ def _copy_content(entry: Entry, out: _Writer) -> None:
 
 
 def _copy_host_file(entry: Entry, path: str, out: _Writer) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        msg = f"cannot read source file: {exc.strerror}"
-        raise ArchiveError(msg, path=path, member=entry.path) from None
+    fd = _open_host_file(entry, path)
     try:
         # A regular file's read() is only short at end of file: asking for one byte more than
         # expected both copies a small file and proves its size in a single system call.
         _copy_stream(entry, lambda n: os.read(fd, n), out, where=path, short_is_eof=True)
     except OSError as exc:
-        msg = f"cannot read source file: {exc.strerror}"
-        raise ArchiveError(msg, path=path, member=entry.path) from None
+        raise _unreadable(exc, entry, path) from None
     finally:
         os.close(fd)
 
 
 def _read_small_file(entry: Entry, path: str) -> bytes:
     """The whole content of a host file smaller than CHUNK, in one read (see _copy_host_file)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        msg = f"cannot read source file: {exc.strerror}"
-        raise ArchiveError(msg, path=path, member=entry.path) from None
+    fd = _open_host_file(entry, path)
     try:
         data = os.read(fd, entry.size + 1)
         while len(data) < entry.size and (more := os.read(fd, entry.size + 1 - len(data))):
             data += more
     except OSError as exc:
-        msg = f"cannot read source file: {exc.strerror}"
-        raise ArchiveError(msg, path=path, member=entry.path) from None
+        raise _unreadable(exc, entry, path) from None
     finally:
         os.close(fd)
     if len(data) > entry.size:
-        msg = f"content is longer than the expected {entry.size} bytes (changed while archiving?)"
-        raise ArchiveError(msg, path=path, member=entry.path)
+        raise _too_long(entry, path)
     if len(data) < entry.size:
-        msg = f"content is {len(data)} bytes, expected {entry.size} (changed while archiving?)"
-        raise ArchiveError(msg, path=path, member=entry.path)
+        raise _too_short(entry, len(data), path)
     return data
+
+
+def _open_host_file(entry: Entry, path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _unreadable(exc, entry, path) from None
+
+
+def _unreadable(exc: OSError, entry: Entry, path: str) -> ArchiveError:
+    msg = f"cannot read source file: {exc.strerror}"
+    return ArchiveError(msg, path=path, member=entry.path)
+
+
+def _too_long(entry: Entry, where: str | None) -> ArchiveError:
+    msg = f"content is longer than the expected {entry.size} bytes (changed while archiving?)"
+    return ArchiveError(msg, path=where, member=entry.path)
+
+
+def _too_short(entry: Entry, got: int, where: str | None) -> ArchiveError:
+    msg = f"content is {got} bytes, expected {entry.size} (changed while archiving?)"
+    return ArchiveError(msg, path=where, member=entry.path)
 
 
 def _copy_stream(
@@ -506,12 +502,9 @@ def _copy_stream(
         want = remaining + 1 if remaining < CHUNK else CHUNK
         chunk = read(want)
         if len(chunk) > remaining:
-            msg = f"content is longer than the expected {entry.size} bytes (changed while archiving?)"
-            raise ArchiveError(msg, path=where, member=entry.path)
+            raise _too_long(entry, where)
         if not chunk and remaining:
-            got = entry.size - remaining
-            msg = f"content is {got} bytes, expected {entry.size} (changed while archiving?)"
-            raise ArchiveError(msg, path=where, member=entry.path)
+            raise _too_short(entry, entry.size - remaining, where)
         out.write(chunk)
         remaining -= len(chunk)
         if not chunk or (short_is_eof and not remaining and len(chunk) < want):

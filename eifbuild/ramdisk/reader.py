@@ -1,4 +1,4 @@
-"""Reading newc ("070701") cpio archives: headers as :class:`Member` records, contents on request.
+"""Reading newc ("070701") cpio archives: headers as :class:`CpioMember` records, contents on request.
 
 Used to list ramdisks (``eifbuild ramdisk --list``), to inspect an EIF's ramdisks and in tests. It
 stops at ``TRAILER!!!``; anything malformed is an :class:`~eifbuild.errors.ArchiveError` naming the
@@ -33,7 +33,7 @@ class Readable(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class CpioMember:
     """One header of a newc archive as stored (``data`` only filled when asked for)."""
 
     name: str
@@ -81,11 +81,11 @@ def _parse_header(raw: bytes, offset: int, where: str | None) -> list[int]:
 
 
 def read_cpio(
-    stream: Readable, *, path: str | None = None, data: bool | Callable[[Member], bool] = False
-) -> Iterator[Member]:
+    stream: Readable, *, path: str | None = None, data: bool | Callable[[CpioMember], bool] = False
+) -> Iterator[CpioMember]:
     """Yield the members of one newc archive up to (not including) ``TRAILER!!!``.
 
-    ``data`` says whose content to load into :attr:`Member.data` (all, none, or a predicate on the
+    ``data`` says whose content to load into :attr:`CpioMember.data` (all, none, or a predicate on the
     header); other contents are skipped.
     """
     rd = _Reader(stream, path)
@@ -105,7 +105,7 @@ def read_cpio(
         name = raw_name[:-1].decode("utf-8", "surrogateescape")
         if name == TRAILER:
             return
-        member = Member(name, ino, mode, uid, gid, nlink, mtime, size, (dmaj, dmin), (rmaj, rmin), offset)
+        member = CpioMember(name, ino, mode, uid, gid, nlink, mtime, size, (dmaj, dmin), (rmaj, rmin), offset)
         if data is True or (callable(data) and data(member)):
             member = dataclasses.replace(member, data=rd.exact(size, f"{size} bytes of {name!r}"))
         else:

@@ -34,7 +34,7 @@ from ..arch import info
 from ..errors import ConfigError, HashMismatch, StoreError, ToolError
 from ..store import Entry, Step, Store
 from ..util.fsutil import CHUNK, atomic_write, hash_file
-from . import elf
+from .elf import check_static_executable, read_elf
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -72,7 +72,7 @@ _PATH_FLAGS: Final = (
 
 
 @dataclass(frozen=True)
-class Source:
+class CompileSource:
     """A source file as the compile sees it: its base name, where it is now, and its sha256."""
 
     name: str
@@ -210,11 +210,11 @@ def check_cflags(cflags: Sequence[str]) -> None:
         raise ConfigError(msg, key="cflags")
 
 
-def hash_sources(paths: Sequence[Path]) -> list[Source]:
+def hash_sources(paths: Sequence[Path]) -> list[CompileSource]:
     if not paths:
         msg = "no source files given"
         raise ConfigError(msg)
-    sources: list[Source] = []
+    sources: list[CompileSource] = []
     seen: dict[str, Path] = {}
     for path in paths:
         name = path.name
@@ -226,7 +226,7 @@ def hash_sources(paths: Sequence[Path]) -> list[Source]:
         if not path.is_file():
             msg = "source file not found"
             raise ConfigError(msg, path=path)
-        sources.append(Source(name, path, hash_file(path)))
+        sources.append(CompileSource(name, path, hash_file(path)))
     if all(s.is_header for s in sources):
         msg = "only headers given: name at least one .c source"
         raise ConfigError(msg)
@@ -234,7 +234,7 @@ def hash_sources(paths: Sequence[Path]) -> list[Source]:
 
 
 # -- the step ----------------------------------------------------------------------------------
-def _step(sources: Sequence[Source], arch: Arch, cflags: Sequence[str], output_name: str) -> Step:
+def _step(sources: Sequence[CompileSource], arch: Arch, cflags: Sequence[str], output_name: str) -> Step:
     return Step(
         kind=KIND,
         version=KIND_VERSION,
@@ -251,7 +251,7 @@ def _step(sources: Sequence[Source], arch: Arch, cflags: Sequence[str], output_n
 
 def _checked_step(
     sources: Sequence[Path], arch: Arch, cflags: Sequence[str], output_name: str
-) -> tuple[list[Source], Step]:
+) -> tuple[list[CompileSource], Step]:
     """The hashed sources and the step of a compile, once its name and flags are checked."""
     _check_name(output_name, "output name")
     check_cflags(cflags)
@@ -306,7 +306,7 @@ def init_from_source(store: Store, init_c: Path, arch: Arch, *, cflags: Sequence
 
 
 # -- running zig -------------------------------------------------------------------------------
-def _copy_sources(sources: Sequence[Source], work: Path) -> None:
+def _copy_sources(sources: Sequence[CompileSource], work: Path) -> None:
     """Copy to fixed names, re-checking the digests the key was made from."""
     for src in sources:
         dest = work / src.name
@@ -350,7 +350,7 @@ def _run_zig(argv: list[str], work: Path, env: Mapping[str, str], what: str) -> 
 
 
 def _compile(
-    store: Store, key: str, sources: Sequence[Source], *, arch: Arch, cflags: Sequence[str], dest: Path
+    store: Store, key: str, sources: Sequence[CompileSource], *, arch: Arch, cflags: Sequence[str], dest: Path
 ) -> None:
     zig = zig_executable()
     target = info(arch).zig_target
@@ -372,7 +372,7 @@ def _compile(
         if not built.is_file():
             msg = f"zig cc reported success for {what} but wrote no {dest.name}"
             raise ToolError(msg, cmd=argv, returncode=0, output=output)
-        elf.check_static_executable(elf.read_elf(built, what), arch, what)
+        check_static_executable(read_elf(built, what), arch, what)
         built.chmod(0o755)
         built.replace(dest)
     ready.touch()
