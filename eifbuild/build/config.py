@@ -22,6 +22,7 @@ from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Mapping
 
 CONFIG_NAME: Final = "eif.toml"
@@ -483,6 +484,15 @@ def parse_project(text: str, path: Path) -> Project:
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
         lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
     )
+
+
+def find_project_dir(start: str | os.PathLike[str] = ".") -> Path:
+    """The nearest directory at or above ``start`` holding an eif.toml; ``start`` itself if none."""
+    here = Path(start).absolute()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    return here
 
 
 def load_project(path: str | Path) -> Project:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..arch import Arch
     from ..oci import image as oci
     from ..sources.recipe import Recipe, Source
-    from ..store import Entry as StoreEntry
+    from ..store import StoreEntry
     from .config import Modes
 
 BUILD_TOOL: Final = "eifbuild"

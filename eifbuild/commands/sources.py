@@ -13,12 +13,11 @@ if TYPE_CHECKING:
 
 
 def _lock_path(args: argparse.Namespace) -> Path:
-    from ..sources.lock import DEFAULT_LOCK_FILE  # noqa: PLC0415
-    from ..store import find_project_dir  # noqa: PLC0415
+    from ..build.config import LOCK_NAME, find_project_dir  # noqa: PLC0415
 
     if args.lock_file:
         return Path(args.lock_file)
-    found = find_project_dir() / DEFAULT_LOCK_FILE
+    found = find_project_dir() / LOCK_NAME
     cwd = Path.cwd()
     return found.relative_to(cwd) if found.is_relative_to(cwd) else found
 
@@ -73,8 +72,7 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     recipes = args.recipes
     lock_path = _lock_path(args)
     if not recipes:
-        from ..build.config import CONFIG_NAME, load_project  # noqa: PLC0415
-        from ..store import find_project_dir  # noqa: PLC0415
+        from ..build.config import CONFIG_NAME, find_project_dir, load_project  # noqa: PLC0415
 
         project = load_project(find_project_dir() / CONFIG_NAME)
         recipes = list(project.recipes)

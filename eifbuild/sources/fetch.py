@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..arch import Arch
-    from ..store import Entry, Store
+    from ..store import Store, StoreEntry
     from .lock import Lock
 
 __all__ = [
@@ -158,7 +158,7 @@ def _fetch_pinned(
     return [fetch(s, store=store, cache=cache, downloader=downloader) for s in sources]
 
 
-def fetched_from_entry(source: Source, entry: Entry) -> FetchedSource:
+def fetched_from_entry(source: Source, entry: StoreEntry) -> FetchedSource:
     meta = entry.meta
     return FetchedSource(
         source=source,

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..arch import ARCHES, Arch, parse_arch
 from ..errors import ConfigError, did_you_mean
-from ..store import Entry, Step
+from ..store import Step, StoreEntry
 from ..util.tomlfile import read_toml
 from .nar import parse_sri, to_sri
 
@@ -196,7 +196,7 @@ class Source:
         return Step("source", SOURCE_STEP_VERSION, params, self.pins.identity())
 
     @staticmethod
-    def output_path(entry: Entry) -> Path:
+    def output_path(entry: StoreEntry) -> Path:
         """Where a store entry of :meth:`step` keeps the source: the tree, or the file in it."""
         meta = entry.meta
         return entry.path if meta["tree"] else entry.path / str(meta["filename"])
