@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 from source_helpers import FAST, LocalServer, sha
 
+from eifbuild.build.locking import lock_sources
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, HashMismatch
-from eifbuild.sources.download import Downloader, SourceCache
-from eifbuild.sources.fetch import fetch_recipe
-from eifbuild.sources.lock import Lock, lock_sources
-from eifbuild.sources.nar import nar_digest_of_path
-from eifbuild.sources.recipe import load_recipe
+from eifbuild.sources import Downloader, Lock, SourceCache, fetch_recipe, load_recipe, nar_digest_of_path
 from eifbuild.store import Store
 
 KERNEL = b"an unpinned aarch64 kernel"
@@ -115,7 +112,7 @@ def test_lock_entry_for_an_old_url_is_stale(tmp_path: Path, recipe: Path, server
     new_url = server.serve("/Image-v2", b"v2")
     recipe.write_text(recipe.read_text().replace(server.url("/Image"), new_url))
     with pytest.raises(ConfigError) as info:
-        load_recipe(recipe).for_arch("aarch64", lock=Lock.load(lock_path))
+        Lock.load(lock_path).apply_all(load_recipe(recipe).for_arch("aarch64"))
     assert str(info.value) == (
         f"{lock_path}: the pin of aws-like/kernel.aarch64 was recorded for url {server.url('/Image')!r}, "
         f"but the recipe now says {new_url!r}: run 'eifbuild lock --trust-on-first-use {recipe}' to pin the new one"

@@ -87,7 +87,7 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
-    from ..sources.recipe import load_recipe  # noqa: PLC0415
+    from ..sources import load_recipe  # noqa: PLC0415
     from ..toolchain.kernelrecipe import build_from_recipe  # noqa: PLC0415
 
     if args.arch:

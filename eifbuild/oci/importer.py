@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from .. import log
 from ..errors import ArchiveError, HashMismatch, StoreError
-from ..sources.archive import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
+from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
 from ..store import Step, Store
 from ..util.fsutil import CHUNK
 from .layers import LayerFile

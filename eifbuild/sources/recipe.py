@@ -38,8 +38,6 @@ from .nar import parse_sri, to_sri
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .lock import Lock
-
 SOURCE_KEYS: Final = (
     "url",
     "mirrors",
@@ -64,7 +62,6 @@ _DEB_VERSION: Final = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
 
 
 SOURCE_STEP_VERSION: Final = 1
-LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
 _SAFE_FILENAME: Final = re.compile(r"[A-Za-z0-9._+~=-]+")
 
 
@@ -221,7 +218,8 @@ class Recipe:
         named = {arch for by_arch in self.sources.values() for arch in by_arch if arch is not None}
         return tuple(a for a in ARCHES if a in named) if named else ARCHES
 
-    def source(self, name: str, arch: Arch, *, lock: Lock | None = None) -> Source:
+    def source(self, name: str, arch: Arch) -> Source:
+        """The source ``name`` for ``arch``, with the recipe's own pins (a lock file may add some)."""
         by_arch = self.sources.get(name)
         if by_arch is None:
             hint = did_you_mean(name, self.sources)
@@ -232,12 +230,12 @@ class Recipe:
             have = ", ".join(str(a) for a in by_arch)
             msg = f"recipe {self.name!r} has no source {name!r} for {arch} (only for {have})"
             raise ConfigError(msg, path=self.path)
-        return lock.apply(found) if lock is not None else found
+        return found
 
-    def for_arch(self, arch: Arch, *, lock: Lock | None = None) -> dict[str, Source]:
-        """Every source available for ``arch``, with pins from ``lock`` filled in where missing."""
+    def for_arch(self, arch: Arch) -> dict[str, Source]:
+        """Every source available for ``arch``, by name."""
         return {
-            name: self.source(name, arch, lock=lock)
+            name: self.source(name, arch)
             for name, by_arch in self.sources.items()
             if arch in by_arch or None in by_arch
         }

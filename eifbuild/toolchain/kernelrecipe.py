@@ -15,7 +15,7 @@ modules = ["drivers/misc/nsm.ko"]        # optional: modules to build and output
 Every source name may be per-arch in its recipe (``[sources.fragment.x86_64]``). The recipe's
 ``kernel`` default names the pinned built kernel, which ``--check`` compares the build against.
 Parsing is pure; :func:`resolve` fetches the sources (through the store) into a
-:class:`~eifbuild.kernel.KernelSpec`.
+:class:`~eifbuild.toolchain.kernel.KernelSpec`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
-from ..sources.fetch import fetch
-from ..sources.recipe import Recipe, load_recipe
+from ..sources import Recipe, fetch_source, load_recipe
 from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel
 
 if TYPE_CHECKING:
@@ -34,8 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..arch import Arch
-    from ..sources.download import Downloader, SourceCache
-    from ..sources.lock import Lock
+    from ..sources import Downloader, Lock, Source, SourceCache
     from ..store import Store
 
 TABLE: Final = "kernel_build"
@@ -171,9 +169,12 @@ def resolve(
     """
     from ..util.fsutil import hash_file  # noqa: PLC0415
 
+    def pinned(recipe: Recipe, name: str) -> Source:
+        source = recipe.source(name, kr.arch)
+        return lock.apply(source) if lock is not None else source
+
     def get(recipe: Recipe, name: str) -> Path:
-        source = recipe.source(name, kr.arch, lock=lock)
-        return fetch(source, store=store, cache=cache, downloader=downloader).path
+        return fetch_source(pinned(recipe, name), store=store, cache=cache, downloader=downloader).path
 
     if tarball is not None:
         source_path, source_sha = tarball, hash_file(tarball)
@@ -184,8 +185,8 @@ def resolve(
             )
             raise ConfigError(msg, path=tarball)
     else:
-        source = kr.source_recipe.source(kr.source, kr.arch, lock=lock)
-        fetched = fetch(source, store=store, cache=cache, downloader=downloader)
+        source = pinned(kr.source_recipe, kr.source)
+        fetched = fetch_source(source, store=store, cache=cache, downloader=downloader)
         source_path, source_sha = fetched.path, fetched.sha256
     return KernelSpec(
         arch=kr.arch,
