@@ -19,7 +19,6 @@ A ``.deb`` is read as its ``data.tar.*`` (ar archive → data.tar.{xz,zst,gz,bz2
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import os
 import stat
@@ -30,10 +29,10 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, Literal, Protocol, cast
+from typing import IO, TYPE_CHECKING, Final, Literal, cast
 
 from ..errors import ArchiveError, did_you_mean
-from ..util.fsutil import CHUNK
+from ..util.fsutil import Readable, StreamHasher, copy_hashed
 from .nar import Directory, NarDigest, NarNode, Regular, Symlink, file_opener, nar_digest
 
 if sys.version_info >= (3, 14):
@@ -66,10 +65,6 @@ if sys.version_info >= (3, 14):  # pragma: no cover - Python 3.14+
 else:
     ZSTD_ERROR = zstandard.ZstdError
 _CORRUPT += (ZSTD_ERROR,)
-
-
-class Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -374,14 +369,8 @@ def _blob_opener(blob: str, offset: int) -> Callable[[], IO[bytes]]:
     return open_at
 
 
-def _copy(src: Readable, dst: IO[bytes], hasher: hashlib._Hash | None = None) -> int:
-    size = 0
-    while chunk := src.read(CHUNK):
-        dst.write(chunk)
-        if hasher is not None:
-            hasher.update(chunk)
-        size += len(chunk)
-    return size
+def _copy(src: Readable, dst: IO[bytes]) -> int:
+    return copy_hashed(src, StreamHasher(()), dst)  # no algorithms: it only counts
 
 
 def nar_digest_of_archive(path: Path, *, strip: int = 0, tmp_dir: Path | None = None) -> NarDigest:
@@ -440,10 +429,10 @@ def _no_content() -> IO[bytes]:  # pragma: no cover - such trees are never seria
 
 def write_hashed(stream: Readable, dest: Path) -> tuple[str, int]:
     """Copy ``stream`` into the new file ``dest``; return the sha256 and size of what was written."""
-    hasher = hashlib.sha256()
+    hasher = StreamHasher()
     with open(dest, "xb") as out:
-        size = _copy(stream, out, hasher)
-    return hasher.hexdigest(), size
+        copy_hashed(stream, hasher, out)
+    return hasher.hexdigest(), hasher.size
 
 
 def _missing_member(builder: TreeBuilder, want: list[str], path: Path, member: str) -> ArchiveError:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import log
 from ..errors import ArchiveError, ConfigError, FetchError, HashMismatch, ToolError
+from ..util.fsutil import StreamHasher, copy_hashed
 from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
-from .download import Downloaded, Downloader, Hashers, SourceCache, apt_download, copy_local
+from .download import Downloaded, Downloader, SourceCache, apt_download, copy_local
 from .lock import LOCK_COMMAND
 from .nar import to_sri
 
@@ -253,9 +254,9 @@ def _from_cache(source: Source, cache: SourceCache) -> Blob | None:
         if sha256 is None or not cache.has(sha256):
             continue
         path = cache.blob(sha256)
-        hashers = Hashers(pins.file_algorithms)
+        hashers = StreamHasher(pins.file_algorithms)
         with open(path, "rb") as fh:
-            hashers.feed(fh)
+            copy_hashed(fh, hashers)
         digests = hashers.hexdigests()
         if digests["sha256"] != sha256:
             log.warn(
@@ -311,9 +312,9 @@ def _download_origin(
     algorithms = source.pins.file_algorithms
     if source.apt is not None and source.version is not None:
         deb = apt_download(source.apt, source.version, cache.scratch(name))
-        hashers = Hashers(algorithms)
+        hashers = StreamHasher(algorithms)
         with open(deb, "rb") as fh:
-            hashers.feed(fh)
+            copy_hashed(fh, hashers)
         deb.replace(part)
         return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
     local = source.local_path

@@ -12,14 +12,13 @@ content lazily, so the same code hashes an archive's members (spooled contents) 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Final, TypeAlias
 
 from ..errors import ArchiveError, ConfigError
-from ..util.fsutil import CHUNK
+from ..util.fsutil import CHUNK, StreamHasher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -123,12 +122,10 @@ class NarDigest:
 
 
 def nar_digest(root: NarNode) -> NarDigest:
-    hasher = hashlib.sha256()
-    size = 0
+    hasher = StreamHasher()
     for chunk in serialise(root):
         hasher.update(chunk)
-        size += len(chunk)
-    return NarDigest(hasher.hexdigest(), size)
+    return NarDigest(hasher.hexdigest(), hasher.size)
 
 
 # -- trees from a directory ----------------------------------------------------------------------
