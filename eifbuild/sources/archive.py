@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Literal, cast
 
 from ..errors import ArchiveError, did_you_mean
+from ..util import treepath
 from ..util.fsutil import Readable, StreamHasher, copy_hashed
 from .nar import Directory, NarDigest, NarNode, Regular, Symlink, file_opener, nar_digest
 
@@ -48,7 +49,6 @@ MemberKind = Literal["file", "dir", "symlink", "hardlink"]
 
 FORMATS: Final = "tar, tar.gz, tar.bz2, tar.xz, tar.zst, zip, deb"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
-_MAX_SYMLINK_HOPS: Final = 40  # Linux's MAXSYMLINKS
 _AR_MAGIC: Final = b"!<arch>\n"
 _AR_HEADER: Final = 60
 _ZIP_UTF8: Final = 0x800  # general purpose flag: names are UTF-8
@@ -250,6 +250,14 @@ def split_name(name: str, *, archive: Path | str, strip: int = 0) -> list[str] |
     return parts[strip:]
 
 
+@dataclass(frozen=True)
+class _Linkable:
+    """A tree node as :mod:`~eifbuild.util.treepath` sees it."""
+
+    kind: str
+    target: str = ""
+
+
 class TreeBuilder:
     """Collects members into a NAR tree, rejecting duplicates and paths through symlinks or files."""
 
@@ -308,32 +316,21 @@ class TreeBuilder:
     def check_symlinks(self) -> None:
         """Every symlink must resolve (through other symlinks too) to a path inside the tree."""
         for parts, link, name in self.symlinks:
-            self._resolve(parts[:-1], link.target, name, [0])
+            try:
+                treepath.resolve_link(parts[:-1], link.target, self._linkable)
+            except treepath.OutsideTreeError as exc:
+                absolute = "the absolute path " if exc.absolute else ""
+                msg = f"symlink to {absolute}{exc.target!r} points outside the tree"
+                raise ArchiveError(msg, path=self.archive, member=name) from None
+            except treepath.SymlinkLoopError:  # a total, like Linux: bounds the work too
+                msg = f"symlink loop (more than {treepath.MAX_HOPS} links to follow)"
+                raise ArchiveError(msg, path=self.archive, member=name) from None
 
-    def _resolve(self, parent: list[str], target: str, name: str, follows: list[int]) -> list[str]:
-        """Resolve like the kernel would, within the tree; ``follows`` counts links followed so far."""
-        if target.startswith("/"):
-            msg = f"symlink to the absolute path {target!r} points outside the tree"
-            raise ArchiveError(msg, path=self.archive, member=name)
-        stack = list(parent)
-        for comp in target.split("/"):
-            if comp in {"", "."}:
-                continue
-            if comp == "..":
-                if not stack:
-                    msg = f"symlink to {target!r} points outside the tree"
-                    raise ArchiveError(msg, path=self.archive, member=name)
-                stack.pop()
-                continue
-            stack.append(comp)
-            node = self.lookup(stack)
-            if isinstance(node, Symlink):
-                follows[0] += 1
-                if follows[0] > _MAX_SYMLINK_HOPS:  # a total, like Linux: bounds the work too
-                    msg = f"symlink loop (more than {_MAX_SYMLINK_HOPS} links to follow)"
-                    raise ArchiveError(msg, path=self.archive, member=name)
-                stack = self._resolve(stack[:-1], node.target, name, follows)
-        return stack
+    def _linkable(self, path: str) -> _Linkable | None:
+        node = self.lookup(path.split("/"))
+        if isinstance(node, Symlink):
+            return _Linkable("symlink", node.target)
+        return None if node is None else _Linkable("dir" if isinstance(node, Directory) else "file")
 
     def file_paths(self) -> list[str]:
         found: list[str] = []
