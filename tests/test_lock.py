@@ -212,3 +212,11 @@ def test_directory_pinned_by_a_file_hash_only_is_refused(tmp_path: Path) -> None
     recipe.write_text(f'[recipe]\nname = "dir"\n[sources.t]\npath = "tree"\nhash = "sha512-{"A" * 86}=="\n')
     with pytest.raises(ConfigError, match=r"is a directory: pin it with nar_hash"):
         fetch_recipe(load_recipe(recipe), "x86_64", store=Store(tmp_path / "s"))
+
+
+def test_a_lock_entry_digest_in_upper_case_is_read_as_lower_case(tmp_path: Path) -> None:
+    digest = "AB" * 32  # the one hex rule of util.tomltable: either case, kept lower case (as recipes)
+    (tmp_path / "eif.lock").write_text(
+        f"version = 1\n[sources.r.s]\nurl = 'u'\nsize = 1\nsha256 = '{digest}'\n"
+    )
+    assert Lock.load(tmp_path / "eif.lock").entries[("r", "s", None)].sha256 == digest.lower()

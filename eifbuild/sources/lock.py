@@ -26,6 +26,7 @@ from ..arch import parse_arch
 from ..errors import ConfigError
 from ..util.fsutil import atomic_write
 from ..util.tomlfile import read_toml
+from ..util.tomltable import TomlTables
 from .recipe import Pins
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ LOCK_VERSION: Final = 1
 LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
 _ORIGIN_KEYS: Final = ("url", "apt", "version", "path")
 _ENTRY_KEYS: Final = (*_ORIGIN_KEYS, "size", "sha256")
-_HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER: Final = (
     "# Pins recorded by `eifbuild lock --trust-on-first-use` for sources whose recipe has none.\n"
@@ -144,49 +144,34 @@ def _toml_key(key: str) -> str:
 
 
 def _parse(data: Mapping[str, Any], path: Path) -> dict[EntryKey, LockEntry]:
+    check = TomlTables(path)
     if data.get("version") != LOCK_VERSION:
         msg = f"unsupported lock file version {data.get('version')!r} (expected {LOCK_VERSION})"
         raise ConfigError(msg, path=path, key="version")
-    unknown = sorted(set(data) - {"version", "sources"})
-    if unknown:
-        msg = "unknown key"
-        raise ConfigError(msg, path=path, key=unknown[0])
+    check.only_keys(sorted(data), ("version", "sources"), "", style="bare")
     entries: dict[EntryKey, LockEntry] = {}
-    for recipe, by_name in _table(data.get("sources", {}), path, "sources").items():
-        for name, value in _table(by_name, path, f"sources.{recipe}").items():
+    for recipe, by_name in check.table(data.get("sources", {}), "sources", say_type=False).items():
+        for name, value in check.table(by_name, f"sources.{recipe}", say_type=False).items():
             where = f"sources.{recipe}.{name}"
-            table = _table(value, path, where)
+            table = check.table(value, where, say_type=False)
             if "sha256" in table:
-                entries[(recipe, name, None)] = _parse_entry(table, path, where)
+                entries[(recipe, name, None)] = _parse_entry(table, check, where)
                 continue
             for arch_key, sub in table.items():
                 arch = parse_arch(arch_key, where=f"{where}.{arch_key}")
                 sub_where = f"{where}.{arch_key}"
-                entries[(recipe, name, arch)] = _parse_entry(_table(sub, path, sub_where), path, sub_where)
+                entries[(recipe, name, arch)] = _parse_entry(
+                    check.table(sub, sub_where, say_type=False), check, sub_where
+                )
     return entries
 
 
-def _table(value: Any, path: Path, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        msg = "expected a table"
-        raise ConfigError(msg, path=path, key=key)
-    return value
-
-
-def _parse_entry(table: Mapping[str, Any], path: Path, where: str) -> LockEntry:
-    for key in table:
-        if key not in _ENTRY_KEYS:
-            msg = f"unknown key; expected {', '.join(_ENTRY_KEYS)}"
-            raise ConfigError(msg, path=path, key=f"{where}.{key}")
-    sha256, size = table.get("sha256"), table.get("size")
-    if not isinstance(sha256, str) or not _HEX64.fullmatch(sha256):
-        msg = "expected 64 lowercase hex digits"
-        raise ConfigError(msg, path=path, key=f"{where}.sha256")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        msg = "expected a byte count"
-        raise ConfigError(msg, path=path, key=f"{where}.size")
+def _parse_entry(table: Mapping[str, Any], check: TomlTables, where: str) -> LockEntry:
+    check.only_keys(table, _ENTRY_KEYS, where, style="list", listed="expected")
+    sha256 = check.hex_digest(table.get("sha256"), f"{where}.sha256")
+    size = check.count(table.get("size"), f"{where}.size", "expected a byte count")
     origin = {k: v for k, v in table.items() if k in _ORIGIN_KEYS}
     if not origin or not all(isinstance(v, str) for v in origin.values()):
         msg = "expected url, apt + version, or path (strings)"
-        raise ConfigError(msg, path=path, key=where)
+        raise check.error(where, msg)
     return LockEntry(origin, size, sha256)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
 from ..sources import Recipe, fetch_source, load_recipe
+from ..util.tomltable import TomlTables
 from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel
 
 if TYPE_CHECKING:
@@ -78,11 +79,8 @@ def parse_kernel_build(recipe: Recipe, arch: Arch) -> KernelRecipe:
     if not isinstance(table, dict):
         msg = f"recipe {recipe.name!r} does not say how to build a kernel (no [{prefix}] table)"
         raise ConfigError(msg, path=recipe.path)
-    for key in table:
-        if key not in KEYS:
-            msg = f"unknown key; expected one of {', '.join(KEYS)}"
-            raise ConfigError(msg, path=recipe.path, key=f"{prefix}.{key}")
-    ctx = _Ctx(recipe, prefix)
+    ctx = _Ctx(TomlTables(recipe.path), prefix)
+    ctx.check.only_keys(table, KEYS, prefix, style="list")
     source_recipe = recipe
     if "source_recipe" in table:
         other = recipe.path.parent / ctx.string(table, "source_recipe")
@@ -118,38 +116,31 @@ def _check_names(kr: KernelRecipe) -> None:
 
 @dataclass(frozen=True)
 class _Ctx:
-    recipe: Recipe
+    """The checks of one ``kernel_build`` table (``prefix``: its dotted key); keys are names in it."""
+
+    check: TomlTables
     prefix: str
 
-    def error(self, message: str, key: str) -> ConfigError:
-        return ConfigError(message, path=self.recipe.path, key=f"{self.prefix}.{key}")
-
     def string(self, table: Mapping[str, Any], key: str, default: str | None = None) -> str:
-        value = table.get(key, default)
-        if not isinstance(value, str) or not value:
-            msg = "expected a non-empty string" if key in table else "missing"
-            raise self.error(msg, key)
-        return value
+        if key not in table and default is not None:
+            return default
+        return self.check.required_string(table, key, self.prefix)
 
     def optional(self, table: Mapping[str, Any], key: str) -> str | None:
-        return self.string(table, key) if key in table else None
+        return self.check.optional_string(table, key, self.prefix)
 
     def strings(self, table: Mapping[str, Any], key: str) -> tuple[str, ...]:
-        value = table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            msg = "expected a list of strings"
-            raise self.error(msg, key)
-        return tuple(value)
+        return self.check.string_list(table.get(key, []), f"{self.prefix}.{key}")
 
     def options(self, table: Mapping[str, Any]) -> dict[str, str]:
         value = table.get("options", {})
         if not isinstance(value, dict):
             msg = "expected a table of CONFIG_NAME = value"
-            raise self.error(msg, "options")
+            raise ConfigError(msg, path=self.check.path, key=f"{self.prefix}.options")
         for name, setting in value.items():
             if not _OPTION.fullmatch(name) or not isinstance(setting, str) or not setting:
                 msg = 'expected CONFIG_NAME = "y", "m", "n" or a value'
-                raise self.error(msg, f"options.{name}")
+                raise ConfigError(msg, path=self.check.path, key=f"{self.prefix}.options.{name}")
         return dict(value)
 
 
