@@ -1,12 +1,13 @@
 """Reading verified source archives safely: tar (plain, gz, bz2, xz, zstd), zip and Debian .deb.
 
-Every operation reads the archive once, in archive order, and builds a :mod:`~eifbuild.nar` tree of
-its members (after ``strip`` leading path components) while checking each name: absolute paths,
-``..`` components, duplicates, members below a symlink or a file, and special files (devices,
-FIFOs) are rejected with an :class:`ArchiveError` naming the archive and the member. When a tree is
-hashed or unpacked, every symlink must also resolve inside the tree (absolute targets and targets
-climbing above the root, also through other symlinks, are rejected); symlinks are created last, so no
-write ever goes through one.
+Every operation reads the archive once, in archive order, and builds a :mod:`~eifbuild.sources.nar`
+tree of its members (after ``strip`` leading path components) while checking each name: absolute
+paths, ``..`` components, duplicates, members below a symlink or a file, and special files
+(devices, FIFOs) are rejected with an :class:`ArchiveError` naming the archive and the member. When
+a tree is hashed or unpacked, every symlink must also resolve inside the tree
+(:func:`~eifbuild.util.treepath.resolve_link`: absolute targets and targets climbing above the
+root, also through other symlinks, are rejected); symlinks are created last, so no write ever goes
+through one.
 
 A ``.deb`` is read as its ``data.tar.*`` (ar archive → data.tar.{xz,zst,gz,bz2} → members).
 

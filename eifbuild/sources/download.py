@@ -1,6 +1,6 @@
 """Getting bytes: HTTP(S) and file:// downloads, `apt-get download`, and the shared download cache.
 
-This is the network edge; :mod:`eifbuild.sources` decides what to fetch and checks the pins.
+This is the network edge; :mod:`eifbuild.sources.fetch` decides what to fetch and checks the pins.
 
 - :class:`Downloader` streams a URL into a partial file while hashing it: a ``requests`` Session
   with urllib3 ``Retry`` (backoff on connection errors and 5xx), connect/read timeouts, TLS
@@ -128,7 +128,7 @@ class Downloader:
         return self._session
 
     def _make_session(self) -> requests.Session:
-        import requests  # noqa: PLC0415 - keeps `import eifbuild.fetch` cheap for no-op builds
+        import requests  # noqa: PLC0415 - keeps `import eifbuild.sources.fetch` cheap for no-op builds
         from requests.adapters import HTTPAdapter  # noqa: PLC0415
         from urllib3.util.retry import Retry  # noqa: PLC0415
 
