@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from . import log
-from .build.config import CONFIG_NAME
 from .errors import StoreError
 from .util.fsutil import atomic_write, exclusive_lock, hash_file, make_readonly, remove_tree
 
@@ -84,7 +83,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Entry:
+class StoreEntry:
     """A committed store entry: its output dir and its record."""
 
     key: str
@@ -160,27 +159,13 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
-def find_project_dir(start: str | os.PathLike[str] = ".") -> Path:
-    """The nearest directory at or above ``start`` holding an eif.toml; ``start`` itself if none."""
-    here = Path(start).absolute()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    return here
-
-
 class Store:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
 
     @classmethod
-    def for_cwd(cls, start: str | os.PathLike[str] = ".") -> Store:
-        """The store of the project around ``start`` (see :func:`find_project_dir`)."""
-        return cls.for_project(find_project_dir(start))
-
-    @classmethod
     def for_project(cls, project_dir: str | os.PathLike[str]) -> Store:
-        """``$EIFBUILD_CACHE`` if set, else ``cache/`` next to the project's eif.toml."""
+        """``$EIFBUILD_CACHE`` if set, else ``cache/`` in ``project_dir`` (the caller finds the project)."""
         override = os.environ.get("EIFBUILD_CACHE")
         return cls(Path(override) if override else Path(project_dir) / "cache")
 
@@ -196,7 +181,7 @@ class Store:
         return self.root / "tmp"
 
     # -- lookup ----------------------------------------------------------------------------------
-    def get(self, key: str) -> Entry | None:
+    def get(self, key: str) -> StoreEntry | None:
         """The committed entry for ``key``, or None (an entry without its record does not exist)."""
         try:
             raw = self.record_path(key).read_bytes()
@@ -207,7 +192,7 @@ class Store:
         except json.JSONDecodeError:
             msg = f"record {self.record_path(key)} is not valid JSON; run 'eifbuild store verify'"
             raise StoreError(msg, key=key) from None
-        return Entry(key, self.entry_dir(key), record)
+        return StoreEntry(key, self.entry_dir(key), record)
 
     def __contains__(self, key: str) -> bool:
         return self.record_path(key).exists()
@@ -217,7 +202,7 @@ class Store:
         """Exclusive per-key lock across processes (released when the holder dies)."""
         return exclusive_lock(self.root / "locks" / f"{key}.lock")
 
-    def realize(self, step: Step, build: Builder) -> Entry:
+    def realize(self, step: Step, build: Builder) -> StoreEntry:
         """Return the entry for ``step``, running ``build(out_dir)`` only if no process did already.
 
         ``build`` fills ``out_dir`` (an empty directory) with the step's outputs and may return a
@@ -234,7 +219,7 @@ class Store:
                 return entry
             return self._build_locked(step, key, build)
 
-    def _build_locked(self, step: Step, key: str, build: Builder) -> Entry:
+    def _build_locked(self, step: Step, key: str, build: Builder) -> StoreEntry:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.tmp_dir))
         try:
@@ -263,7 +248,7 @@ class Store:
         finally:
             remove_tree(work)
         log.info(f"store: built {step.kind} {key[:12]}")
-        return Entry(key, self.entry_dir(key), record)
+        return StoreEntry(key, self.entry_dir(key), record)
 
     # -- maintenance -----------------------------------------------------------------------------
     def keys(self) -> Iterator[str]:
@@ -275,13 +260,13 @@ class Store:
                 if _is_key(rec.stem) and rec.stem.startswith(prefix.name):
                     yield rec.stem
 
-    def entries(self) -> Iterator[Entry]:
+    def entries(self) -> Iterator[StoreEntry]:
         for key in self.keys():
             entry = self.get(key)
             if entry is not None:
                 yield entry
 
-    def check(self, entry: Entry) -> list[str]:
+    def check(self, entry: StoreEntry) -> list[str]:
         """Re-hash one entry; return what is wrong with it (empty when intact)."""
         if not entry.path.is_dir():
             return ["output directory is missing"]

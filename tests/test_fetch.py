@@ -15,11 +15,17 @@ from source_helpers import FAST, Entry, LocalServer, make_tar, sha
 
 from eifbuild import log
 from eifbuild.errors import FetchError, HashMismatch
-from eifbuild.sources.archive import nar_digest_of_archive
-from eifbuild.sources.download import Downloader, SourceCache
-from eifbuild.sources.fetch import FetchedSource, fetch
-from eifbuild.sources.nar import nar_digest_of_path, to_sri
-from eifbuild.sources.recipe import Pins, Source
+from eifbuild.sources import (
+    Downloader,
+    FetchedSource,
+    Pins,
+    Source,
+    SourceCache,
+    fetch_source,
+    nar_digest_of_archive,
+    nar_digest_of_path,
+    to_sri,
+)
 from eifbuild.store import Store
 
 DATA = random.Random(4).randbytes(100_000)  # noqa: S311 - test data, the same in spawned children
@@ -41,7 +47,7 @@ def source(tmp_path: Path, **fields: object) -> Source:
 
 
 def get(src: Source, store: Store, cache: SourceCache) -> FetchedSource:
-    return fetch(src, store=store, cache=cache, downloader=Downloader(FAST))
+    return fetch_source(src, store=store, cache=cache, downloader=Downloader(FAST))
 
 
 def blobs(cache: SourceCache) -> list[Path]:
@@ -380,7 +386,7 @@ def _fetch_in_child(url: str, cache_root: str, store_root: str) -> None:
         name="blob", recipe="test", recipe_path=Path(store_root) / "r.toml", url=url, pins=Pins(sha256=SHA)
     )
     start = time.monotonic()
-    fetch(src, store=Store(store_root), cache=SourceCache(cache_root), downloader=Downloader(FAST))
+    fetch_source(src, store=Store(store_root), cache=SourceCache(cache_root), downloader=Downloader(FAST))
     (Path(store_root) / "times").write_text(f"{start} {time.monotonic()}")
 
 
@@ -425,7 +431,7 @@ def test_sigkill_mid_download_leaves_no_entry_and_next_run_resumes(
     store.gc()
     assert not list(store.garbage())
     server.routes["/blob"].trickle = 0
-    got = fetch(
+    got = fetch_source(
         source(tmp_path, url=url, pins=Pins(sha256=SHA)),
         store=store,
         cache=cache,

@@ -1,12 +1,15 @@
-"""fsutil.atomic_write: all or nothing, whether it renames over the old file or unlinks it first."""
+"""fsutil.atomic_write: all or nothing, whether it renames over the old file or unlinks it first;
+the streaming hasher."""
 
 from __future__ import annotations
 
+import io
+from hashlib import sha256, sha512
 from typing import TYPE_CHECKING
 
 import pytest
 
-from eifbuild.util.fsutil import atomic_write
+from eifbuild.util.fsutil import CHUNK, StreamHasher, atomic_write, copy_hashed, hash_stream
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -44,3 +47,13 @@ def test_big_output_into_a_new_directory(tmp_path: Path) -> None:
     with atomic_write(out, big=True) as fh:
         fh.write(b"x")
     assert out.read_bytes() == b"x"
+
+
+def test_copy_hashed_writes_hashes_and_counts_every_chunk() -> None:
+    data = bytes(range(256)) * ((CHUNK * 2 + 3) // 256 + 1)
+    hasher, out, chunks = StreamHasher(("sha256", "sha512")), io.BytesIO(), []
+    assert copy_hashed(io.BytesIO(data), hasher, out, on_chunk=chunks.append) == len(data)
+    assert out.getvalue() == data
+    assert sum(chunks) == hasher.size == len(data)
+    assert hasher.hexdigests() == {"sha256": sha256(data).hexdigest(), "sha512": sha512(data).hexdigest()}
+    assert hash_stream(io.BytesIO(data)) == (sha256(data).hexdigest(), len(data))

@@ -14,7 +14,7 @@ import pytest
 from conftest import require_tool
 
 from eifbuild.arch import ARCHES, Arch, info
-from eifbuild.sources.recipe import load_recipe
+from eifbuild.sources import load_recipe
 from eifbuild.store import Store
 from eifbuild.toolchain.kernel import PREREQUISITES
 from eifbuild.toolchain.kernelrecipe import build_from_recipe, parse_kernel_build

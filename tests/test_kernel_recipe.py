@@ -14,7 +14,7 @@ import pytest
 from eifbuild.arch import ARCHES, Arch, info
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError
-from eifbuild.sources.recipe import load_recipe, parse_recipe
+from eifbuild.sources import load_recipe, parse_recipe
 from eifbuild.store import Store
 from eifbuild.toolchain.kernel import fragment_mismatches, parse_config
 from eifbuild.toolchain.kernelrecipe import parse_kernel_build, resolve

@@ -7,13 +7,10 @@ from pathlib import Path
 import pytest
 from source_helpers import FAST, LocalServer, sha
 
+from eifbuild.build.locking import lock_sources
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, HashMismatch
-from eifbuild.sources.download import Downloader, SourceCache
-from eifbuild.sources.fetch import fetch_recipe
-from eifbuild.sources.lock import Lock, lock_sources
-from eifbuild.sources.nar import nar_digest_of_path
-from eifbuild.sources.recipe import load_recipe
+from eifbuild.sources import Downloader, Lock, SourceCache, fetch_recipe, load_recipe, nar_digest_of_path
 from eifbuild.store import Store
 
 KERNEL = b"an unpinned aarch64 kernel"
@@ -115,7 +112,7 @@ def test_lock_entry_for_an_old_url_is_stale(tmp_path: Path, recipe: Path, server
     new_url = server.serve("/Image-v2", b"v2")
     recipe.write_text(recipe.read_text().replace(server.url("/Image"), new_url))
     with pytest.raises(ConfigError) as info:
-        load_recipe(recipe).for_arch("aarch64", lock=Lock.load(lock_path))
+        Lock.load(lock_path).apply_all(load_recipe(recipe).for_arch("aarch64"))
     assert str(info.value) == (
         f"{lock_path}: the pin of aws-like/kernel.aarch64 was recorded for url {server.url('/Image')!r}, "
         f"but the recipe now says {new_url!r}: run 'eifbuild lock --trust-on-first-use {recipe}' to pin the new one"
@@ -215,3 +212,11 @@ def test_directory_pinned_by_a_file_hash_only_is_refused(tmp_path: Path) -> None
     recipe.write_text(f'[recipe]\nname = "dir"\n[sources.t]\npath = "tree"\nhash = "sha512-{"A" * 86}=="\n')
     with pytest.raises(ConfigError, match=r"is a directory: pin it with nar_hash"):
         fetch_recipe(load_recipe(recipe), "x86_64", store=Store(tmp_path / "s"))
+
+
+def test_a_lock_entry_digest_in_upper_case_is_read_as_lower_case(tmp_path: Path) -> None:
+    digest = "AB" * 32  # the one hex rule of util.tomltable: either case, kept lower case (as recipes)
+    (tmp_path / "eif.lock").write_text(
+        f"version = 1\n[sources.r.s]\nurl = 'u'\nsize = 1\nsha256 = '{digest}'\n"
+    )
+    assert Lock.load(tmp_path / "eif.lock").entries[("r", "s", None)].sha256 == digest.lower()

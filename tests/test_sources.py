@@ -12,10 +12,18 @@ from source_helpers import FAST, LocalServer, make_deb
 
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, ToolError
-from eifbuild.sources.download import Downloader, SourceCache, apt_download
-from eifbuild.sources.fetch import fetch, fetch_all, fetch_recipe
-from eifbuild.sources.nar import parse_sri
-from eifbuild.sources.recipe import Pins, Source, load_recipe
+from eifbuild.sources import (
+    Downloader,
+    Pins,
+    Source,
+    SourceCache,
+    apt_download,
+    fetch_all,
+    fetch_recipe,
+    fetch_source,
+    load_recipe,
+    parse_sri,
+)
 from eifbuild.store import Store
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -93,7 +101,7 @@ def test_unpinned_aarch64_kernel_is_refused_naming_the_lock_command(tmp_path: Pa
         f"'eifbuild lock --trust-on-first-use {path}' to fetch it once and record its sha256"
     )
     with pytest.raises(ConfigError, match="has no pin"):
-        fetch(recipe.source("kernel", "aarch64"), store=store)
+        fetch_source(recipe.source("kernel", "aarch64"), store=store)
     assert list(store.keys()) == []
 
 
@@ -292,7 +300,7 @@ def test_real_apt_download_of_a_tiny_package(tmp_path: Path) -> None:
         pins=Pins(sha256=deb_sha),
         member="bin/hostname",
     )
-    got = fetch(src, store=Store(tmp_path / "store"), cache=SourceCache(tmp_path / "cache"))
+    got = fetch_source(src, store=Store(tmp_path / "store"), cache=SourceCache(tmp_path / "cache"))
     assert got.fetched_sha256 == deb_sha
     assert got.path.read_bytes().startswith(b"\x7fELF")
 

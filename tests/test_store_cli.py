@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from eifbuild.build.config import find_project_dir
 from eifbuild.cli import main
-from eifbuild.store import Step, Store, find_project_dir
+from eifbuild.commands.common import default_store
+from eifbuild.store import Step, Store
 
 
 def _entry(store: Store, i: int, data: bytes) -> str:
@@ -88,8 +90,46 @@ def test_default_store_is_next_to_eif_toml(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "src" / "deep").mkdir(parents=True)
     assert find_project_dir(tmp_path / "src" / "deep") == tmp_path
     monkeypatch.chdir(tmp_path / "src" / "deep")
-    assert Store.for_cwd().root == tmp_path / "cache"
+    assert default_store().root == tmp_path / "cache"
     assert find_project_dir(tmp_path.parent) == tmp_path.parent
+
+
+class _StoreSeen(Exception):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+
+def _see_store(*args: object, store: Store | None = None, **kwargs: object) -> None:
+    found = store if store is not None else next(a for a in args if isinstance(a, Store))
+    raise _StoreSeen(found)
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [
+        (["compile", "init.c", "--arch", "x86_64", "-o", "init"], "eifbuild.toolchain.zig.compile_to"),
+        (["kernel", "r.toml", "--arch", "x86_64"], "eifbuild.toolchain.kernelrecipe.build_from_recipe"),
+        (["boot", "x.eif"], "eifbuild.boot.boot"),
+    ],
+)
+def test_every_command_uses_the_store_of_the_project_around_the_cwd(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    target: str,
+) -> None:
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    (tmp_path / "eif.toml").write_text("")
+    (tmp_path / "src").mkdir()
+    key = Store(tmp_path / "cache").realize(Step("demo", 1), lambda out: None).key
+    monkeypatch.chdir(tmp_path / "src")
+    monkeypatch.setattr(target, _see_store)
+    with pytest.raises(_StoreSeen) as seen:
+        main(command)
+    assert seen.value.store.root == tmp_path / "cache"
+    assert main(["store", "ls"]) == 0  # the store commands find the same store
+    assert capsys.readouterr().out.startswith(key)
 
 
 def test_verify_notices_a_changed_executable_bit(tmp_path: Path) -> None:

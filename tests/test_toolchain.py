@@ -20,7 +20,7 @@ from conftest import require_tool
 
 from eifbuild import cli
 from eifbuild.errors import ConfigError, StoreError, ToolError
-from eifbuild.store import Entry, Step, Store
+from eifbuild.store import Step, Store, StoreEntry
 from eifbuild.toolchain import elf
 from eifbuild.toolchain import zig as toolchain
 
@@ -36,12 +36,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 @pytest.fixture(scope="session")
-def hello_x86(store: Store) -> Entry:
+def hello_x86(store: Store) -> StoreEntry:
     return toolchain.compile_c(store, [DATA / "hello.c"], arch="x86_64", output_name="hello")
 
 
 @pytest.fixture(scope="session")
-def hello_arm(store: Store) -> Entry:
+def hello_arm(store: Store) -> StoreEntry:
     return toolchain.compile_c(store, [DATA / "hello.c"], arch="aarch64", output_name="hello")
 
 
@@ -55,7 +55,7 @@ def assert_static(path: Path, machine: int) -> None:
 
 
 # -- real compiles -----------------------------------------------------------------------------
-def test_x86_64_binary_is_static_and_runs(hello_x86: Entry) -> None:
+def test_x86_64_binary_is_static_and_runs(hello_x86: StoreEntry) -> None:
     binary = toolchain.Binary.from_entry(hello_x86)
     assert binary.path == hello_x86.path / "hello"
     assert binary.sha256 == hashlib.sha256(binary.path.read_bytes()).hexdigest()
@@ -79,7 +79,7 @@ def test_binary_of_another_kind_of_entry(tmp_path: Path) -> None:
     assert str(exc.value) == f"store entry {entry.key}: kind 'other', expected a zig-cc binary"
 
 
-def test_step_record_names_target_flags_and_zig(hello_x86: Entry) -> None:
+def test_step_record_names_target_flags_and_zig(hello_x86: StoreEntry) -> None:
     step = hello_x86.record["step"]
     assert step["kind"] == "zig-cc"
     assert step["params"] == {
@@ -92,7 +92,7 @@ def test_step_record_names_target_flags_and_zig(hello_x86: Entry) -> None:
     assert step["tool"] == {"zig": "0.17.1"}
 
 
-def test_no_host_path_reaches_the_binary(hello_x86: Entry, store: Store) -> None:
+def test_no_host_path_reaches_the_binary(hello_x86: StoreEntry, store: Store) -> None:
     data = hello_x86.file("hello").read_bytes()
     for path in (store.root, DATA, toolchain.zig_package_dir(), Path.home()):
         assert str(path).encode() not in data
@@ -100,7 +100,7 @@ def test_no_host_path_reaches_the_binary(hello_x86: Entry, store: Store) -> None
 
 
 def test_second_compile_is_a_store_hit(
-    hello_x86: Entry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hello_x86: StoreEntry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same content and name from another directory: no zig process, the same entry."""
 
@@ -121,7 +121,7 @@ def test_second_compile_is_a_store_hit(
 
 
 def test_zig_comes_from_the_package_not_path(
-    hello_x86: Entry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hello_x86: StoreEntry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -137,7 +137,7 @@ def test_zig_comes_from_the_package_not_path(
     assert toolchain.zig_executable() == toolchain.zig_package_dir() / "zig"
 
 
-def test_compile_error_reports_the_compiler_and_leaves_nothing(hello_x86: Entry, store: Store) -> None:
+def test_compile_error_reports_the_compiler_and_leaves_nothing(hello_x86: StoreEntry, store: Store) -> None:
     before = set(store.keys())
     step = toolchain.compile_step([DATA / "broken.c"], arch="x86_64")
     with pytest.raises(ToolError) as exc:
@@ -156,7 +156,7 @@ def test_compile_error_reports_the_compiler_and_leaves_nothing(hello_x86: Entry,
     assert list(store.tmp_dir.iterdir()) == []
 
 
-def test_link_error_is_reported(hello_x86: Entry, store: Store, tmp_path: Path) -> None:
+def test_link_error_is_reported(hello_x86: StoreEntry, store: Store, tmp_path: Path) -> None:
     src = tmp_path / "undef.c"
     src.write_text("int missing(void);\nint main(void) { return missing(); }\n")
     with pytest.raises(ToolError) as exc:
@@ -164,7 +164,7 @@ def test_link_error_is_reported(hello_x86: Entry, store: Store, tmp_path: Path) 
     assert str(exc.value) == "zig cc failed for a.out (x86_64): ld.lld: error: undefined symbol: missing"
 
 
-def test_dynamic_output_fails_the_elf_check(hello_x86: Entry, store: Store) -> None:
+def test_dynamic_output_fails_the_elf_check(hello_x86: StoreEntry, store: Store) -> None:
     before = set(store.keys())
     with pytest.raises(ToolError) as exc:
         toolchain.compile_c(store, [DATA / "hello.c"], arch="x86_64", cflags=["-dynamic"], output_name="dyn")
@@ -175,7 +175,7 @@ def test_dynamic_output_fails_the_elf_check(hello_x86: Entry, store: Store) -> N
     assert list(store.tmp_dir.iterdir()) == []
 
 
-def test_init_from_source_applies_aws_warnings(hello_x86: Entry, store: Store) -> None:
+def test_init_from_source_applies_aws_warnings(hello_x86: StoreEntry, store: Store) -> None:
     entry = toolchain.init_from_source(store, DATA / "strict_ok.c", "x86_64")
     assert entry.record["step"]["params"]["cflags"] == list(toolchain.INIT_CFLAGS)
     init = entry.file("init")
@@ -194,7 +194,7 @@ def test_init_from_source_applies_aws_warnings(hello_x86: Entry, store: Store) -
         )
 
 
-def test_the_cli_reaches_the_init_key(hello_x86: Entry, store: Store, tmp_path: Path) -> None:
+def test_the_cli_reaches_the_init_key(hello_x86: StoreEntry, store: Store, tmp_path: Path) -> None:
     entry = toolchain.init_from_source(store, DATA / "strict_ok.c", "x86_64")
     out = tmp_path / "init"
     flags = "--cflags=" + " ".join(toolchain.INIT_CFLAGS)
@@ -213,7 +213,7 @@ def test_the_cli_reaches_the_init_key(hello_x86: Entry, store: Store, tmp_path: 
     assert out.read_bytes() == entry.file("init").read_bytes()
 
 
-def test_headers_are_copied_not_compiled(hello_x86: Entry, store: Store, tmp_path: Path) -> None:
+def test_headers_are_copied_not_compiled(hello_x86: StoreEntry, store: Store, tmp_path: Path) -> None:
     binary = toolchain.compile_c_binary(store, [DATA / "with_header.c", DATA / "greeting.h"], arch="x86_64")
     assert run([binary.path]).stdout == "greetings from a header\n"
     changed = tmp_path / "greeting.h"
@@ -225,7 +225,7 @@ def test_headers_are_copied_not_compiled(hello_x86: Entry, store: Store, tmp_pat
 
 # -- the command line --------------------------------------------------------------------------
 def test_cli_compile_writes_the_binary(
-    hello_x86: Entry,
+    hello_x86: StoreEntry,
     store: Store,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -242,7 +242,7 @@ def test_cli_compile_writes_the_binary(
 
 
 def test_cli_compile_error_is_one_line(
-    hello_x86: Entry, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hello_x86: StoreEntry, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "broken"
     argv = [
@@ -387,7 +387,7 @@ def test_missing_ziglang_is_a_tool_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # -- aarch64 and a second cold store (slow: a musl build per arch and store) --------------------
 @pytest.mark.slow
-def test_aarch64_binary_is_static_and_runs_under_qemu(hello_arm: Entry) -> None:
+def test_aarch64_binary_is_static_and_runs_under_qemu(hello_arm: StoreEntry) -> None:
     path = hello_arm.file("hello")
     assert_static(path, 183)
     qemu = require_tool("qemu-aarch64-static")
@@ -408,7 +408,7 @@ print(binary.key, binary.path)
 
 @pytest.mark.slow
 def test_other_dir_and_cold_cache_give_identical_bytes(
-    hello_x86: Entry, hello_arm: Entry, tmp_path_factory: pytest.TempPathFactory
+    hello_x86: StoreEntry, hello_arm: StoreEntry, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """A second store in another directory, sources as relative paths from another working dir.
 

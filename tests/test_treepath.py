@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from eifbuild.util.treepath import MAX_HOPS, UnresolvablePathError, resolve, split
+from eifbuild.util.treepath import (
+    MAX_HOPS,
+    OutsideTreeError,
+    SymlinkLoopError,
+    UnresolvablePathError,
+    resolve,
+    resolve_link,
+    split,
+)
 
 
 @dataclass(frozen=True)
@@ -70,3 +78,18 @@ def test_hop_limit_is_linux_maxsymlinks() -> None:
     chain["end"] = N("dir")
     with pytest.raises(UnresolvablePathError, match="too many levels"):
         resolve(["l0"], chain.get)
+
+
+def test_a_closed_tree_lets_links_dangle_but_never_leave() -> None:
+    get = TREE.get
+    assert resolve_link(["usr"], "bin/app", get) == ["usr", "bin", "app"]
+    assert resolve_link([], "missing/x", get) == ["missing", "x"]  # dangling is fine
+    assert resolve_link([], "file/x", get) == ["file", "x"]
+    with pytest.raises(OutsideTreeError) as info:
+        resolve_link([], "abs", get)  # through a link with an absolute target
+    assert (info.value.target, info.value.absolute) == ("/usr/bin/app", True)
+    with pytest.raises(OutsideTreeError) as info:
+        resolve_link(["usr"], "../up", get)
+    assert (info.value.target, info.value.absolute) == ("../../../usr", False)
+    with pytest.raises(SymlinkLoopError):
+        resolve_link([], "loop", get)

@@ -9,7 +9,6 @@ against the recipes when the build plan is made.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,8 +19,10 @@ from ..arch import ARCHES, Arch, parse_arch
 from ..errors import ConfigError
 from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
+from ..util.tomltable import TomlTables, join_key, type_name
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Mapping
 
 CONFIG_NAME: Final = "eif.toml"
@@ -145,57 +146,12 @@ class Project:
 
 
 # -- validation helpers ----------------------------------------------------------------------------
-class _Ctx:
-    """Where we are in the document, for error messages."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(message, path=self.path, key=key)
-
-    def table(self, value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.error(key, f"expected a table, got {_type_name(value)}")
-        return value
-
-    def string(self, value: Any, key: str, *, allow_empty: bool = False) -> str:
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {_type_name(value)}")
-        if not allow_empty and not value:
-            raise self.error(key, "expected a non-empty string")
-        return value
-
-    def strings(self, value: Any, key: str) -> tuple[str, ...]:
-        if not isinstance(value, list):
-            raise self.error(key, f"expected an array of strings, got {_type_name(value)}")
-        return tuple(self.string(v, f"{key}[{i}]", allow_empty=True) for i, v in enumerate(value))
-
-    def only_keys(self, table: Mapping[str, Any], allowed: frozenset[str] | set[str], prefix: str) -> None:
-        for key in table:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-                hint = (
-                    f"; did you mean {close[0]!r}?"
-                    if close
-                    else f"; expected one of: {', '.join(sorted(allowed))}"
-                )
-                raise self.error(_join(prefix, key), f"unknown key{hint}")
+class _Ctx(TomlTables):
+    """The checks of :class:`~eifbuild.util.tomltable.TomlTables`, plus paths relative to eif.toml."""
 
     def path_of(self, value: Any, key: str) -> Path:
         text = self.string(value, key)
         return (self.path.parent / text).resolve() if not Path(text).is_absolute() else Path(text)
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _type_name(value: Any) -> str:
-    names = {str: "a string", int: "an integer", float: "a float", bool: "a boolean", list: "an array"}
-    if isinstance(value, dict):
-        return "a table"
-    return names.get(type(value), type(value).__name__)
 
 
 def parse_ref(text: str, *, ctx: _Ctx, key: str) -> SourceRef:
@@ -225,7 +181,7 @@ def _compile_items(value: Any, ctx: _Ctx, key: str) -> tuple[CompileItem, ...]:
             )
         else:
             expected = "a path, 'eifbuild-init' or { source = '<recipe>.<source>' }"
-            msg = f"expected {expected}, got {_type_name(item)}"
+            msg = f"expected {expected}, got {type_name(item)}"
             raise ctx.error(item_key, msg)
     return tuple(items)
 
@@ -238,21 +194,21 @@ def _input(
         return parse_ref(value, ctx=ctx, key=key)
     if not isinstance(value, dict):
         expected = " or ".join(f"{{ {k} = … }}" for k in sorted(kinds))
-        raise ctx.error(key, f"expected '<recipe>.<source>' or {expected}, got {_type_name(value)}")
+        raise ctx.error(key, f"expected '<recipe>.<source>' or {expected}, got {type_name(value)}")
     chosen = [k for k in ("source", "path", "compile", "text") if k in value]
     allowed = kinds | extra | ({"cflags"} if "compile" in value and "compile" in kinds else set())
     ctx.only_keys(value, allowed, key)
     if len(chosen) != 1:
         raise ctx.error(key, f"expected exactly one of: {', '.join(sorted(kinds))}")
     kind = chosen[0]
-    sub = _join(key, kind)
+    sub = join_key(key, kind)
     if kind == "source":
         return parse_ref(ctx.string(value["source"], sub), ctx=ctx, key=sub)
     if kind == "path":
         return PathInput(ctx.path_of(value["path"], sub))
     if kind == "text":
         return TextInput(ctx.string(value["text"], sub, allow_empty=True))
-    cflags = ctx.strings(value.get("cflags", []), _join(key, "cflags"))
+    cflags = ctx.strings(value.get("cflags", []), join_key(key, "cflags"))
     return Compile(_compile_items(value["compile"], ctx, sub), cflags)
 
 
@@ -332,7 +288,7 @@ def _build_time(value: Any, ctx: _Ctx) -> tuple[str, int]:
         return rfc3339(epoch), epoch
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ctx.error(
-            "eif.build_time", f"expected an RFC 3339 string or epoch seconds, got {_type_name(value)}"
+            "eif.build_time", f"expected an RFC 3339 string or epoch seconds, got {type_name(value)}"
         )
     if isinstance(value, int):
         if value < 0:
@@ -483,6 +439,15 @@ def parse_project(text: str, path: Path) -> Project:
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
         lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
     )
+
+
+def find_project_dir(start: str | os.PathLike[str] = ".") -> Path:
+    """The nearest directory at or above ``start`` holding an eif.toml; ``start`` itself if none."""
+    here = Path(start).absolute()
+    for candidate in (here, *here.parents):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    return here
 
 
 def load_project(path: str | Path) -> Project:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ..arch import Arch
     from ..oci import image as oci
     from ..sources.recipe import Recipe, Source
-    from ..store import Entry as StoreEntry
+    from ..store import StoreEntry
     from .config import Modes
 
 BUILD_TOOL: Final = "eifbuild"
@@ -160,9 +160,9 @@ class SourceNode(Node):
         return Artifact(self.source.output_path(entry), str(entry.meta["sha256"]), entry.key)
 
     def _realize(self) -> Artifact:
-        from ..sources.fetch import fetch  # noqa: PLC0415 - network code only when something is fetched
+        from ..sources import fetch_source  # noqa: PLC0415 - network code only when something is fetched
 
-        fetched = fetch(self.source, store=self.store)
+        fetched = fetch_source(self.source, store=self.store)
         return Artifact(fetched.path, fetched.sha256, fetched.key)
 
 
@@ -744,7 +744,7 @@ class Plan:
             msg = f"no recipe named {ref.recipe!r} (recipes: {known}): add its file to [eif] recipes"
             raise ConfigError(msg, path=self.project.path, key=key)
         try:
-            source = recipe.source(ref.source, arch, lock=self.lock)
+            source = self.lock.apply(recipe.source(ref.source, arch))
         except ConfigError as exc:
             msg = f"{exc.message.split(': ', 1)[-1]} ({recipe.path})"
             raise ConfigError(msg, path=self.project.path, key=key) from None

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..arch import parse_arch
-from ..store import Store
 from ..util import fsutil
-from .common import EXIT_FAILED, EXIT_OK, Adder
+from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
     import argparse
@@ -36,9 +35,7 @@ def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--machine", help="QEMU machine: microvm (default), pc or q35 on x86_64; virt on aarch64")
     p.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: max(256, 4 x EIF size))")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
-    p.add_argument(
-        "--cache", type=Path, metavar="DIR", help="store directory (default: $EIFBUILD_CACHE, else ./cache)"
-    )
+    p.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
     p.set_defaults(func=_cmd_boot)
 
 
@@ -53,7 +50,7 @@ def _cmd_boot(args: argparse.Namespace) -> int:
         memory_mib=args.memory,
         accel=args.accel,
     )
-    store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
+    store = store_of(args)
     shown = []
 
     def show(text: str) -> None:
@@ -85,21 +82,19 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--check", action="store_true", help="fail unless the image has the sha256 the recipe pins"
     )
     p.add_argument("-j", "--jobs", type=int, help="parallel make jobs (default: CPU count)")
-    p.add_argument(
-        "--cache", type=Path, metavar="DIR", help="store directory (default: $EIFBUILD_CACHE, else ./cache)"
-    )
+    p.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
     p.set_defaults(func=_cmd_kernel)
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
-    from ..sources.recipe import load_recipe  # noqa: PLC0415
+    from ..sources import load_recipe  # noqa: PLC0415
     from ..toolchain import build_from_recipe  # noqa: PLC0415
 
     if args.arch:
         arches = tuple(parse_arch(a, where="--arch") for a in args.arch)
     else:
         arches = load_recipe(args.recipe).arches
-    store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
+    store = store_of(args)
     status = EXIT_OK
     for arch in arches:
         built = build_from_recipe(args.recipe, arch, store=store, tarball=args.source, jobs=args.jobs)

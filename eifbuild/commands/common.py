@@ -1,4 +1,4 @@
-"""What the command modules share: exit codes, the store option."""
+"""What the command modules share: exit codes, the store option and the one rule for the default store."""
 
 from __future__ import annotations
 
@@ -16,8 +16,19 @@ EXIT_ERROR: Final = 2  # bad input or usage
 
 Adder = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-STORE_HELP: Final = "store directory (default: $EIFBUILD_CACHE, else cache/ next to eif.toml)"
+STORE_HELP: Final = (
+    "store directory (default: $EIFBUILD_CACHE, else cache/ next to the eif.toml at or above the "
+    "current directory, else ./cache)"
+)
+
+
+def default_store() -> Store:
+    """``$EIFBUILD_CACHE``, else ``cache/`` of the project around the current directory (else ./cache)."""
+    from ..build.config import find_project_dir  # noqa: PLC0415 - eif.toml's rules only when needed
+
+    return Store.for_project(find_project_dir())
 
 
 def store_of(args: argparse.Namespace) -> Store:
-    return Store(args.cache) if args.cache else Store.for_cwd()
+    """The store a command uses: ``--cache DIR``, else :func:`default_store`."""
+    return Store(args.cache) if args.cache else default_store()

@@ -13,14 +13,9 @@ if TYPE_CHECKING:
 
 
 def _lock_path(args: argparse.Namespace) -> Path:
-    from ..sources.lock import DEFAULT_LOCK_FILE  # noqa: PLC0415
-    from ..store import find_project_dir  # noqa: PLC0415
+    from ..build.locking import default_lock_path  # noqa: PLC0415
 
-    if args.lock_file:
-        return Path(args.lock_file)
-    found = find_project_dir() / DEFAULT_LOCK_FILE
-    cwd = Path.cwd()
-    return found.relative_to(cwd) if found.is_relative_to(cwd) else found
+    return Path(args.lock_file) if args.lock_file else default_lock_path()
 
 
 def _add_fetch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,8 +33,7 @@ def _add_fetch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from ..sources.fetch import fetch_all, load_recipe  # noqa: PLC0415
-    from ..sources.lock import Lock  # noqa: PLC0415
+    from ..sources import Lock, fetch_all, load_recipe  # noqa: PLC0415
 
     arches = [parse_arch(a, where="--arch") for a in args.arch] if args.arch else None
     recipe = load_recipe(args.recipe)
@@ -68,18 +62,11 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
-    from ..sources.lock import lock_sources  # noqa: PLC0415
+    from ..build.locking import lock_project  # noqa: PLC0415
 
-    recipes = args.recipes
-    lock_path = _lock_path(args)
-    if not recipes:
-        from ..build.config import CONFIG_NAME, load_project  # noqa: PLC0415
-        from ..store import find_project_dir  # noqa: PLC0415
-
-        project = load_project(find_project_dir() / CONFIG_NAME)
-        recipes = list(project.recipes)
-        lock_path = args.lock_file or project.lock_file
-    results = lock_sources(recipes, lock_path, trust_on_first_use=args.trust_on_first_use)
+    lock_path, results = lock_project(
+        args.recipes, args.lock_file, trust_on_first_use=args.trust_on_first_use
+    )
     for r in results:
         detail = f" {r.sha256} {r.size} {r.source.origin}" if r.sha256 else ""
         print(f"{r.status:<6} {r.source.recipe}/{r.source.qualified_name}{detail}")

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..arch import parse_arch
 from ..errors import ConfigError
-from ..store import Store
-from .common import EXIT_OK, Adder
+from .common import EXIT_OK, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
     import argparse
@@ -34,16 +33,14 @@ def _add_compile(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="FLAGS",
         help="extra compiler flags, split like a shell would; repeatable (write --cflags='-Wall -Wextra')",
     )
-    p.add_argument(
-        "--cache", type=Path, metavar="DIR", help="store directory (default: $EIFBUILD_CACHE, else ./cache)"
-    )
+    p.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
     p.set_defaults(func=_cmd_compile)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     arch = parse_arch(args.arch, where="--arch")
     cflags = [flag for group in args.cflags for flag in shlex.split(group)]
-    store = Store(args.cache) if args.cache else Store.for_project(Path.cwd())
+    store = store_of(args)
     from ..toolchain import compile_to  # noqa: PLC0415
 
     binary = compile_to(store, args.sources, args.output, arch=arch, cflags=cflags)

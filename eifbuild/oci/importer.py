@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
-import hashlib
 import json
 import os
 import secrets
@@ -26,9 +25,9 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 
 from .. import log
 from ..errors import ArchiveError, HashMismatch, StoreError
-from ..sources.archive import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
+from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
 from ..store import Step, Store
-from ..util.fsutil import CHUNK
+from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
 from .layers import LayerFile
 from .registry import DIGEST_RE, digest_of
 from .transport import MAX_JSON, ImageSource
@@ -74,9 +73,8 @@ class _Counted:
         self.stream = stream
         self.expected = digest
         algorithm = digest.partition(":")[0]
-        self.hasher = hashlib.new(algorithm)
+        self.hasher = StreamHasher((algorithm,))
         self.algorithm = algorithm
-        self.size = 0
         self.limit = limit
         self.what = what
         self.head = b""
@@ -88,7 +86,6 @@ class _Counted:
             return data
         data = self.stream.read(CHUNK if n < 0 else n)
         self.hasher.update(data)
-        self.size += len(data)
         if self.limit is not None and self.size > self.limit:
             msg = f"{self.what}: more than the {self.limit} bytes expected"
             raise ArchiveError(msg)
@@ -104,8 +101,12 @@ class _Counted:
             pass
 
     @property
+    def size(self) -> int:
+        return self.hasher.size
+
+    @property
     def digest(self) -> str:
-        return f"{self.algorithm}:{self.hasher.hexdigest()}"
+        return f"{self.algorithm}:{self.hasher.hexdigest(self.algorithm)}"
 
 
 def _check(counted: _Counted, size: int | None) -> None:
@@ -216,11 +217,12 @@ class Importer:
         what = f"layer {layer.digest} (layer {number} of the image)"
         with self.source.open(layer.digest, manifest=False) as stream:
             counted = _Counted(stream, layer.digest, layer.size, what)
-            diff = hashlib.new(layer.diff_id.partition(":")[0])
+            diff_algorithm = layer.diff_id.partition(":")[0]
+            diff = StreamHasher((diff_algorithm,))
             with log.progress(f"layer {layer.digest[7:19]}", layer.size) as bar:
                 compression = self._decompress(counted, staged, diff, bar)
         _check(counted, layer.size)
-        actual = f"{layer.diff_id.partition(':')[0]}:{diff.hexdigest()}"
+        actual = f"{diff_algorithm}:{diff.hexdigest(diff_algorithm)}"
         if actual != layer.diff_id:
             what = f"{what}: uncompressed ({compression})"
             raise HashMismatch(what, expected=layer.diff_id, actual=actual)
@@ -228,16 +230,18 @@ class Importer:
         self.pending.append((layer_step(layer.digest), "layer.tar", staged))
         return LayerFile(layer.digest, staged)
 
-    def _decompress(self, counted: _Counted, staged: Path, diff: Any, bar: log.Progress) -> str:
+    def _decompress(self, counted: _Counted, staged: Path, diff: StreamHasher, bar: log.Progress) -> str:
         compression, stream = _decompressor(counted)
         done = 0
+
+        def advance(_: int) -> None:  # the bar counts compressed bytes: those read from the blob
+            nonlocal done
+            bar.update(counted.size - done)
+            done = counted.size
+
         try:
             with open(staged, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    diff.update(chunk)
-                    out.write(chunk)
-                    bar.update(counted.size - done)
-                    done = counted.size
+                copy_hashed(stream, diff, out, on_chunk=advance)
             counted.drain()
         except _DECOMPRESS_ERRORS as exc:
             counted.drain()

@@ -1,1 +1,99 @@
-"""Pinned sources: recipes, eif.lock, downloads, archives, NAR hashes, fetching into the store."""
+"""Pinned sources: recipes, eif.lock, downloads, archives, NAR hashes, fetching into the store.
+
+- :mod:`.recipe`: recipe files (sources by name and arch, their pins);
+- :mod:`.lock`: the eif.lock model (``eifbuild lock`` itself is :mod:`eifbuild.build.locking`);
+- :mod:`.download`: getting bytes (HTTP(S), file://, apt) and the shared download cache;
+- :mod:`.archive`, :mod:`.nar`: reading source archives safely; Nix archive hashes;
+- :mod:`.fetch`: a pinned source into the store, verified.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..util.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .archive import (
+        ZSTD_ERROR,
+        ZSTD_MAGIC,
+        detect_format,
+        extract_member,
+        nar_digest_of_archive,
+        unpack,
+        zstd_reader,
+    )
+    from .download import Downloader, HttpOptions, SourceCache, apt_download
+    from .fetch import (
+        Blob,
+        FetchedSource,
+        fetch_all,
+        fetch_recipe,
+        fetch_source,
+        obtain,
+        unpinned_error,
+    )
+    from .lock import LOCK_COMMAND, Lock, LockEntry
+    from .nar import NarDigest, nar_digest_of_path, parse_sri, to_sri
+    from .recipe import Pins, Recipe, Source, load_recipe, parse_recipe
+
+__all__ = [
+    "LOCK_COMMAND",
+    "ZSTD_ERROR",
+    "ZSTD_MAGIC",
+    "Blob",
+    "Downloader",
+    "FetchedSource",
+    "HttpOptions",
+    "Lock",
+    "LockEntry",
+    "NarDigest",
+    "Pins",
+    "Recipe",
+    "Source",
+    "SourceCache",
+    "apt_download",
+    "detect_format",
+    "extract_member",
+    "fetch_all",
+    "fetch_recipe",
+    "fetch_source",
+    "load_recipe",
+    "nar_digest_of_archive",
+    "nar_digest_of_path",
+    "obtain",
+    "parse_recipe",
+    "parse_sri",
+    "to_sri",
+    "unpack",
+    "unpinned_error",
+    "zstd_reader",
+]
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "archive": (
+            "ZSTD_ERROR",
+            "ZSTD_MAGIC",
+            "detect_format",
+            "extract_member",
+            "nar_digest_of_archive",
+            "unpack",
+            "zstd_reader",
+        ),
+        "download": ("Downloader", "HttpOptions", "SourceCache", "apt_download"),
+        "fetch": (
+            "Blob",
+            "FetchedSource",
+            "fetch_all",
+            "fetch_recipe",
+            "fetch_source",
+            "obtain",
+            "unpinned_error",
+        ),
+        "lock": ("LOCK_COMMAND", "Lock", "LockEntry"),
+        "nar": ("NarDigest", "nar_digest_of_path", "parse_sri", "to_sri"),
+        "recipe": ("Pins", "Recipe", "Source", "load_recipe", "parse_recipe"),
+    },
+)

@@ -1,12 +1,13 @@
 """Reading verified source archives safely: tar (plain, gz, bz2, xz, zstd), zip and Debian .deb.
 
-Every operation reads the archive once, in archive order, and builds a :mod:`~eifbuild.nar` tree of
-its members (after ``strip`` leading path components) while checking each name: absolute paths,
-``..`` components, duplicates, members below a symlink or a file, and special files (devices,
-FIFOs) are rejected with an :class:`ArchiveError` naming the archive and the member. When a tree is
-hashed or unpacked, every symlink must also resolve inside the tree (absolute targets and targets
-climbing above the root, also through other symlinks, are rejected); symlinks are created last, so no
-write ever goes through one.
+Every operation reads the archive once, in archive order, and builds a :mod:`~eifbuild.sources.nar`
+tree of its members (after ``strip`` leading path components) while checking each name: absolute
+paths, ``..`` components, duplicates, members below a symlink or a file, and special files
+(devices, FIFOs) are rejected with an :class:`ArchiveError` naming the archive and the member. When
+a tree is hashed or unpacked, every symlink must also resolve inside the tree
+(:func:`~eifbuild.util.treepath.resolve_link`: absolute targets and targets climbing above the
+root, also through other symlinks, are rejected); symlinks are created last, so no write ever goes
+through one.
 
 A ``.deb`` is read as its ``data.tar.*`` (ar archive → data.tar.{xz,zst,gz,bz2} → members).
 
@@ -19,7 +20,6 @@ A ``.deb`` is read as its ``data.tar.*`` (ar archive → data.tar.{xz,zst,gz,bz2
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import os
 import stat
@@ -30,11 +30,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, Literal, Protocol, cast
+from typing import IO, TYPE_CHECKING, Final, Literal, cast
 
 from ..errors import ArchiveError, did_you_mean
-from ..util.fsutil import CHUNK
-from .nar import Directory, NarDigest, Node, Regular, Symlink, file_opener, nar_digest
+from ..util import treepath
+from ..util.fsutil import Readable, StreamHasher, copy_hashed
+from .nar import Directory, NarDigest, NarNode, Regular, Symlink, file_opener, nar_digest
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -49,7 +50,6 @@ MemberKind = Literal["file", "dir", "symlink", "hardlink"]
 
 FORMATS: Final = "tar, tar.gz, tar.bz2, tar.xz, tar.zst, zip, deb"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
-_MAX_SYMLINK_HOPS: Final = 40  # Linux's MAXSYMLINKS
 _AR_MAGIC: Final = b"!<arch>\n"
 _AR_HEADER: Final = 60
 _ZIP_UTF8: Final = 0x800  # general purpose flag: names are UTF-8
@@ -68,12 +68,8 @@ else:
 _CORRUPT += (ZSTD_ERROR,)
 
 
-class Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
-
-
 @dataclass(frozen=True)
-class Member:
+class ArchiveMember:
     """One archive entry as stored: its raw name, type, size, owner-x bit and link target."""
 
     name: str
@@ -98,7 +94,7 @@ def detect_format(path: Path) -> Format:
     raise ArchiveError(msg, path=path)
 
 
-def iter_members(path: Path) -> Iterator[tuple[Member, IO[bytes] | None]]:
+def iter_members(path: Path) -> Iterator[tuple[ArchiveMember, IO[bytes] | None]]:
     """Yield each entry in archive order, with a stream of its content for regular files.
 
     A content stream is only valid until the next entry is requested.
@@ -147,7 +143,7 @@ class _Peeked:
         return data
 
 
-def _tar_members(raw: Readable, path: Path) -> Iterator[tuple[Member, IO[bytes] | None]]:
+def _tar_members(raw: Readable, path: Path) -> Iterator[tuple[ArchiveMember, IO[bytes] | None]]:
     """Members of a tar stream, compressed with gzip, bzip2, xz or zstd or not at all."""
     head = raw.read(len(ZSTD_MAGIC))
     stream: Readable = _Peeked(head, raw)
@@ -157,19 +153,19 @@ def _tar_members(raw: Readable, path: Path) -> Iterator[tuple[Member, IO[bytes] 
         for info in tar:
             executable = bool(info.mode & stat.S_IXUSR)
             if info.isreg():
-                yield Member(info.name, "file", info.size, executable), tar.extractfile(info)
+                yield ArchiveMember(info.name, "file", info.size, executable), tar.extractfile(info)
             elif info.isdir():
-                yield Member(info.name, "dir"), None
+                yield ArchiveMember(info.name, "dir"), None
             elif info.issym():
-                yield Member(info.name, "symlink", link=info.linkname), None
+                yield ArchiveMember(info.name, "symlink", link=info.linkname), None
             elif info.islnk():
-                yield Member(info.name, "hardlink", link=info.linkname), None
+                yield ArchiveMember(info.name, "hardlink", link=info.linkname), None
             else:
                 msg = "device files and FIFOs are not allowed in source archives"
                 raise ArchiveError(msg, path=path, member=info.name)
 
 
-def _zip_members(path: Path) -> Iterator[tuple[Member, IO[bytes] | None]]:
+def _zip_members(path: Path) -> Iterator[tuple[ArchiveMember, IO[bytes] | None]]:
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.flag_bits & _ZIP_UTF8:
@@ -177,16 +173,19 @@ def _zip_members(path: Path) -> Iterator[tuple[Member, IO[bytes] | None]]:
                 info.filename = info.filename.encode("cp437").decode("utf-8", "surrogateescape")
             mode = info.external_attr >> 16
             if info.is_dir():
-                yield Member(info.filename, "dir"), None
+                yield ArchiveMember(info.filename, "dir"), None
             elif stat.S_ISLNK(mode):
                 target = zf.read(info).decode("utf-8", "surrogateescape")
-                yield Member(info.filename, "symlink", link=target), None
+                yield ArchiveMember(info.filename, "symlink", link=target), None
             else:
                 with zf.open(info) as stream:
-                    yield Member(info.filename, "file", info.file_size, bool(mode & stat.S_IXUSR)), stream
+                    yield (
+                        ArchiveMember(info.filename, "file", info.file_size, bool(mode & stat.S_IXUSR)),
+                        stream,
+                    )
 
 
-class _Slice:
+class _ArMemberView:
     """Read-only view of ``size`` bytes of a file starting at its current position."""
 
     def __init__(self, fh: IO[bytes], size: int) -> None:
@@ -230,7 +229,7 @@ def _deb_data(fh: IO[bytes], path: Path) -> Readable:
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
         size = int(header[48:58].decode("ascii").strip() or 0)
         if name.startswith("data.tar"):
-            return _Slice(fh, size)
+            return _ArMemberView(fh, size)
         fh.seek(size + size % 2, os.SEEK_CUR)
 
 
@@ -252,6 +251,14 @@ def split_name(name: str, *, archive: Path | str, strip: int = 0) -> list[str] |
     return parts[strip:]
 
 
+@dataclass(frozen=True)
+class _Linkable:
+    """A tree node as :mod:`~eifbuild.util.treepath` sees it."""
+
+    kind: str
+    target: str = ""
+
+
 class TreeBuilder:
     """Collects members into a NAR tree, rejecting duplicates and paths through symlinks or files."""
 
@@ -261,14 +268,14 @@ class TreeBuilder:
         self.root = Directory()
         self.symlinks: list[tuple[list[str], Symlink, str]] = []  # path, link, name in the archive
 
-    def place(self, member: Member) -> list[str] | None:
+    def place(self, member: ArchiveMember) -> list[str] | None:
         parts = split_name(member.name, archive=self.archive, strip=self.strip)
         if parts is None and member.kind != "dir":
             msg = f"strip = {self.strip} would drop this {member.kind}; only directories may be stripped"
             raise ArchiveError(msg, path=self.archive, member=member.name)
         return parts
 
-    def add(self, parts: list[str], member: Member, node: Node) -> None:
+    def add(self, parts: list[str], member: ArchiveMember, node: NarNode) -> None:
         parent = self._parent(parts, member)
         existing = parent.entries.get(parts[-1])
         if isinstance(node, Directory) and isinstance(existing, Directory):
@@ -280,7 +287,7 @@ class TreeBuilder:
         if isinstance(node, Symlink):
             self.symlinks.append((parts, node, member.name))
 
-    def _parent(self, parts: list[str], member: Member) -> Directory:
+    def _parent(self, parts: list[str], member: ArchiveMember) -> Directory:
         node = self.root
         for i, comp in enumerate(parts[:-1]):
             child = node.entries.setdefault(comp, Directory())
@@ -291,15 +298,15 @@ class TreeBuilder:
             node = child
         return node
 
-    def lookup(self, parts: list[str]) -> Node | None:
-        node: Node = self.root
+    def lookup(self, parts: list[str]) -> NarNode | None:
+        node: NarNode = self.root
         for comp in parts:
             if not isinstance(node, Directory) or comp not in node.entries:
                 return None
             node = node.entries[comp]
         return node
 
-    def hardlink_target(self, member: Member) -> Regular:
+    def hardlink_target(self, member: ArchiveMember) -> Regular:
         parts = split_name(member.link, archive=self.archive, strip=self.strip)
         target = self.lookup(parts) if parts else None
         if not isinstance(target, Regular):
@@ -310,32 +317,21 @@ class TreeBuilder:
     def check_symlinks(self) -> None:
         """Every symlink must resolve (through other symlinks too) to a path inside the tree."""
         for parts, link, name in self.symlinks:
-            self._resolve(parts[:-1], link.target, name, [0])
+            try:
+                treepath.resolve_link(parts[:-1], link.target, self._linkable)
+            except treepath.OutsideTreeError as exc:
+                absolute = "the absolute path " if exc.absolute else ""
+                msg = f"symlink to {absolute}{exc.target!r} points outside the tree"
+                raise ArchiveError(msg, path=self.archive, member=name) from None
+            except treepath.SymlinkLoopError:  # a total, like Linux: bounds the work too
+                msg = f"symlink loop (more than {treepath.MAX_HOPS} links to follow)"
+                raise ArchiveError(msg, path=self.archive, member=name) from None
 
-    def _resolve(self, parent: list[str], target: str, name: str, follows: list[int]) -> list[str]:
-        """Resolve like the kernel would, within the tree; ``follows`` counts links followed so far."""
-        if target.startswith("/"):
-            msg = f"symlink to the absolute path {target!r} points outside the tree"
-            raise ArchiveError(msg, path=self.archive, member=name)
-        stack = list(parent)
-        for comp in target.split("/"):
-            if comp in {"", "."}:
-                continue
-            if comp == "..":
-                if not stack:
-                    msg = f"symlink to {target!r} points outside the tree"
-                    raise ArchiveError(msg, path=self.archive, member=name)
-                stack.pop()
-                continue
-            stack.append(comp)
-            node = self.lookup(stack)
-            if isinstance(node, Symlink):
-                follows[0] += 1
-                if follows[0] > _MAX_SYMLINK_HOPS:  # a total, like Linux: bounds the work too
-                    msg = f"symlink loop (more than {_MAX_SYMLINK_HOPS} links to follow)"
-                    raise ArchiveError(msg, path=self.archive, member=name)
-                stack = self._resolve(stack[:-1], node.target, name, follows)
-        return stack
+    def _linkable(self, path: str) -> _Linkable | None:
+        node = self.lookup(path.split("/"))
+        if isinstance(node, Symlink):
+            return _Linkable("symlink", node.target)
+        return None if node is None else _Linkable("dir" if isinstance(node, Directory) else "file")
 
     def file_paths(self) -> list[str]:
         found: list[str] = []
@@ -351,7 +347,7 @@ class TreeBuilder:
         return found
 
 
-def _node_for(member: Member, builder: TreeBuilder, opener: Callable[[], IO[bytes]] | None) -> Node:
+def _node_for(member: ArchiveMember, builder: TreeBuilder, opener: Callable[[], IO[bytes]] | None) -> NarNode:
     if member.kind == "dir":
         return Directory()
     if member.kind == "symlink":
@@ -371,14 +367,8 @@ def _blob_opener(blob: str, offset: int) -> Callable[[], IO[bytes]]:
     return open_at
 
 
-def _copy(src: Readable, dst: IO[bytes], hasher: hashlib._Hash | None = None) -> int:
-    size = 0
-    while chunk := src.read(CHUNK):
-        dst.write(chunk)
-        if hasher is not None:
-            hasher.update(chunk)
-        size += len(chunk)
-    return size
+def _copy(src: Readable, dst: IO[bytes]) -> int:
+    return copy_hashed(src, StreamHasher(()), dst)  # no algorithms: it only counts
 
 
 def nar_digest_of_archive(path: Path, *, strip: int = 0, tmp_dir: Path | None = None) -> NarDigest:
@@ -393,7 +383,7 @@ def nar_digest_of_archive(path: Path, *, strip: int = 0, tmp_dir: Path | None = 
             if stream is not None:
                 opener = _blob_opener(blob.name, blob.tell())
                 written = _copy(_Guarded(stream, path), blob)
-                member = Member(member.name, "file", written, member.executable)  # noqa: PLW2901
+                member = ArchiveMember(member.name, "file", written, member.executable)  # noqa: PLW2901
             builder.add(parts, member, _node_for(member, builder, opener))
         builder.check_symlinks()
         blob.flush()
@@ -412,7 +402,7 @@ def extract_member(path: Path, member: str, dest: Path, *, strip: int = 0) -> tu
         raise ArchiveError(msg, path=path, member=member)
     builder = TreeBuilder(path, strip)
     result: tuple[str, int] | None = None
-    link_to: Member | None = None
+    link_to: ArchiveMember | None = None
     for entry, stream in iter_members(path):
         parts = builder.place(entry)
         if parts is None:
@@ -437,10 +427,10 @@ def _no_content() -> IO[bytes]:  # pragma: no cover - such trees are never seria
 
 def write_hashed(stream: Readable, dest: Path) -> tuple[str, int]:
     """Copy ``stream`` into the new file ``dest``; return the sha256 and size of what was written."""
-    hasher = hashlib.sha256()
+    hasher = StreamHasher()
     with open(dest, "xb") as out:
-        size = _copy(stream, out, hasher)
-    return hasher.hexdigest(), size
+        copy_hashed(stream, hasher, out)
+    return hasher.hexdigest(), hasher.size
 
 
 def _missing_member(builder: TreeBuilder, want: list[str], path: Path, member: str) -> ArchiveError:
@@ -482,12 +472,12 @@ def unpack(path: Path, dest: Path, *, strip: int = 0) -> NarDigest:
     builder.check_symlinks()
     for parts, link, name in builder.symlinks:
         target = dest.joinpath(*parts)
-        _make_dirs(target.parent, path, Member(name, "symlink"))
+        _make_dirs(target.parent, path, ArchiveMember(name, "symlink"))
         os.symlink(link.target, target)
     return nar_digest(builder.root)
 
 
-def _make_dirs(directory: Path, archive: Path, member: Member) -> None:
+def _make_dirs(directory: Path, archive: Path, member: ArchiveMember) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -495,7 +485,9 @@ def _make_dirs(directory: Path, archive: Path, member: Member) -> None:
         raise ArchiveError(msg, path=archive, member=member.name) from None
 
 
-def _write_file(stream: Readable, target: Path, executable: bool, archive: Path, member: Member) -> None:
+def _write_file(
+    stream: Readable, target: Path, executable: bool, archive: Path, member: ArchiveMember
+) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(target, flags, 0o755 if executable else 0o644)
@@ -514,7 +506,7 @@ def copy_tree(src: Path, dest: Path) -> NarDigest:
         for name in sorted(dirnames + filenames):
             parts = [*rel, name]
             full = Path(dirpath, name)
-            member = Member("/".join(parts), "file")
+            member = ArchiveMember("/".join(parts), "file")
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
                 builder.add(parts, member, Symlink(os.readlink(full)))

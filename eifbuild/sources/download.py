@@ -1,6 +1,6 @@
 """Getting bytes: HTTP(S) and file:// downloads, `apt-get download`, and the shared download cache.
 
-This is the network edge; :mod:`eifbuild.sources` decides what to fetch and checks the pins.
+This is the network edge; :mod:`eifbuild.sources.fetch` decides what to fetch and checks the pins.
 
 - :class:`Downloader` streams a URL into a partial file while hashing it: a ``requests`` Session
   with urllib3 ``Retry`` (backoff on connection errors and 5xx), connect/read timeouts, TLS
@@ -16,19 +16,18 @@ This is the network edge; :mod:`eifbuild.sources` decides what to fetch and chec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__, log
 from ..errors import FetchError, ToolError
-from ..util.fsutil import CHUNK, atomic_write, exclusive_lock
+from ..util.fsutil import StreamHasher, atomic_write, copy_hashed, exclusive_lock
 
 if TYPE_CHECKING:
     import contextlib
@@ -52,28 +51,21 @@ class HttpOptions:
     resume_attempts: int = 5  # reconnections (with Range) after the body was cut off
 
 
-class Hashers:
-    """Several running digests over one stream, plus its length."""
+def _hasher(algorithms: Iterable[str]) -> StreamHasher:
+    """Digests of a download: always sha256 (the cache's key), plus what the pins ask for."""
+    return StreamHasher(("sha256", *algorithms))
 
-    def __init__(self, algorithms: Iterable[str]) -> None:
-        self._names = sorted({"sha256", *algorithms})
-        self.reset()
 
-    def reset(self) -> None:
-        self._hashers = {name: hashlib.new(name) for name in self._names}
-        self.size = 0
+class _Read1:
+    """``read`` as ``read1`` of a urllib3 response: whatever arrived, so a stall or a drop loses
+    no received bytes; raw bytes, as sent (the pins are of those)."""
 
-    def update(self, data: bytes) -> None:
-        for hasher in self._hashers.values():
-            hasher.update(data)
-        self.size += len(data)
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
 
-    def feed(self, stream: IO[bytes]) -> None:
-        while chunk := stream.read(CHUNK):
-            self.update(chunk)
-
-    def hexdigests(self) -> dict[str, str]:
-        return {name: h.hexdigest() for name, h in self._hashers.items()}
+    def read(self, size: int = -1, /) -> bytes:
+        data: bytes = self._raw.read1(size, decode_content=False)
+        return data
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ class Downloader:
         return self._session
 
     def _make_session(self) -> requests.Session:
-        import requests  # noqa: PLC0415 - keeps `import eifbuild.fetch` cheap for no-op builds
+        import requests  # noqa: PLC0415 - keeps `import eifbuild.sources.fetch` cheap for no-op builds
         from requests.adapters import HTTPAdapter  # noqa: PLC0415
         from urllib3.util.retry import Retry  # noqa: PLC0415
 
@@ -169,13 +161,13 @@ class Downloader:
         if scheme not in {"http", "https"}:
             msg = "unsupported URL scheme (expected https://, http:// or file://)"
             raise FetchError(msg, url=url)
-        return _HttpTransfer(self, url, part, Hashers(algorithms)).run()
+        return _HttpTransfer(self, url, part, _hasher(algorithms)).run()
 
 
 class _HttpTransfer:
     """One download with its resume state: ``part`` plus ``part.json`` (URL and validator)."""
 
-    def __init__(self, downloader: Downloader, url: str, part: Path, hashers: Hashers) -> None:
+    def __init__(self, downloader: Downloader, url: str, part: Path, hashers: StreamHasher) -> None:
         self.options = downloader.options
         self.session = downloader.session
         self.url = url
@@ -219,7 +211,7 @@ class _HttpTransfer:
         if meta.get("url") == self.url and self.part.exists():
             self.validator = str(meta.get("validator", ""))
             with open(self.part, "rb") as fh:
-                self.hashers.feed(fh)
+                copy_hashed(fh, self.hashers)
             self.resumed = self.hashers.size > 0
             if self.resumed:
                 log.info(f"{self.url}: resuming an interrupted download at byte {self.hashers.size}")
@@ -258,11 +250,7 @@ class _HttpTransfer:
             self.body_started = True
             with open(self.part, "ab") as out, log.progress(_short(self.url), total) as bar:
                 bar.update(self.hashers.size)
-                # read1 hands over whatever arrived, so a stall or a drop loses no received bytes.
-                while chunk := resp.raw.read1(CHUNK, decode_content=False):
-                    out.write(chunk)
-                    self.hashers.update(chunk)
-                    bar.update(len(chunk))
+                copy_hashed(_Read1(resp.raw), self.hashers, out, on_chunk=bar.update)
         return True
 
     def _accept_partial(self, resp: requests.Response, offset: int) -> bool:
@@ -285,13 +273,11 @@ def _short(url: str) -> str:
 # -- local files and apt -----------------------------------------------------------------------------
 def copy_local(source: Path, part: Path, algorithms: Iterable[str] = (), *, what: str = "") -> Downloaded:
     """Copy a local file into ``part`` while hashing it (``path =`` sources and file:// URLs)."""
-    hashers = Hashers(algorithms)
+    hashers = _hasher(algorithms)
     part.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(source, "rb") as src, open(part, "wb") as out:
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-                hashers.update(chunk)
+            copy_hashed(src, hashers, out)
     except OSError as exc:
         msg = f"cannot read {source}: {exc.strerror}"
         raise FetchError(msg, url=what or None) from None

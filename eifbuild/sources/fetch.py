@@ -1,7 +1,8 @@
 """Pinned sources: fetch, verify, and publish into the store, where build steps find them by key.
 
-:func:`fetch` turns a :class:`~eifbuild.recipe.Source` into a store entry (Step kind ``source``,
-keyed by the source's pins, so the same pinned bytes have the same key on every machine):
+:func:`fetch_source` turns a :class:`~eifbuild.sources.recipe.Source` into a store entry (Step
+kind ``source``, keyed by the source's pins, so the same pinned bytes have the same key on every
+machine):
 
 1. a store hit returns at once: no network, no cache, no hashing;
 2. otherwise the fetched file comes from the shared download cache (re-hashed), or is downloaded
@@ -20,32 +21,20 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import log
 from ..errors import ArchiveError, ConfigError, FetchError, HashMismatch, ToolError
+from ..util.fsutil import StreamHasher, copy_hashed
 from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
-from .download import Downloaded, Downloader, Hashers, SourceCache, apt_download, copy_local
+from .download import Downloaded, Downloader, SourceCache, apt_download, copy_local
+from .lock import LOCK_COMMAND
 from .nar import to_sri
-from .recipe import LOCK_COMMAND, Pins, Recipe, Source, load_recipe
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
     from ..arch import Arch
-    from ..store import Entry, Store
+    from ..store import Store, StoreEntry
     from .lock import Lock
-
-__all__ = [
-    "Blob",
-    "FetchedSource",
-    "Pins",
-    "Recipe",
-    "Source",
-    "fetch",
-    "fetch_all",
-    "fetch_recipe",
-    "load_recipe",
-    "obtain",
-    "unpinned_error",
-]
+    from .recipe import Recipe, Source
 
 _FAILURES: Final = (FetchError, HashMismatch, ArchiveError, ToolError)
 
@@ -87,7 +76,7 @@ def unpinned_error(source: Source, lock: Lock | None = None) -> ConfigError:
     return ConfigError(msg, path=source.recipe_path, key=source.key)
 
 
-def fetch(
+def fetch_source(
     source: Source,
     *,
     store: Store,
@@ -115,7 +104,7 @@ def fetch_recipe(
     downloader: Downloader | None = None,
 ) -> dict[str, FetchedSource]:
     """Every source of ``recipe`` for ``arch`` (pins from ``lock`` where the recipe has none)."""
-    sources = recipe.for_arch(arch, lock=lock)
+    sources = lock.apply_all(recipe.for_arch(arch)) if lock is not None else recipe.for_arch(arch)
     fetched = _fetch_pinned(list(sources.values()), lock, store=store, cache=cache, downloader=downloader)
     return dict(zip(sources, fetched, strict=True))
 
@@ -155,10 +144,10 @@ def _fetch_pinned(
     if unpinned:
         raise unpinned_error(unpinned[0], lock)
     downloader = downloader or Downloader()
-    return [fetch(s, store=store, cache=cache, downloader=downloader) for s in sources]
+    return [fetch_source(s, store=store, cache=cache, downloader=downloader) for s in sources]
 
 
-def fetched_from_entry(source: Source, entry: Entry) -> FetchedSource:
+def fetched_from_entry(source: Source, entry: StoreEntry) -> FetchedSource:
     meta = entry.meta
     return FetchedSource(
         source=source,
@@ -265,9 +254,9 @@ def _from_cache(source: Source, cache: SourceCache) -> Blob | None:
         if sha256 is None or not cache.has(sha256):
             continue
         path = cache.blob(sha256)
-        hashers = Hashers(pins.file_algorithms)
+        hashers = StreamHasher(pins.file_algorithms)
         with open(path, "rb") as fh:
-            hashers.feed(fh)
+            copy_hashed(fh, hashers)
         digests = hashers.hexdigests()
         if digests["sha256"] != sha256:
             log.warn(
@@ -289,7 +278,7 @@ def _download(source: Source, cache: SourceCache, downloader: Downloader, name: 
     for origin in source.origins:
         what = str(local) if local is not None else origin
         try:
-            got = _fetch_origin(source, origin, cache, downloader, name)
+            got = _download_origin(source, origin, cache, downloader, name)
             try:
                 _check_file(source, got.path, got.digests, what=what, tmp_dir=cache.root / "partial")
             except HashMismatch:
@@ -297,7 +286,7 @@ def _download(source: Source, cache: SourceCache, downloader: Downloader, name: 
                     raise
                 log.info(f"{origin}: the resumed download does not match; fetching it whole")
                 cache.discard(name)
-                got = _fetch_origin(source, origin, cache, downloader, name)
+                got = _download_origin(source, origin, cache, downloader, name)
                 _check_file(source, got.path, got.digests, what=what, tmp_dir=cache.root / "partial")
         except _FAILURES as exc:
             if not isinstance(exc, FetchError):
@@ -316,16 +305,16 @@ def _download(source: Source, cache: SourceCache, downloader: Downloader, name: 
     raise FetchError(msg)
 
 
-def _fetch_origin(
+def _download_origin(
     source: Source, origin: str, cache: SourceCache, downloader: Downloader, name: str
 ) -> Downloaded:
     part = cache.partial(name)
     algorithms = source.pins.file_algorithms
     if source.apt is not None and source.version is not None:
         deb = apt_download(source.apt, source.version, cache.scratch(name))
-        hashers = Hashers(algorithms)
+        hashers = StreamHasher(algorithms)
         with open(deb, "rb") as fh:
-            hashers.feed(fh)
+            copy_hashed(fh, hashers)
         deb.replace(part)
         return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
     local = source.local_path

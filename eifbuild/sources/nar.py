@@ -5,21 +5,20 @@ directory entries sorted by name (byte order). The NAR hash of a tree is sha256 
 prints it in its own base32 alphabet (``nix-hash --type sha256 --base32``) or as SRI
 (``sha256-<base64>``, ``nix hash path``). Pins published in Nix flakes use these.
 
-The serialiser is pure: it walks an in-memory :data:`Node` tree whose regular files open their
+The serialiser is pure: it walks an in-memory :data:`NarNode` tree whose regular files open their
 content lazily, so the same code hashes an archive's members (spooled contents) and a directory.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import stat
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Final, TypeAlias
 
 from ..errors import ArchiveError, ConfigError
-from ..util.fsutil import CHUNK
+from ..util.fsutil import CHUNK, StreamHasher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -47,10 +46,10 @@ class Symlink:
 class Directory:
     """Entries by name; names are plain path components (no ``/``, not ``.``/``..``/empty)."""
 
-    entries: dict[str, Node] = field(default_factory=dict)
+    entries: dict[str, NarNode] = field(default_factory=dict)
 
 
-Node: TypeAlias = Regular | Symlink | Directory
+NarNode: TypeAlias = Regular | Symlink | Directory
 
 
 # -- serialisation -------------------------------------------------------------------------------
@@ -64,17 +63,17 @@ def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _sorted_entries(directory: Directory) -> list[tuple[bytes, Node]]:
+def _sorted_entries(directory: Directory) -> list[tuple[bytes, NarNode]]:
     return sorted(((_bytes(name), node) for name, node in directory.entries.items()), key=lambda e: e[0])
 
 
-def serialise(root: Node) -> Iterator[bytes]:
+def serialise(root: NarNode) -> Iterator[bytes]:
     """Yield the NAR of ``root`` in chunks (file contents are streamed, never held whole)."""
     yield _str(MAGIC.encode())
     yield from _node(root)
 
 
-def _node(node: Node) -> Iterator[bytes]:
+def _node(node: NarNode) -> Iterator[bytes]:
     yield _str(b"(")
     if isinstance(node, Regular):
         yield _str(b"type") + _str(b"regular")
@@ -122,13 +121,11 @@ class NarDigest:
         return nix32_encode(bytes.fromhex(self.sha256))
 
 
-def nar_digest(root: Node) -> NarDigest:
-    hasher = hashlib.sha256()
-    size = 0
+def nar_digest(root: NarNode) -> NarDigest:
+    hasher = StreamHasher()
     for chunk in serialise(root):
         hasher.update(chunk)
-        size += len(chunk)
-    return NarDigest(hasher.hexdigest(), size)
+    return NarDigest(hasher.hexdigest(), hasher.size)
 
 
 # -- trees from a directory ----------------------------------------------------------------------
@@ -137,7 +134,7 @@ def file_opener(path: str | os.PathLike[str]) -> Callable[[], IO[bytes]]:
     return lambda: open(path, "rb")
 
 
-def tree_of_path(path: str | os.PathLike[str]) -> Node:
+def tree_of_path(path: str | os.PathLike[str]) -> NarNode:
     """The NAR tree of a file, symlink or directory on disk (executable = owner x bit, like Nix)."""
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):

@@ -31,14 +31,13 @@ from urllib.parse import unquote, urlsplit
 
 from ..arch import ARCHES, Arch, parse_arch
 from ..errors import ConfigError, did_you_mean
-from ..store import Entry, Step
+from ..store import Step, StoreEntry
 from ..util.tomlfile import read_toml
+from ..util.tomltable import TomlTables
 from .nar import parse_sri, to_sri
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from .lock import Lock
 
 SOURCE_KEYS: Final = (
     "url",
@@ -58,13 +57,11 @@ _RECIPE_KEYS: Final = ("name", "description")
 _ARCH_KEYS: Final = frozenset({"x86_64", "aarch64", "amd64", "arm64"})
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _RECIPE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
 _DEB_PACKAGE: Final = re.compile(r"[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?")
 _DEB_VERSION: Final = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
 
 
 SOURCE_STEP_VERSION: Final = 1
-LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
 _SAFE_FILENAME: Final = re.compile(r"[A-Za-z0-9._+~=-]+")
 
 
@@ -196,7 +193,7 @@ class Source:
         return Step("source", SOURCE_STEP_VERSION, params, self.pins.identity())
 
     @staticmethod
-    def output_path(entry: Entry) -> Path:
+    def output_path(entry: StoreEntry) -> Path:
         """Where a store entry of :meth:`step` keeps the source: the tree, or the file in it."""
         meta = entry.meta
         return entry.path if meta["tree"] else entry.path / str(meta["filename"])
@@ -221,7 +218,8 @@ class Recipe:
         named = {arch for by_arch in self.sources.values() for arch in by_arch if arch is not None}
         return tuple(a for a in ARCHES if a in named) if named else ARCHES
 
-    def source(self, name: str, arch: Arch, *, lock: Lock | None = None) -> Source:
+    def source(self, name: str, arch: Arch) -> Source:
+        """The source ``name`` for ``arch``, with the recipe's own pins (a lock file may add some)."""
         by_arch = self.sources.get(name)
         if by_arch is None:
             hint = did_you_mean(name, self.sources)
@@ -232,12 +230,12 @@ class Recipe:
             have = ", ".join(str(a) for a in by_arch)
             msg = f"recipe {self.name!r} has no source {name!r} for {arch} (only for {have})"
             raise ConfigError(msg, path=self.path)
-        return lock.apply(found) if lock is not None else found
+        return found
 
-    def for_arch(self, arch: Arch, *, lock: Lock | None = None) -> dict[str, Source]:
-        """Every source available for ``arch``, with pins from ``lock`` filled in where missing."""
+    def for_arch(self, arch: Arch) -> dict[str, Source]:
+        """Every source available for ``arch``, by name."""
         return {
-            name: self.source(name, arch, lock=lock)
+            name: self.source(name, arch)
             for name, by_arch in self.sources.items()
             if arch in by_arch or None in by_arch
         }
@@ -261,20 +259,21 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
-    _check_keys(data, _TOP_KEYS, path, "")
-    head = _table(data.get("recipe"), path, "recipe", required=True)
-    _check_keys(head, _RECIPE_KEYS, path, "recipe.")
-    name = _required_string(head, "name", path, "recipe.")
+    check = TomlTables(path)
+    check.only_keys(data, _TOP_KEYS, "", style="hint+list")
+    head = check.optional_table(data.get("recipe"), "recipe", required=True)
+    check.only_keys(head, _RECIPE_KEYS, "recipe", style="hint+list")
+    name = check.required_string(head, "name", "recipe")
     if not _RECIPE_NAME.fullmatch(name):
         msg = f"recipe name {name!r} may use only letters, digits and . _ + -"
         raise ConfigError(msg, path=path, key="recipe.name")
-    description = _string(head, "description", path, "recipe.") or ""
-    defaults = _table(data.get("defaults"), path, "defaults")
+    description = check.optional_string(head, "description", "recipe") or ""
+    defaults = check.optional_table(data.get("defaults"), "defaults")
     for key, value in defaults.items():
         if key in _ARCH_KEYS:
-            _table(value, path, f"defaults.{key}")
+            check.optional_table(value, f"defaults.{key}")
     sources: dict[str, dict[Arch | None, Source]] = {}
-    for src_name, table in _table(data.get("sources"), path, "sources", required=True).items():
+    for src_name, table in check.optional_table(data.get("sources"), "sources", required=True).items():
         if not _NAME.fullmatch(src_name):
             msg = "source names may use only letters, digits, '-' and '_'"
             raise ConfigError(msg, path=path, key=f"sources.{src_name}")
@@ -284,7 +283,8 @@ def parse_recipe(data: Mapping[str, Any], path: Path) -> Recipe:
 
 def _parse_by_arch(table: Any, recipe: str, name: str, path: Path) -> dict[Arch | None, Source]:
     key = f"sources.{name}"
-    table = _table(table, path, key, required=True)
+    check = TomlTables(path)
+    table = check.optional_table(table, key, required=True)
     arch_keys = [k for k in table if k in _ARCH_KEYS]
     if not arch_keys:
         return {None: parse_source(table, recipe=recipe, name=name, path=path, arch=None)}
@@ -299,7 +299,7 @@ def _parse_by_arch(table: Any, recipe: str, name: str, path: Path) -> dict[Arch 
             msg = f"{arch} is given twice (as {arch_key} and under another name)"
             raise ConfigError(msg, path=path, key=f"{key}.{arch_key}")
         by_arch[arch] = parse_source(
-            _table(sub, path, f"{key}.{arch_key}", required=True),
+            check.optional_table(sub, f"{key}.{arch_key}", required=True),
             recipe=recipe,
             name=name,
             path=path,
@@ -314,26 +314,24 @@ def parse_source(
     """One source table (already located at ``sources.<name>[.<arch>]``)."""
     where = f"sources.{name}" + (f".{arch}" if arch else "")
     prefix = where + "."
-    _check_keys(table, SOURCE_KEYS, path, prefix)
+    check = TomlTables(path)
+    check.only_keys(table, SOURCE_KEYS, where, style="hint+list")
     origins = [k for k in ("url", "path", "apt") if k in table]
     if len(origins) != 1:
         msg = "needs exactly one of url, path or apt" + (f" (got {', '.join(origins)})" if origins else "")
         raise ConfigError(msg, path=path, key=where)
-    url = _string(table, "url", path, prefix)
-    mirrors = tuple(_strings(table, "mirrors", path, prefix))
+    url = check.optional_string(table, "url", where)
+    mirrors = check.string_list(table.get("mirrors", []), f"{prefix}mirrors")
     for i, u in enumerate((url, *mirrors) if url else ()):
         _check_url(u, path, f"{prefix}{'url' if i == 0 else 'mirrors'}")
     if mirrors and not url:
         msg = "mirrors need a url"
         raise ConfigError(msg, path=path, key=f"{prefix}mirrors")
-    apt, version = _string(table, "apt", path, prefix), _string(table, "version", path, prefix)
+    apt, version = check.optional_string(table, "apt", where), check.optional_string(table, "version", where)
     _check_apt(apt, version, path, prefix)
-    unpack = _bool(table, "unpack", path, prefix)
-    member = _string(table, "member", path, prefix)
-    strip = table.get("strip", 0)
-    if not isinstance(strip, int) or isinstance(strip, bool) or strip < 0:
-        msg = "expected a non-negative integer"
-        raise ConfigError(msg, path=path, key=f"{prefix}strip")
+    unpack = check.boolean(table.get("unpack", False), f"{prefix}unpack")
+    member = check.optional_string(table, "member", where)
+    strip = check.count(table.get("strip", 0), f"{prefix}strip", "expected a non-negative integer")
     if unpack and member:
         msg = "unpack and member exclude each other (member takes one file out of the archive)"
         raise ConfigError(msg, path=path, key=f"{prefix}member")
@@ -348,7 +346,7 @@ def parse_source(
         arch=arch,
         url=url,
         mirrors=mirrors,
-        path=_string(table, "path", path, prefix),
+        path=check.optional_string(table, "path", where),
         apt=apt,
         version=version,
         pins=pins,
@@ -359,14 +357,12 @@ def parse_source(
 
 
 def _parse_pins(table: Mapping[str, Any], path: Path, prefix: str) -> Pins:
-    sha256 = _string(table, "sha256", path, prefix)
+    check, where = TomlTables(path), prefix.rstrip(".")
+    sha256 = check.optional_string(table, "sha256", where)
     if sha256 is not None:
-        if not _HEX64.fullmatch(sha256):
-            msg = f"expected 64 hex digits, got {sha256!r}"
-            raise ConfigError(msg, path=path, key=f"{prefix}sha256")
-        sha256 = sha256.lower()
+        sha256 = check.hex_digest(sha256, f"{prefix}sha256")
     sri = None
-    hash_text = _string(table, "hash", path, prefix)
+    hash_text = check.optional_string(table, "hash", where)
     if hash_text is not None:
         algorithm, digest = parse_sri(hash_text, where=f"{prefix}hash")
         if algorithm == "sha256":
@@ -376,62 +372,12 @@ def _parse_pins(table: Mapping[str, Any], path: Path, prefix: str) -> Pins:
             sha256 = digest
         else:
             sri = (algorithm, digest)
-    nar = _string(table, "nar_hash", path, prefix)
+    nar = check.optional_string(table, "nar_hash", where)
     nar_sha256 = parse_sri(nar, where=f"{prefix}nar_hash", algorithms=("sha256",))[1] if nar else None
     return Pins(sha256=sha256, sri=sri, nar_sha256=nar_sha256)
 
 
-# -- small typed readers ---------------------------------------------------------------------------
-def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], path: Path, prefix: str) -> None:
-    for key in table:
-        if key not in allowed:
-            msg = f"unknown key{did_you_mean(key, allowed)}; expected one of {', '.join(allowed)}"
-            raise ConfigError(msg, path=path, key=prefix + key)
-
-
-def _table(value: Any, path: Path, key: str, *, required: bool = False) -> dict[str, Any]:
-    if value is None and not required:
-        return {}
-    if not isinstance(value, dict):
-        msg = "expected a table" if value is not None else "missing table"
-        raise ConfigError(msg, path=path, key=key)
-    return value
-
-
-def _required_string(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> str:
-    value = _string(table, key, path, prefix)
-    if value is None:
-        msg = "missing"
-        raise ConfigError(msg, path=path, key=prefix + key)
-    return value
-
-
-def _string(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> str | None:
-    value = table.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        msg = "expected a non-empty string"
-        raise ConfigError(msg, path=path, key=prefix + key)
-    return value
-
-
-def _strings(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> list[str]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        msg = "expected a list of strings"
-        raise ConfigError(msg, path=path, key=prefix + key)
-    return value
-
-
-def _bool(table: Mapping[str, Any], key: str, path: Path, prefix: str) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        msg = "expected true or false"
-        raise ConfigError(msg, path=path, key=prefix + key)
-    return value
-
-
+# -- checks of values --------------------------------------------------------------------------------
 def _check_url(url: str, path: Path, key: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http", "file"} or not (parts.netloc or parts.scheme == "file"):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final
 from .. import log
 from ..arch import info
 from ..errors import ConfigError, ToolError
-from ..store import Entry, Step, Store
+from ..store import Step, Store, StoreEntry
 from ..util.fsutil import hash_file
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class KernelBuild:
     modules: Mapping[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def from_entry(cls, entry: Entry, spec: KernelSpec) -> KernelBuild:
+    def from_entry(cls, entry: StoreEntry, spec: KernelSpec) -> KernelBuild:
         return cls(
             key=entry.key,
             arch=spec.arch,

@@ -15,7 +15,7 @@ modules = ["drivers/misc/nsm.ko"]        # optional: modules to build and output
 Every source name may be per-arch in its recipe (``[sources.fragment.x86_64]``). The recipe's
 ``kernel`` default names the pinned built kernel, which ``--check`` compares the build against.
 Parsing is pure; :func:`resolve` fetches the sources (through the store) into a
-:class:`~eifbuild.kernel.KernelSpec`.
+:class:`~eifbuild.toolchain.kernel.KernelSpec`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError
-from ..sources.fetch import fetch
-from ..sources.recipe import Recipe, load_recipe
+from ..sources import Recipe, fetch_source, load_recipe
+from ..util.tomltable import TomlTables
 from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..arch import Arch
-    from ..sources.download import Downloader, SourceCache
-    from ..sources.lock import Lock
+    from ..sources import Downloader, Lock, Source, SourceCache
     from ..store import Store
 
 TABLE: Final = "kernel_build"
@@ -80,11 +79,8 @@ def parse_kernel_build(recipe: Recipe, arch: Arch) -> KernelRecipe:
     if not isinstance(table, dict):
         msg = f"recipe {recipe.name!r} does not say how to build a kernel (no [{prefix}] table)"
         raise ConfigError(msg, path=recipe.path)
-    for key in table:
-        if key not in KEYS:
-            msg = f"unknown key; expected one of {', '.join(KEYS)}"
-            raise ConfigError(msg, path=recipe.path, key=f"{prefix}.{key}")
-    ctx = _Ctx(recipe, prefix)
+    ctx = _Ctx(TomlTables(recipe.path), prefix)
+    ctx.check.only_keys(table, KEYS, prefix, style="list")
     source_recipe = recipe
     if "source_recipe" in table:
         other = recipe.path.parent / ctx.string(table, "source_recipe")
@@ -120,38 +116,31 @@ def _check_names(kr: KernelRecipe) -> None:
 
 @dataclass(frozen=True)
 class _Ctx:
-    recipe: Recipe
+    """The checks of one ``kernel_build`` table (``prefix``: its dotted key); keys are names in it."""
+
+    check: TomlTables
     prefix: str
 
-    def error(self, message: str, key: str) -> ConfigError:
-        return ConfigError(message, path=self.recipe.path, key=f"{self.prefix}.{key}")
-
     def string(self, table: Mapping[str, Any], key: str, default: str | None = None) -> str:
-        value = table.get(key, default)
-        if not isinstance(value, str) or not value:
-            msg = "expected a non-empty string" if key in table else "missing"
-            raise self.error(msg, key)
-        return value
+        if key not in table and default is not None:
+            return default
+        return self.check.required_string(table, key, self.prefix)
 
     def optional(self, table: Mapping[str, Any], key: str) -> str | None:
-        return self.string(table, key) if key in table else None
+        return self.check.optional_string(table, key, self.prefix)
 
     def strings(self, table: Mapping[str, Any], key: str) -> tuple[str, ...]:
-        value = table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            msg = "expected a list of strings"
-            raise self.error(msg, key)
-        return tuple(value)
+        return self.check.string_list(table.get(key, []), f"{self.prefix}.{key}")
 
     def options(self, table: Mapping[str, Any]) -> dict[str, str]:
         value = table.get("options", {})
         if not isinstance(value, dict):
             msg = "expected a table of CONFIG_NAME = value"
-            raise self.error(msg, "options")
+            raise ConfigError(msg, path=self.check.path, key=f"{self.prefix}.options")
         for name, setting in value.items():
             if not _OPTION.fullmatch(name) or not isinstance(setting, str) or not setting:
                 msg = 'expected CONFIG_NAME = "y", "m", "n" or a value'
-                raise self.error(msg, f"options.{name}")
+                raise ConfigError(msg, path=self.check.path, key=f"{self.prefix}.options.{name}")
         return dict(value)
 
 
@@ -171,9 +160,12 @@ def resolve(
     """
     from ..util.fsutil import hash_file  # noqa: PLC0415
 
+    def pinned(recipe: Recipe, name: str) -> Source:
+        source = recipe.source(name, kr.arch)
+        return lock.apply(source) if lock is not None else source
+
     def get(recipe: Recipe, name: str) -> Path:
-        source = recipe.source(name, kr.arch, lock=lock)
-        return fetch(source, store=store, cache=cache, downloader=downloader).path
+        return fetch_source(pinned(recipe, name), store=store, cache=cache, downloader=downloader).path
 
     if tarball is not None:
         source_path, source_sha = tarball, hash_file(tarball)
@@ -184,8 +176,8 @@ def resolve(
             )
             raise ConfigError(msg, path=tarball)
     else:
-        source = kr.source_recipe.source(kr.source, kr.arch, lock=lock)
-        fetched = fetch(source, store=store, cache=cache, downloader=downloader)
+        source = pinned(kr.source_recipe, kr.source)
+        fetched = fetch_source(source, store=store, cache=cache, downloader=downloader)
         source_path, source_sha = fetched.path, fetched.sha256
     return KernelSpec(
         arch=kr.arch,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 from .. import log
 from ..arch import info
 from ..errors import ConfigError, HashMismatch, StoreError, ToolError
-from ..store import Entry, Step, Store
+from ..store import Step, Store, StoreEntry
 from ..util.fsutil import CHUNK, atomic_write, hash_file
 from .elf import check_static_executable, read_elf
 
@@ -94,7 +94,7 @@ class Binary:
     key: str
 
     @classmethod
-    def from_entry(cls, entry: Entry) -> Binary:
+    def from_entry(cls, entry: StoreEntry) -> Binary:
         if entry.kind != KIND:
             msg = f"kind {entry.kind!r}, expected a {KIND} binary"
             raise StoreError(msg, key=entry.key)
@@ -273,7 +273,7 @@ def compile_c(
     arch: Arch,
     cflags: Sequence[str] = (),
     output_name: str = "a.out",
-) -> Entry:
+) -> StoreEntry:
     """Compile and link ``sources`` (``.h`` files are only copied beside them) into a static binary.
 
     Returns the store entry holding the one output ``output_name``; a cache hit runs nothing.
@@ -300,7 +300,7 @@ def compile_c_binary(
     return Binary.from_entry(compile_c(store, sources, arch=arch, cflags=cflags, output_name=output_name))
 
 
-def init_from_source(store: Store, init_c: Path, arch: Arch, *, cflags: Sequence[str] = ()) -> Entry:
+def init_from_source(store: Store, init_c: Path, arch: Arch, *, cflags: Sequence[str] = ()) -> StoreEntry:
     """Compile an init (AWS's init.c or any other) with upstream's strict warnings into output ``init``."""
     return compile_c(store, [init_c], arch=arch, cflags=[*INIT_CFLAGS, *cflags], output_name=INIT_OUTPUT)
 

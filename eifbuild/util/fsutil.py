@@ -10,10 +10,10 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 # 1 MiB reads keep hashing near memory bandwidth while holding memory constant.
 CHUNK: Final = 1 << 20
@@ -65,14 +65,60 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def hash_stream(stream: IO[bytes], algorithm: str = "sha256") -> tuple[str, int]:
-    """Return (hex digest, size) of everything left in ``stream``."""
-    hasher = hashlib.new(algorithm)
+class Readable(Protocol):
+    """A binary stream to read from: files, ``io.BytesIO``, archive members, decompressors."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class StreamHasher:
+    """Running digests (one per algorithm) over one stream, plus its length."""
+
+    def __init__(self, algorithms: Iterable[str] = ("sha256",)) -> None:
+        self.algorithms = tuple(sorted(set(algorithms)))
+        self.reset()
+
+    def reset(self) -> None:
+        self._hashers = [hashlib.new(name) for name in self.algorithms]
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        for hasher in self._hashers:
+            hasher.update(data)
+        self.size += len(data)
+
+    def hexdigest(self, algorithm: str = "sha256") -> str:
+        return self._hashers[self.algorithms.index(algorithm)].hexdigest()
+
+    def hexdigests(self) -> dict[str, str]:
+        return {name: h.hexdigest() for name, h in zip(self.algorithms, self._hashers, strict=True)}
+
+
+def copy_hashed(
+    src: Readable,
+    hasher: StreamHasher,
+    out: IO[bytes] | None = None,
+    *,
+    on_chunk: Callable[[int], object] | None = None,
+) -> int:
+    """Feed everything left in ``src`` to ``hasher`` in CHUNK reads, writing it to ``out`` too if
+    given (and telling ``on_chunk`` each chunk's length); return how many bytes were read."""
     size = 0
-    while chunk := stream.read(CHUNK):
+    while chunk := src.read(CHUNK):
+        if out is not None:
+            out.write(chunk)  # before hashing: a resumed download trusts hasher.size as the file's length
         hasher.update(chunk)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
         size += len(chunk)
-    return hasher.hexdigest(), size
+    return size
+
+
+def hash_stream(stream: Readable, algorithm: str = "sha256") -> tuple[str, int]:
+    """Return (hex digest, size) of everything left in ``stream``."""
+    hasher = StreamHasher((algorithm,))
+    copy_hashed(stream, hasher)
+    return hasher.hexdigest(algorithm), hasher.size
 
 
 def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
