@@ -25,19 +25,24 @@ from typing import TYPE_CHECKING, Any
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from . import log
-from .build.config import CONFIG_NAME, load_project
-from .build.eifnode import EifNode
-from .build.inputs import CompileNode, OciNode, SourceNode
-from .build.plan import Plan
-from .build.ramdisks import RamdiskNode
-from .build.treedigest import FileDigests
+from .build import (
+    CONFIG_NAME,
+    CompileNode,
+    EifNode,
+    FileDigests,
+    OciNode,
+    Plan,
+    RamdiskNode,
+    SourceNode,
+    load_project,
+)
 from .errors import EifbuildError
 from .store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .build.node import Node
+    from .build import Node
 
 __all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch", "task_ramdisk"]
 
@@ -145,7 +150,7 @@ def task_check() -> dict[str, Any]:
 
     def check() -> TaskFailed | None:
         # doit loads every task on every run: only running `doit check` imports the self-check
-        from .build.selfcheck import self_check  # noqa: PLC0415
+        from .build import self_check  # noqa: PLC0415
 
         with log.use(log.StderrReporter()):
             try:
