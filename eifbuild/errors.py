@@ -53,6 +53,7 @@ class ConfigError(EifbuildError):
         if key is not None:
             where.append(f"key {key!r}")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.reason = message  # without the location, for a caller that names another place
         self.path = path
         self.key = key
         self.line = line

@@ -9,6 +9,10 @@ doit runs dodo.py from its own directory, so the project is ``./eif.toml`` (``$E
 names another file). Each node of the build plan (:mod:`eifbuild.build`) becomes one task whose
 up-to-date check asks the store, never a file timestamp: a no-op run computes keys and stats files.
 doit's own dependency file (sqlite3) lives in the store directory.
+
+``$EIFBUILD_TEST_INJECT_TIME`` is a documented test hook: ``doit check`` must notice a step that is
+not deterministic. When set, the app ramdisk gains this file holding the current time (and its key
+a nonce, so it is rebuilt).
 """
 
 from __future__ import annotations
@@ -21,20 +25,29 @@ from typing import TYPE_CHECKING, Any
 from doit.exceptions import InvalidDodoFile, TaskFailed
 
 from . import log
-from .build.config import CONFIG_NAME, load_project
-from .build.plan import CompileNode, EifNode, OciNode, Plan, RamdiskNode, SourceNode
-from .build.treedigest import FileDigests
+from .build import (
+    CONFIG_NAME,
+    CompileNode,
+    EifNode,
+    FileDigests,
+    OciNode,
+    Plan,
+    RamdiskNode,
+    SourceNode,
+    load_project,
+)
 from .errors import EifbuildError
 from .store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from .build.plan import Node
+    from .build import Node
 
 __all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch", "task_ramdisk"]
 
 CONFIG_ENV = "EIFBUILD_CONFIG"
+INJECT_TIME_ENV = "EIFBUILD_TEST_INJECT_TIME"
 
 
 def _config_path() -> Path:
@@ -61,7 +74,7 @@ DOIT_CONFIG = _doit_config()
 @functools.cache
 def _plan() -> Plan:
     try:
-        return Plan(load_project(_config_path()))
+        return Plan(load_project(_config_path()), inject_time=os.environ.get(INJECT_TIME_ENV))
     except EifbuildError as exc:
         raise InvalidDodoFile(str(exc)) from None
 
@@ -82,19 +95,19 @@ def _reporting(action: Callable[[], str | None]) -> Callable[[], TaskFailed | No
     return run
 
 
-def _task(node: Node, **extra: Any) -> dict[str, Any]:
+def _task(plan: Plan, node: Node[Any], **extra: Any) -> dict[str, Any]:
     return {
         "name": node.task.split(":", 1)[1],
         "doc": node.doc,
-        "actions": [_reporting(lambda: _build(node))],
+        "actions": [_reporting(lambda: _build(plan, node))],
         "uptodate": [node.current],
         "task_dep": [dep.task for dep in node.deps if dep.task],
         **extra,
     }
 
 
-def _build(node: Node) -> str | None:
-    node.build()
+def _build(plan: Plan, node: Node[Any]) -> str | None:
+    plan.build(node)
     return node.summary() if isinstance(node, EifNode) else None
 
 
@@ -104,7 +117,7 @@ def _tasks(kinds: tuple[type, ...]) -> Iterator[dict[str, Any]]:
     for node in plan.nodes():
         if isinstance(node, kinds):
             found = True
-            yield _task(node)
+            yield _task(plan, node)
     if not found:  # doit wants every task_* to define something
         yield {"name": None, "doc": "nothing to do for this project", "actions": None}
 
@@ -128,7 +141,7 @@ def task_eif() -> Iterator[dict[str, Any]]:
     """build the EIFs and their PCRs (every arch of eif.toml)"""
     plan = _plan()
     for node in plan.eifs.values():
-        yield _task(node, targets=[str(node.out.eif), str(node.out.pcrs)], clean=True)
+        yield _task(plan, node, targets=[str(node.out.eif), str(node.out.pcrs)], clean=True)
 
 
 def task_check() -> dict[str, Any]:
@@ -137,7 +150,7 @@ def task_check() -> dict[str, Any]:
 
     def check() -> TaskFailed | None:
         # doit loads every task on every run: only running `doit check` imports the self-check
-        from .build.selfcheck import self_check  # noqa: PLC0415
+        from .build import self_check  # noqa: PLC0415
 
         with log.use(log.StderrReporter()):
             try:

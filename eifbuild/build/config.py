@@ -25,15 +25,15 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Mapping
 
+    from ..ramdisk.layout import Modes
+    from ..ramdisk.newc import Compression
+
 CONFIG_NAME: Final = "eif.toml"
 LOCK_NAME: Final = "eif.lock"  # the default [eif] lock_file
 BUILTIN_SOURCES: Final = frozenset({"eifbuild-init"})
-EIFBUILD_INIT_C: Final = Path(__file__).parent / "init" / "init.c"  # the "eifbuild-init" source
+EIFBUILD_INIT_C: Final = Path(__file__).parent.parent / "init" / "init.c"  # the "eifbuild-init" source
 _REF_RE: Final = re.compile(r"^(?P<recipe>[A-Za-z0-9][A-Za-z0-9._+-]*)\.(?P<source>[A-Za-z0-9_-]+)$")
 _ENV_KEY_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-Compression = Literal["none", "gzip"]
-Modes = Literal["normalize", "preserve"]
 
 
 # -- inputs ----------------------------------------------------------------------------------------

@@ -258,6 +258,10 @@ class FileDigests:
             fh.write(json.dumps({"format": CACHE_FORMAT, "files": known}).encode())
         return digest
 
+    def tree_cache(self, root: Path) -> Path:
+        """Where :func:`tree_digest` keeps the fingerprints of the tree at ``root`` (next to ours)."""
+        return self.cache_path.parent / f"tree-{self.path_id(root)}.json"
+
     @staticmethod
     def path_id(path: Path) -> str:
         """A short stable name for a cache file about ``path`` on this machine."""

@@ -1,0 +1,231 @@
+"""The EIF node of a build plan: the EIF and its PCR JSON (store step ``eif``), built in the store,
+then published into the output dir as hard links (else copies) with a stamp that makes the next
+no-op run cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from .. import __version__, log
+from ..store import Step, canonical_json
+from ..util.fsutil import atomic_write
+from .node import Artifact, Node, StoredNode, cached_results, digests
+from .treedigest import FileDigests
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from ..arch import Arch
+    from ..store import Store, StoreEntry
+    from .config import Project
+
+BUILD_TOOL: Final = "eifbuild"
+EIF_STEP_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where an EIF and its PCR JSON are published (the project's output dir)."""
+
+    eif: Path
+    pcrs: Path
+
+
+class EifNode(StoredNode[Artifact]):
+    """The EIF and its PCR JSON: built in the store, then linked (or copied) into the output dir."""
+
+    def __init__(
+        self,
+        *,
+        project: Project,
+        arch: Arch,
+        kernel: Node[Artifact],
+        kernel_config: Node[Artifact] | None,
+        cmdline: str | Node[Artifact],
+        ramdisks: Sequence[Node[Artifact]],
+        certificate: Node[Artifact] | None,
+        labels: Mapping[str, Node[Any]],
+        recipe_digests: Mapping[str, str],
+        store: Store,
+    ) -> None:
+        super().__init__(store)
+        self.project = project
+        self.arch = arch
+        self.kernel = kernel
+        self.kernel_config = kernel_config
+        self.cmdline = cmdline
+        self.ramdisks = tuple(ramdisks)
+        self.certificate = certificate
+        self.labels = dict(labels)
+        self.recipe_digests = dict(recipe_digests)
+        named = [
+            kernel,
+            kernel_config,
+            *ramdisks,
+            certificate,
+            cmdline if isinstance(cmdline, Node) else None,
+        ]
+        self.deps = tuple(dict.fromkeys(n for n in (*named, *labels.values()) if n is not None))
+        stem = f"{project.name}-{arch}"
+        self.out = Published(project.output / f"{stem}.eif", project.output / f"{stem}.pcr.json")
+        self.task = f"eif:{arch}"
+        self.doc = f"write {os.path.relpath(self.out.eif, project.root)} and its PCRs"
+        self.measurements: dict[str, str] = {}
+
+    def _cmdline_text(self) -> str | None:
+        if isinstance(self.cmdline, str):
+            return self.cmdline
+        found = self.cmdline.cached()
+        if found is None:
+            return None
+        # like nitro-cli, which trims its blobs/<arch>/cmdline file
+        return found.path.read_text(encoding="utf-8").strip()
+
+    def _custom_metadata(self) -> dict[str, Any] | None:
+        inputs = cached_results(self.labels)
+        if inputs is None:
+            return None
+        ours = {"inputs": dict(sorted(digests(inputs).items())), "recipes": self.recipe_digests}
+        return {**(self.project.metadata or {}), BUILD_TOOL: ours}
+
+    def _named_inputs(self) -> dict[str, Node[Artifact]]:
+        named: dict[str, Node[Artifact]] = {"kernel": self.kernel}
+        named.update({f"ramdisk/{i}": r for i, r in enumerate(self.ramdisks)})
+        if self.kernel_config is not None:
+            named["kernel_config"] = self.kernel_config
+        if self.certificate is not None:
+            named["certificate"] = self.certificate
+        return named
+
+    def step(self) -> Step | None:
+        inputs = cached_results(self._named_inputs())
+        cmdline = self._cmdline_text()
+        custom = self._custom_metadata()
+        if inputs is None or cmdline is None or custom is None:
+            return None
+        params = {
+            "arch": self.arch,
+            "cmdline": cmdline,
+            "name": self.project.name,
+            "version": self.project.version,
+            "build_time": self.project.build_time,
+            "build_tool": BUILD_TOOL,
+            "build_tool_version": __version__,
+            "custom": custom,
+            "signed": self.certificate is not None,
+        }
+        return Step("eif", EIF_STEP_VERSION, params, digests(inputs))
+
+    def _stamp_path(self) -> Path:
+        return self.store.root / "stamps" / f"{FileDigests.path_id(self.out.eif)}.json"
+
+    def _published(self, key: str) -> bool:
+        """The output dir holds exactly what the store entry ``key`` holds (by stamp, no hashing)."""
+        try:
+            stamp = json.loads(self._stamp_path().read_bytes())
+            return bool(stamp == self._stamp(key))
+        except (OSError, ValueError):
+            return False
+
+    def _stamp(self, key: str) -> dict[str, Any]:
+        """What the stamp file holds: the key and the fingerprints of the published outputs."""
+        return {"key": key, "eif": _fingerprint(self.out.eif), "pcrs": _fingerprint(self.out.pcrs)}
+
+    def _lookup(self) -> Artifact | None:
+        entry = self._stored()
+        if entry is None or not self._published(entry.key):
+            return None
+        return self._use(entry)
+
+    def _realize(self) -> Artifact:
+        step = self._step_after_deps()
+        entry = self.store.get(step.key)
+        if entry is not None and self.store.check(entry):
+            # the published copy is a hard link: an edit of it in place reaches the store too
+            log.warn(f"store entry {entry.key[:12]} of {self.task} was modified; building it again")
+            self.store.remove(entry.key)
+            entry = None
+        if entry is None:
+            log.step(f"write the {self.arch} EIF")
+            entry = self.store.realize(step, lambda out: self._write(step, out))
+        self._publish(entry)
+        return self._use(entry)
+
+    def _use(self, entry: StoreEntry) -> Artifact:
+        self.measurements = dict(entry.meta.get("pcrs", {}))
+        return Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
+
+    def _write(self, step: Step, out: Path) -> dict[str, Any]:
+        from ..eif.metadata import make_metadata  # noqa: PLC0415
+        from ..eif.sign import Signer  # noqa: PLC0415
+        from ..eif.writer import write_eif  # noqa: PLC0415 - format and crypto code only when writing
+
+        params = step.params
+        kernel = self.kernel.require().path
+        config = None if self.kernel_config is None else self.kernel_config.require().path
+        metadata = make_metadata(
+            kernel=kernel,
+            name=params["name"],
+            version=params["version"],
+            build_time=params["build_time"],
+            build_tool=BUILD_TOOL,
+            build_tool_version=__version__,
+            kernel_config=config,
+            custom=params["custom"],
+        )
+        signer = None
+        if self.certificate is not None and self.project.sign is not None:
+            signer = Signer.from_files(self.certificate.require().path, self.project.sign.key)
+        measurements = write_eif(
+            out / "image.eif",
+            kernel=kernel,
+            cmdline=params["cmdline"],
+            ramdisks=[r.require().path for r in self.ramdisks],
+            metadata=metadata,
+            arch=self.arch,
+            signer=signer,
+        )
+        (out / "pcr.json").write_text(json.dumps(measurements.to_json(), indent=2) + "\n")
+        return {"pcrs": measurements.pcrs()}
+
+    def _publish(self, entry: StoreEntry) -> None:
+        """Link (else copy) the store's files into the output dir, atomically, and stamp them."""
+        for name, target in (("image.eif", self.out.eif), ("pcr.json", self.out.pcrs)):
+            _link_or_copy(entry.file(name), target)
+        with atomic_write(self._stamp_path()) as fh:
+            fh.write(canonical_json(self._stamp(entry.key)))
+
+    def summary(self) -> str:
+        from ..eif.writer import min_enclave_memory_mib  # noqa: PLC0415
+
+        size = self.out.eif.stat().st_size
+        pcrs = "\n".join(f"  {name}: {value}" for name, value in self.measurements.items())
+        rel = os.path.relpath(self.out.eif, Path.cwd())
+        memory = min_enclave_memory_mib(size)
+        return f"{rel} ({size:,} bytes; run it with at least {memory} MiB of enclave memory)\n{pcrs}"
+
+
+def _fingerprint(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or links not allowed: copy
+            with open(source, "rb") as src, atomic_write(tmp) as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
