@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Final
 
 from . import log
 from .arch import info
-from .build.config import EIFBUILD_INIT_C
+from .build import EIFBUILD_INIT_C
 from .eif import EifImage, iter_section, min_enclave_memory_mib, read_eif
 from .errors import ArchiveError, ConfigError, ToolError
 from .ramdisk import bootstrap_entries, read_cpio, write_cpio

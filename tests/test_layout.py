@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from eifbuild.util.lazy import type_checking_imports
+
 PACKAGE = Path(__file__).resolve().parents[1] / "eifbuild"
 SUBPACKAGES = ("eif", "ramdisk", "sources", "oci", "toolchain", "build")
 PRIVATE = ("util",)  # helpers any package may use directly; no public face
@@ -109,24 +111,12 @@ def test_few_modules_at_the_root() -> None:
     assert len(root) <= MAX_ROOT_MODULES, root
 
 
-def _face_names(package: str) -> set[str]:
-    """The names a face imports under TYPE_CHECKING (what type checkers see)."""
-    tree = ast.parse(MODULES[package].read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            for stmt in node.body:
-                if isinstance(stmt, ast.ImportFrom) and stmt.level == 1:
-                    names.update(a.asname or a.name for a in stmt.names)
-    return names
-
-
 @pytest.mark.parametrize("sub", SUBPACKAGES)
 def test_each_package_has_a_lazy_face_that_type_checkers_see_too(sub: str) -> None:
     face = importlib.import_module(f"eifbuild.{sub}")
     exported = set(face.__all__)
     assert exported, f"eifbuild.{sub} exports nothing"
-    assert exported == _face_names(f"eifbuild.{sub}")
+    assert exported == set(type_checking_imports(MODULES[f"eifbuild.{sub}"]))
     for name in sorted(exported):
         assert getattr(face, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'not_exported'"):

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
         Project,
         SourceRef,
         TextInput,
+        find_project_dir,
         load_project,
         parse_project,
     )
     from .eifnode import EifNode, Published
     from .inputs import CompileNode, LocalNode, OciNode, SourceNode, TextNode
+    from .locking import LockResult, default_lock_path, lock_project, lock_sources
     from .node import Artifact, Node, Result
     from .plan import Plan
     from .ramdisks import AppRamdisk, BootstrapRamdisk, RamdiskNode
@@ -44,6 +46,7 @@ __all__ = [
     "EifNode",
     "FileDigests",
     "LocalNode",
+    "LockResult",
     "Node",
     "OciNode",
     "PathInput",
@@ -56,35 +59,15 @@ __all__ = [
     "SourceRef",
     "TextInput",
     "TextNode",
+    "default_lock_path",
+    "find_project_dir",
     "load_project",
+    "lock_project",
+    "lock_sources",
     "parse_project",
     "self_check",
     "tree_digest",
 ]
 
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "config": (
-            "CONFIG_NAME",
-            "EIFBUILD_INIT_C",
-            "LOCK_NAME",
-            "App",
-            "Builtin",
-            "Compile",
-            "PathInput",
-            "Project",
-            "SourceRef",
-            "TextInput",
-            "load_project",
-            "parse_project",
-        ),
-        "eifnode": ("EifNode", "Published"),
-        "inputs": ("CompileNode", "LocalNode", "OciNode", "SourceNode", "TextNode"),
-        "node": ("Artifact", "Node", "Result"),
-        "plan": ("Plan",),
-        "ramdisks": ("AppRamdisk", "BootstrapRamdisk", "RamdiskNode"),
-        "selfcheck": ("CheckReport", "self_check"),
-        "treedigest": ("FileDigests", "tree_digest"),
-    },
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
+    __getattr__ = lazy_exports(__name__, __file__)

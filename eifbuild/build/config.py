@@ -25,8 +25,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Mapping
 
-    from ..ramdisk.layout import Modes
-    from ..ramdisk.newc import Compression
+    from ..ramdisk import Compression, Modes
 
 CONFIG_NAME: Final = "eif.toml"
 LOCK_NAME: Final = "eif.lock"  # the default [eif] lock_file

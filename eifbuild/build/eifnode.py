@@ -161,35 +161,28 @@ class EifNode(StoredNode[Artifact]):
         return Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
 
     def _write(self, step: Step, out: Path) -> dict[str, Any]:
-        from ..eif.metadata import make_metadata  # noqa: PLC0415
-        from ..eif.sign import Signer  # noqa: PLC0415
-        from ..eif.writer import write_eif  # noqa: PLC0415 - format and crypto code only when writing
+        from ..eif import PackRequest, Signer, pack  # noqa: PLC0415 - format and crypto code only when writing
 
         params = step.params
-        kernel = self.kernel.require().path
-        config = None if self.kernel_config is None else self.kernel_config.require().path
-        metadata = make_metadata(
-            kernel=kernel,
+        signer = None
+        if self.certificate is not None and self.project.sign is not None:
+            signer = Signer.from_files(self.certificate.require().path, self.project.sign.key)
+        request = PackRequest(
+            output=out / "image.eif",
+            kernel=self.kernel.require().path,
+            cmdline=params["cmdline"],
+            ramdisks=[r.require().path for r in self.ramdisks],
+            arch=self.arch,
             name=params["name"],
             version=params["version"],
             build_time=params["build_time"],
             build_tool=BUILD_TOOL,
             build_tool_version=__version__,
-            kernel_config=config,
+            kernel_config=None if self.kernel_config is None else self.kernel_config.require().path,
             custom=params["custom"],
-        )
-        signer = None
-        if self.certificate is not None and self.project.sign is not None:
-            signer = Signer.from_files(self.certificate.require().path, self.project.sign.key)
-        measurements = write_eif(
-            out / "image.eif",
-            kernel=kernel,
-            cmdline=params["cmdline"],
-            ramdisks=[r.require().path for r in self.ramdisks],
-            metadata=metadata,
-            arch=self.arch,
             signer=signer,
         )
+        measurements = pack(request)
         (out / "pcr.json").write_text(json.dumps(measurements.to_json(), indent=2) + "\n")
         return {"pcrs": measurements.pcrs()}
 
@@ -201,7 +194,7 @@ class EifNode(StoredNode[Artifact]):
             fh.write(canonical_json(self._stamp(entry.key)))
 
     def summary(self) -> str:
-        from ..eif.writer import min_enclave_memory_mib  # noqa: PLC0415
+        from ..eif import min_enclave_memory_mib  # noqa: PLC0415
 
         size = self.out.eif.stat().st_size
         pcrs = "\n".join(f"  {name}: {value}" for name, value in self.measurements.items())

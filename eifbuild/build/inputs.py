@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..arch import Arch
-    from ..oci.image import OciImage
-    from ..sources.recipe import Source
+    from ..oci import OciImage
+    from ..sources import Source
     from ..store import Step, Store
     from .treedigest import FileDigests
 
@@ -137,7 +137,7 @@ class CompileNode(StoredNode[Artifact]):
         paths = self._paths()
         if paths is None:
             return None
-        from ..toolchain import zig as toolchain  # noqa: PLC0415 - zig's code only for projects that compile
+        from .. import toolchain  # noqa: PLC0415 - zig's code only for projects that compile
 
         return toolchain.compile_step(paths, arch=self.arch, cflags=self.cflags, output_name=self.output)
 
@@ -147,7 +147,7 @@ class CompileNode(StoredNode[Artifact]):
 
     def _realize(self) -> Artifact:
         paths = [source.require().path for source in self.sources]
-        from ..toolchain import zig as toolchain  # noqa: PLC0415 - it logs the compile (and musl's first build) itself
+        from .. import toolchain  # noqa: PLC0415 - it logs the compile (and musl's first build) itself
 
         entry = toolchain.compile_c(
             self.store, paths, arch=self.arch, cflags=self.cflags, output_name=self.output
@@ -185,13 +185,13 @@ class OciNode(StoredNode[ResolvedImage]):
         return None
 
     def _lookup(self) -> ResolvedImage | None:
-        from ..oci import image as oci  # noqa: PLC0415 - registry code only for OCI projects
+        from .. import oci  # noqa: PLC0415 - registry code only for OCI projects
 
         image = oci.cached_image(self.ref, arch=self.arch, store=self.store, project_dir=self.project_dir)
         return None if image is None else ResolvedImage(image)
 
     def _realize(self) -> ResolvedImage:
-        from ..oci import image as oci  # noqa: PLC0415
+        from .. import oci  # noqa: PLC0415
 
         image = oci.resolve_image(self.ref, arch=self.arch, store=self.store, project_dir=self.project_dir)
         return ResolvedImage(image)

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import ConfigError
-from ..sources.lock import Lock
-from ..sources.recipe import load_recipe
+from ..sources import Lock, load_recipe
 from ..store import Store
 from ..util.fsutil import hash_file
 from .config import EIFBUILD_INIT_C, NO_NSM, Builtin, Compile, PathInput, SourceRef, TextInput
@@ -38,8 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ..arch import Arch
-    from ..ramdisk.newc import Compression
-    from ..sources.recipe import Recipe
+    from ..ramdisk import Compression
+    from ..sources import Recipe
     from .config import Project
     from .node import Artifact, Node
 
@@ -131,7 +130,7 @@ class Plan:
             msg = f"{exc.reason} ({recipe.path})"
             raise ConfigError(msg, path=self.project.path, key=key) from None
         if not source.pins.pinned:
-            from ..sources.fetch import unpinned_error  # noqa: PLC0415
+            from ..sources import unpinned_error  # noqa: PLC0415
 
             raise unpinned_error(source, self.lock)
         return self._memo(
@@ -201,7 +200,7 @@ class Plan:
             error = self._missing("init", hint='e.g. init = { compile = "eifbuild-init" }')
             raise error
         if isinstance(spec, Compile):
-            from ..toolchain.zig import INIT_CFLAGS  # noqa: PLC0415
+            from ..toolchain import INIT_CFLAGS  # noqa: PLC0415
 
             return self._compile(
                 spec, arch, label="init", output="init", cflags=INIT_CFLAGS, key="bootstrap.init"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import log
-from ..ramdisk.newc import Entry, eif_alignment, write_cpio_file
+from ..ramdisk import Entry, eif_alignment, write_cpio_file
 from ..store import Step
 from .inputs import LocalNode, OciNode, ResolvedImage, TextNode
 from .node import Artifact, StoredNode, cached_results, digests
@@ -18,9 +18,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ..arch import Arch
-    from ..oci.image import OciImage
-    from ..ramdisk.layout import Modes
-    from ..ramdisk.newc import Compression
+    from ..oci import OciImage
+    from ..ramdisk import Compression, Modes
     from ..store import Store
     from .node import Node, Result
 
@@ -96,7 +95,7 @@ class BootstrapRamdisk(RamdiskNode):
         return {"init": self.init} if self.nsm is None else {"init": self.init, "nsm": self.nsm}
 
     def entries(self) -> list[Entry]:
-        from ..ramdisk import layout as ramdisk  # noqa: PLC0415 - only needed when packing
+        from .. import ramdisk  # noqa: PLC0415 - only needed when packing
 
         nsm = None if self.nsm is None else self.nsm.require().path
         return ramdisk.bootstrap_entries(self.init.require().path, nsm)
@@ -148,7 +147,7 @@ class AppRamdisk(RamdiskNode):
         """argv and env lines (an OCI ``image``'s defaults under eif.toml's overrides)."""
         env = None if self.env is None else dict(self.env)
         if image is not None:
-            from ..oci import image as oci  # noqa: PLC0415
+            from .. import oci  # noqa: PLC0415
 
             argv_t, env_t = oci.app_command(image, self.cmd, env)
             return list(argv_t), list(env_t)
@@ -181,8 +180,7 @@ class AppRamdisk(RamdiskNode):
         return path if mode is None else Entry.file(rel, path, mode=mode)
 
     def entries(self) -> list[Entry]:
-        from ..oci import image as oci  # noqa: PLC0415 - only needed when packing
-        from ..ramdisk import layout as ramdisk  # noqa: PLC0415 - only needed when packing
+        from .. import oci, ramdisk  # noqa: PLC0415 - only needed when packing
 
         image: OciImage | None = None
         rootfs: Path | list[Entry] = []

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import log
+from .. import log, toolchain
 from ..errors import ToolError
-from ..toolchain import zig as toolchain
 from ..util.fsutil import hash_file, remove_tree
 
 if TYPE_CHECKING:

@@ -63,24 +63,5 @@ __all__ = [
     "write_eif",
 ]
 
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "checker": ("describe", "load_expected_pcrs", "verify"),
-        "format": ("SectionType",),
-        "metadata": (
-            "EIF_BUILD_TOOL",
-            "EIF_BUILD_TOOL_VERSION",
-            "EifMetadata",
-            "JsonValue",
-            "dumps",
-            "load_custom_metadata",
-            "make_metadata",
-            "read_kernel_config",
-        ),
-        "pcr": ("DEFAULT_ALGO", "HASH_ALGOS", "HashAlgo", "Measurements", "parse_algo"),
-        "reader": ("EifImage", "Section", "iter_section", "measure", "read_eif", "read_section", "scan"),
-        "sign": ("Signer",),
-        "writer": ("PackRequest", "SectionSource", "min_enclave_memory_mib", "pack", "sign_eif", "write_eif"),
-    },
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
+    __getattr__ = lazy_exports(__name__, __file__)

@@ -34,20 +34,5 @@ __all__ = [
     "unpack_image",
 ]
 
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "image": (
-            "LocalRef",
-            "OciImage",
-            "app_command",
-            "cached_image",
-            "parse_image_ref",
-            "resolve_image",
-            "resolve_tag",
-            "rootfs_entries",
-            "unpack_image",
-        ),
-        "layers": ("LayerFile", "Rootfs"),
-    },
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
+    __getattr__ = lazy_exports(__name__, __file__)

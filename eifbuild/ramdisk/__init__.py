@@ -49,32 +49,5 @@ __all__ = [
     "write_cpio_file",
 ]
 
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "layout": (
-            "ROOTFS_DIRS",
-            "Modes",
-            "Spec",
-            "Symlink",
-            "app_entries",
-            "bootstrap_entries",
-            "list_archive",
-            "mapping_entries",
-            "normalized_mode",
-            "parse_env_args",
-            "scan_tree",
-            "tree_entries",
-        ),
-        "newc": (
-            "Compression",
-            "Entry",
-            "FileContent",
-            "WriteResult",
-            "eif_alignment",
-            "write_cpio",
-            "write_cpio_file",
-        ),
-        "reader": ("CpioMember", "Readable", "read_cpio"),
-    },
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
+    __getattr__ = lazy_exports(__name__, __file__)

@@ -70,30 +70,5 @@ __all__ = [
     "zstd_reader",
 ]
 
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "archive": (
-            "ZSTD_ERROR",
-            "ZSTD_MAGIC",
-            "detect_format",
-            "extract_member",
-            "nar_digest_of_archive",
-            "unpack",
-            "zstd_reader",
-        ),
-        "download": ("Downloader", "HttpOptions", "SourceCache", "apt_download"),
-        "fetch": (
-            "Blob",
-            "FetchedSource",
-            "fetch_all",
-            "fetch_recipe",
-            "fetch_source",
-            "obtain",
-            "unpinned_error",
-        ),
-        "lock": ("LOCK_COMMAND", "Lock", "LockEntry"),
-        "nar": ("NarDigest", "nar_digest_of_path", "parse_sri", "to_sri"),
-        "recipe": ("Pins", "Recipe", "Source", "load_recipe", "parse_recipe"),
-    },
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
+    __getattr__ = lazy_exports(__name__, __file__)

@@ -58,31 +58,5 @@ __all__ = [
     "zig_global_cache_dir",
 ]
 
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "elf": ("ElfInfo", "check_static_executable", "read_elf"),
-        "kernel": (
-            "PREREQUISITES",
-            "KernelBuild",
-            "KernelSpec",
-            "build_kernel",
-            "fragment_mismatches",
-            "parse_config",
-        ),
-        "kernelrecipe": ("KernelRecipe", "RecipeKernel", "build_from_recipe", "parse_kernel_build"),
-        "zig": (
-            "INIT_CFLAGS",
-            "ZIG_CACHE_ENV",
-            "Binary",
-            "CompileSource",
-            "compile_c",
-            "compile_c_binary",
-            "compile_step",
-            "compile_to",
-            "init_from_source",
-            "zig_cache_dir",
-            "zig_global_cache_dir",
-        ),
-    },
-)
+if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
+    __getattr__ = lazy_exports(__name__, __file__)
