@@ -16,7 +16,21 @@ if TYPE_CHECKING:
 
 
 class EifbuildError(Exception):
-    """Root of every error eifbuild raises on purpose: the operation cannot proceed."""
+    """Root of every error eifbuild raises on purpose: the operation cannot proceed.
+
+    The tree, by what went wrong (every one is exit code 2 at the command line):
+
+    - :class:`ConfigError`: a build description the user wrote (eif.toml, a recipe, eif.lock, a
+      kernel build spec) is invalid;
+    - :class:`UsageError`: a command-line value, or an argument given to a library function;
+    - :class:`InputError`: an input's data is not what was expected (a PCR or metadata JSON file,
+      a kernel config, a cmd or env value), and its kinds :class:`EifFormatError` (an EIF) and
+      :class:`ArchiveError` (a cpio/tar/zip archive or image layer);
+    - :class:`FileAccessError`: a file cannot be read or written (missing, not a regular file,
+      unreadable, changed while it was read);
+    - :class:`FetchError` and :class:`HashMismatch` (downloads and pins), :class:`StoreError`,
+      :class:`ToolError` (zig, qemu, skopeo …), :class:`SigningError`.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,25 +55,45 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class ConfigError(EifbuildError):
-    """An eif.toml, recipe, lock file or command-line value is invalid."""
+class LocatedError(EifbuildError):
+    """An error at a place: a file, a line in it, a key (or command-line option) — each optional."""
 
     def __init__(
         self, message: str, *, path: str | Path | None = None, key: str | None = None, line: int | None = None
     ) -> None:
-        where = [str(path)] if path is not None else []
-        if line is not None:
-            where.append(f"line {line}")
-        if key is not None:
-            where.append(f"key {key!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
-        self.reason = message  # without the location, for a caller that names another place
-        self.path = path
         self.key = key
         self.line = line
+        self._place(
+            message, path, None if line is None else f"line {line}", None if key is None else f"key {key!r}"
+        )
+
+    def _place(self, message: str, path: str | Path | None, *details: str | None) -> None:
+        where = [str(path)] if path is not None else []
+        where += [detail for detail in details if detail is not None]
+        EifbuildError.__init__(self, f"{', '.join(where)}: {message}" if where else message)
+        self.reason = message  # without the location, for a caller that names another place
+        self.path = path
 
 
-class EifFormatError(EifbuildError):
+class ConfigError(LocatedError):
+    """An eif.toml, recipe, eif.lock or kernel build spec is invalid."""
+
+
+class UsageError(LocatedError):
+    """A command-line value (``key`` names the option) or a library function's argument is invalid."""
+
+
+class InputError(LocatedError):
+    """An input's data is not what was expected (a PCR or metadata JSON file, a kernel config, a
+    value for /cmd or /env)."""
+
+
+class FileAccessError(LocatedError):
+    """A file cannot be read or written: missing, not a regular file, unreadable, or it changed
+    while it was read."""
+
+
+class EifFormatError(InputError):
     """An EIF file (or bytes claiming to be one) is malformed."""
 
     def __init__(
@@ -70,27 +104,20 @@ class EifFormatError(EifbuildError):
         offset: int | None = None,
         section: int | None = None,
     ) -> None:
-        where = [str(path)] if path is not None else []
-        if section is not None:
-            where.append(f"section {section}")
-        if offset is not None:
-            where.append(f"offset {offset}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
-        self.path = path
+        self.key = self.line = None
         self.offset = offset
         self.section = section
+        where_section = None if section is None else f"section {section}"
+        self._place(message, path, where_section, None if offset is None else f"offset {offset}")
 
 
-class ArchiveError(EifbuildError):
+class ArchiveError(InputError):
     """A cpio/tar/zip archive or image layer is malformed or unsafe (e.g. a path escaping the tree)."""
 
     def __init__(self, message: str, *, path: str | Path | None = None, member: str | None = None) -> None:
-        where = [str(path)] if path is not None else []
-        if member is not None:
-            where.append(f"member {member!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
-        self.path = path
+        self.key = self.line = None
         self.member = member
+        self._place(message, path, None if member is None else f"member {member!r}")
 
 
 class FetchError(EifbuildError):
