@@ -1,7 +1,7 @@
 """Ramdisk inputs (directory walk, explicit mappings) and the two layouts AWS's init.c expects.
 
 Everything here returns lists of :class:`~eifbuild.ramdisk.newc.Entry`;
-:func:`eifbuild.ramdisk.newc.write_cpio` turns them into bytes. Layouts (see ``docs/boot-layout.md`` §1):
+:func:`eifbuild.ramdisk.newc.write_cpio` turns them into bytes. Layouts (README, "Ramdisks"):
 
 - bootstrap ("sys") ramdisk: ``dev/`` (0755), ``init`` (0755), optional ``nsm.ko`` (0755). init
   loads ``/nsm.ko`` by that exact name and skips it when missing;
