@@ -560,9 +560,9 @@ def write_cpio(
     background.close()
     if gz is not None:
         gz.close()
-    if pad := -sink.size % align:
+    if pad := -sink.hashed.size % align:
         sink.write(b"\0" * pad)
-    return WriteResult(sink.hasher.hexdigest(), sink.size, len(records))
+    return WriteResult(sink.hashed.hexdigest(), sink.hashed.size, len(records))
 
 
 def write_cpio_file(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import zlib
 from typing import Final, Protocol
+
+from ..util.fsutil import StreamHasher
 
 MAX_U32: Final = 0xFFFFFFFF
 
@@ -21,13 +22,11 @@ class HashingSink:
 
     def __init__(self, out: Writable) -> None:
         self.out = out
-        self.hasher = hashlib.sha256()
-        self.size = 0
+        self.hashed = StreamHasher()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.hasher.update(data)
+        self.hashed.update(data)
         self.out.write(data)
-        self.size += len(data)
 
 
 class GzipSink:

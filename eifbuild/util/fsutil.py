@@ -82,7 +82,7 @@ class StreamHasher:
         self._hashers = [hashlib.new(name) for name in self.algorithms]
         self.size = 0
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         for hasher in self._hashers:
             hasher.update(data)
         self.size += len(data)
