@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .errors import ConfigError
+from .errors import UsageError
 
 Arch = Literal["x86_64", "aarch64"]
 ARCHES: Final[tuple[Arch, ...]] = ("x86_64", "aarch64")
@@ -41,12 +41,12 @@ _ALIASES: Final[dict[str, Arch]] = {
 
 
 def parse_arch(value: str, *, where: str = "arch") -> Arch:
-    """Accept x86_64/amd64 and aarch64/arm64; anything else is a :class:`ConfigError`."""
+    """Accept x86_64/amd64 and aarch64/arm64; anything else is a :class:`UsageError`."""
     try:
         return _ALIASES[value]
     except KeyError:
         msg = f"unknown architecture {value!r}: expected one of x86_64, aarch64"
-        raise ConfigError(msg, key=where) from None
+        raise UsageError(msg, key=where) from None
 
 
 def info(arch: Arch) -> ArchInfo:

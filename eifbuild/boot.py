@@ -35,7 +35,7 @@ from . import log
 from .arch import info
 from .build import EIFBUILD_INIT_C
 from .eif import EifImage, iter_section, min_enclave_memory_mib, read_eif
-from .errors import ArchiveError, ConfigError, ToolError
+from .errors import ArchiveError, InputError, ToolError, UsageError
 from .ramdisk import bootstrap_entries, read_cpio, write_cpio
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def prepare(image: EifImage, work: Path, *, init: Path | None = None) -> tuple[P
     """Write ``kernel`` and ``initrd`` into ``work``; ``init`` replaces the bootstrap ramdisk's init."""
     if not image.ramdisks:
         msg = "the EIF has no ramdisk"
-        raise ConfigError(msg, path=image.path)
+        raise InputError(msg, path=image.path)
     kernel, initrd = work / "kernel", work / "initrd"
     with kernel.open("wb") as fh:
         for chunk in iter_section(image, image.kernel):
@@ -200,16 +200,16 @@ def _check_options(arch: Arch, options: BootOptions) -> str:
     machine = options.machine or DEFAULT_MACHINES[arch]
     if machine.split(",")[0] not in MACHINES[arch]:
         msg = f"machine {machine!r} for {arch}: expected one of {', '.join(MACHINES[arch])}"
-        raise ConfigError(msg, key="--machine")
+        raise UsageError(msg, key="--machine")
     if options.accel not in ACCELS:
         msg = f"accelerator {options.accel!r}: expected one of {', '.join(ACCELS)}"
-        raise ConfigError(msg, key="--accel")
+        raise UsageError(msg, key="--accel")
     if not options.timeout > 0:
         msg = f"timeout {options.timeout}: expected a positive number of seconds"
-        raise ConfigError(msg, key="--timeout")
+        raise UsageError(msg, key="--timeout")
     if options.expect == "":
         msg = "the expected text is empty"
-        raise ConfigError(msg, key="--expect")
+        raise UsageError(msg, key="--expect")
     return machine
 
 
@@ -240,7 +240,7 @@ def boot(
     if options.local_init:
         if store is None:
             msg = "--local-init needs a store to compile eifbuild's init into"
-            raise ConfigError(msg, key="--local-init")
+            raise UsageError(msg, key="--local-init")
         init = eifbuild_init(store, arch)
     with tempfile.TemporaryDirectory(prefix="eifbuild-boot.") as tmp:
         kernel, initrd = prepare(image, Path(tmp), init=init)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from .errors import ConfigError
+from .errors import UsageError
 
 
 def source_date_epoch(environ: dict[str, str] | None = None) -> int | None:
@@ -16,7 +16,7 @@ def source_date_epoch(environ: dict[str, str] | None = None) -> int | None:
         return None
     if not raw.isdigit():
         msg = f"SOURCE_DATE_EPOCH={raw!r}: expected a non-negative integer number of seconds"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     return int(raw)
 
 

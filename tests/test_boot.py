@@ -163,7 +163,7 @@ def test_cli_without_qemu_exits_2_with_the_hint(
     )
 
 
-def test_bad_machine_for_the_arch_is_a_config_error(
+def test_bad_machine_for_the_arch_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     eif = _eif(tmp_path, arch="aarch64")

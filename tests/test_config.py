@@ -15,7 +15,7 @@ from eifbuild.build.config import (
     load_project,
     parse_project,
 )
-from eifbuild.errors import ConfigError
+from eifbuild.errors import ConfigError, FileAccessError
 
 MINIMAL = """
 [eif]
@@ -244,7 +244,7 @@ def test_exact_messages(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_project("[eif\n", path)
     assert str(info.value).startswith(f"{path}: invalid TOML: ")
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(FileAccessError) as info:
         load_project(tmp_path / "nope.toml")
     assert (
         str(info.value) == f"{tmp_path / 'nope.toml'}: no such file: expected an eif.toml build description"

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eifbuild import log
-from eifbuild.errors import ArchiveError, ConfigError
+from eifbuild.errors import ArchiveError, UsageError
 from eifbuild.ramdisk import (
     CpioMember,
     Entry,
@@ -482,11 +482,11 @@ def test_bad_entry_lists(entries: list[Entry], message: str) -> None:
 
 def test_bad_write_parameters() -> None:
     with pytest.raises(
-        ConfigError,
+        UsageError,
         match=r"^mtime -1 out of range for newc: expected 0\.\.4294967295 seconds since the epoch$",
     ):
         write_cpio([], io.BytesIO(), mtime=-1)
-    with pytest.raises(ConfigError, match=r"^unknown compression 'xz': expected one of gzip, none$"):
+    with pytest.raises(UsageError, match=r"^unknown compression 'xz': expected one of gzip, none$"):
         write_cpio([], io.BytesIO(), compression="xz")  # type: ignore[arg-type]
 
 
@@ -655,7 +655,7 @@ def test_more_entry_errors(tmp_path: Path) -> None:
         Entry.fifo("\udcff\ud800")
     with pytest.raises(ArchiveError, match=r"archive path is 4096 bytes long: the limit is 4095$"):
         Entry.fifo("a/" * 2047 + "bc")
-    with pytest.raises(ConfigError, match=r"^alignment 0: expected a positive number of bytes$"):
+    with pytest.raises(UsageError, match=r"^alignment 0: expected a positive number of bytes$"):
         write_cpio([], io.BytesIO(), align=0)
 
 

@@ -34,7 +34,7 @@ from eifbuild.eif import (
 )
 from eifbuild.eif.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
 from eifbuild.eif.writer import eif_sections, write_sections
-from eifbuild.errors import ConfigError
+from eifbuild.errors import FileAccessError, InputError, LocatedError, UsageError
 
 Capture = pytest.CaptureFixture[str]
 
@@ -214,7 +214,7 @@ def test_a_failed_write_is_raised_in_the_caller(tmp_path: Path, threaded: bool) 
 def test_failed_write_leaves_no_output(tmp_path: Path) -> None:
     f = _files(tmp_path, kernel=b"K")
     out = tmp_path / "x.eif"
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(FileAccessError) as err:
         write_eif(
             out, kernel=f["kernel"], cmdline="c", ramdisks=[tmp_path / "missing"], metadata=DEMO_METADATA,
             arch="x86_64",
@@ -224,25 +224,27 @@ def test_failed_write_leaves_no_output(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"ramdisks": []}, "key 'ramdisk': at least one ramdisk is required"),
-        ({"cmdline": "a\0b"}, "key 'cmdline': the kernel command line contains a NUL character"),
+        ({"ramdisks": []}, UsageError, "key 'ramdisk': at least one ramdisk is required"),
+        ({"cmdline": "a\0b"}, InputError, "key 'cmdline': the kernel command line contains a NUL character"),
     ],
 )
-def test_writer_rejects_bad_arguments(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+def test_writer_rejects_bad_arguments(
+    tmp_path: Path, kwargs: dict[str, object], error: type[LocatedError], message: str
+) -> None:
     f = _files(tmp_path, kernel=b"K", rd=b"R")
     args: dict[str, object] = {
         "kernel": f["kernel"], "cmdline": "c", "ramdisks": [f["rd"]], "metadata": DEMO_METADATA, "arch": "x86_64",
     }  # fmt: skip
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(error) as err:
         write_eif(tmp_path / "x.eif", **(args | kwargs))  # type: ignore[arg-type]
     assert str(err.value) == message
 
 
 def test_too_many_sections(tmp_path: Path) -> None:
     f = _files(tmp_path, kernel=b"K", rd=b"R")
-    with pytest.raises(ConfigError, match=r"^33 sections: an EIF holds at most 32$"):
+    with pytest.raises(UsageError, match=r"^33 sections: an EIF holds at most 32$"):
         write_eif(
             tmp_path / "x.eif", kernel=f["kernel"], cmdline="c", ramdisks=[f["rd"]] * 30, metadata=DEMO_METADATA,
             arch="x86_64",

@@ -22,7 +22,7 @@ from eifbuild.eif.metadata import (
     loads,
     make_metadata,
 )
-from eifbuild.errors import ConfigError, EifFormatError
+from eifbuild.errors import EifFormatError, InputError
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_reference_custom_metadata_bytes() -> None:
 def test_custom_metadata_errors(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "m.json"
     path.write_bytes(content)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InputError) as err:
         load_custom_metadata(path)
     assert str(err.value) == f"{path}: {message}"
 
@@ -169,7 +169,7 @@ def test_kernel_config_header(line: str, expected: tuple[str, str]) -> None:
 def test_kernel_config_needs_three_lines(tmp_path: Path) -> None:
     config = tmp_path / "k.config"
     config.write_text("#\n")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InputError) as err:
         make_metadata(kernel=tmp_path / "bzImage", kernel_config=config)
     assert str(err.value) == (
         f"{config}: has fewer than 3 lines: expected the '# Linux/<arch> <version> Kernel Configuration' header"
@@ -190,7 +190,7 @@ def test_make_metadata_defaults(tmp_path: Path) -> None:
     assert make_metadata(kernel=kernel, build_time=3600, environ={}).build_time == "1970-01-01T01:00:00+00:00"
     assert make_metadata(kernel=kernel, operating_system="", environ={}).operating_system == ""
     assert make_metadata(kernel=kernel, custom={"b": 1, "a": 2}, environ={}).custom == {"a": 2, "b": 1}
-    with pytest.raises(ConfigError, match=r"^custom metadata is a JSON string: expected an object or null"):
+    with pytest.raises(InputError, match=r"^custom metadata is a JSON string: expected an object or null"):
         make_metadata(kernel=kernel, custom="text", environ={})
 
 

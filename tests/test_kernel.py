@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
-from eifbuild.errors import ConfigError, ToolError
+from eifbuild.errors import ConfigError, InputError, ToolError
 from eifbuild.store import Store
 from eifbuild.toolchain import kernel
 from eifbuild.toolchain.kernel import (
@@ -40,7 +40,7 @@ def test_parse_config_reads_set_and_unset_options() -> None:
 
 
 def test_strict_parse_names_the_bad_line() -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(InputError) as err:
         parse_config("CONFIG_A=y\nVSOCK=y\n", path="frag.config", strict=True)
     assert str(err.value) == (
         "frag.config, line 2: expected CONFIG_NAME=value or '# CONFIG_NAME is not set', got 'VSOCK=y'"
@@ -48,7 +48,7 @@ def test_strict_parse_names_the_bad_line() -> None:
 
 
 def test_strict_parse_rejects_an_option_given_twice() -> None:
-    with pytest.raises(ConfigError, match=r"line 3: CONFIG_A is set twice"):
+    with pytest.raises(InputError, match=r"line 3: CONFIG_A is set twice"):
         parse_config("CONFIG_A=y\n# x\n# CONFIG_A is not set\n", path="f", strict=True)
 
 
@@ -227,7 +227,7 @@ def test_a_tarball_that_is_not_linux_is_refused(tmp_path: Path) -> None:
         info = tarfile.TarInfo("pkg/README")
         tar.addfile(info, io.BytesIO(b""))
     spec = KernelSpec(arch="x86_64", source=tarball, source_sha256=hash_file(tarball))
-    with pytest.raises(ConfigError, match="not a Linux source tarball"):
+    with pytest.raises(InputError, match="not a Linux source tarball"):
         build_kernel(Store(tmp_path / "store"), spec, tool=TOOL)
 
 

@@ -29,7 +29,15 @@ from oci_helpers import (
 )
 
 from eifbuild.cli import main
-from eifbuild.errors import ArchiveError, ConfigError, HashMismatch, StoreError
+from eifbuild.errors import (
+    ArchiveError,
+    ConfigError,
+    FileAccessError,
+    HashMismatch,
+    InputError,
+    LocatedError,
+    StoreError,
+)
 from eifbuild.oci import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
 from eifbuild.oci.importer import Importer, layer_step
 from eifbuild.oci.registry import RegistryRef, credentials, parse_challenge, parse_ref
@@ -82,23 +90,33 @@ def test_parse_image_ref(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ref", "message"),
+    ("ref", "error", "message"),
     [
-        ("missing.tar", "image 'missing.tar': no such file or directory (relative paths start at {tmp})"),
-        ("./nope", "image './nope': no such file or directory (relative paths start at {tmp})"),
+        (
+            "missing.tar",
+            FileAccessError,
+            "image 'missing.tar': no such file or directory (relative paths start at {tmp})",
+        ),
+        (
+            "./nope",
+            FileAccessError,
+            "image './nope': no such file or directory (relative paths start at {tmp})",
+        ),
         (
             "host.io/App@sha256:00",
+            InputError,
             "image reference 'host.io/App@sha256:00': bad digest 'sha256:00': expected sha256: and 64 hex digits",
         ),
         (
             "host.io/App",
+            InputError,
             "image reference 'host.io/App': bad repository name 'App' (lowercase, digits, '._-/')",
         ),
-        ("host.io/app:bad!tag", "image reference 'host.io/app:bad!tag': bad tag 'bad!tag'"),
+        ("host.io/app:bad!tag", InputError, "image reference 'host.io/app:bad!tag': bad tag 'bad!tag'"),
     ],
 )
-def test_bad_references(tmp_path: Path, ref: str, message: str) -> None:
-    with pytest.raises(ConfigError) as exc:
+def test_bad_references(tmp_path: Path, ref: str, error: type[LocatedError], message: str) -> None:
+    with pytest.raises(error) as exc:
         parse_image_ref(ref, tmp_path)
     assert str(exc.value) == message.format(tmp=tmp_path)
 
@@ -233,13 +251,13 @@ def test_choosing_among_several_images(tmp_path: Path, store: Store) -> None:
     lay.add([Image([[M("one")]])], tag="one")
     two = lay.add([Image([[M("two")]])], tag="two")
     lay.add([Image([[M("anon")]])])
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(InputError) as exc:
         resolve_image("lay", arch="x86_64", store=store, project_dir=tmp_path)
     assert (
         str(exc.value)
         == f"{tmp_path / 'lay'}: holds 3 images: pick one as PATH:TAG or PATH@sha256:… (tags: one, two)"
     )
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(InputError) as exc:
         resolve_image("lay:three", arch="x86_64", store=store, project_dir=tmp_path)
     assert str(exc.value) == f"{tmp_path / 'lay'}: no image tagged 'three' (tags: one, two)"
     assert (
@@ -366,15 +384,21 @@ def test_not_a_layout_or_archive(tmp_path: Path, store: Store) -> None:
     with tarfile.open(tmp_path / "other.tar", "w") as tar:
         info = tarfile.TarInfo("README")
         tar.addfile(info, io.BytesIO(b""))
-    cases = {
-        "empty": f"{tmp_path / 'empty'}: not an OCI image layout: no index.json in this directory",
-        "other.tar": f"{tmp_path / 'other.tar'}: not an image archive: no index.json (OCI) or manifest.json (docker save) inside",
+    cases: dict[str, tuple[type[InputError], str]] = {
+        "empty": (
+            InputError,
+            f"{tmp_path / 'empty'}: not an OCI image layout: no index.json in this directory",
+        ),
+        "other.tar": (
+            ArchiveError,
+            f"{tmp_path / 'other.tar'}: not an image archive: no index.json (OCI) or manifest.json (docker save) inside",
+        ),
     }
-    for ref, message in cases.items():
-        with pytest.raises(ConfigError) as exc:
+    for ref, (error, message) in cases.items():
+        with pytest.raises(error) as exc:
             resolve_image(ref, arch="x86_64", store=store, project_dir=tmp_path)
         assert str(exc.value) == message
-    with pytest.raises(ConfigError, match=r"junk.tar: not a readable image archive: "):
+    with pytest.raises(ArchiveError, match=r"junk.tar: not a readable image archive: "):
         resolve_image("junk.tar", arch="x86_64", store=store, project_dir=tmp_path)
 
 

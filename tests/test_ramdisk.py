@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from eifbuild import log
 from eifbuild.cli import main
-from eifbuild.errors import ArchiveError, ConfigError
+from eifbuild.errors import ArchiveError, FileAccessError, InputError, UsageError
 from eifbuild.ramdisk import (
     ROOTFS_DIRS,
     CpioMember,
@@ -130,7 +130,7 @@ def test_walk_errors(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError) as exc:
         tree_entries(tmp_path / "f")
     assert str(exc.value) == f"{tmp_path / 'f'}: expected a directory to pack"
-    with pytest.raises(ConfigError, match=r"^unknown modes policy 'keep': expected normalize or preserve$"):
+    with pytest.raises(UsageError, match=r"^unknown modes policy 'keep': expected normalize or preserve$"):
         tree_entries(tmp_path, modes="keep")  # type: ignore[arg-type]
 
 
@@ -227,14 +227,14 @@ def test_bootstrap_layout(tmp_path: Path) -> None:
 
 
 def test_bootstrap_missing_init(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(FileAccessError) as exc:
         bootstrap_entries(tmp_path / "init")
     assert str(exc.value) == f"{tmp_path / 'init'}: init executable: No such file or directory"
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(FileAccessError) as exc:
         bootstrap_entries(tmp_path)
     assert str(exc.value) == f"{tmp_path}: init executable: expected a regular file"
     (tmp_path / "init").write_bytes(b"x")
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(FileAccessError) as exc:
         bootstrap_entries(tmp_path / "init", tmp_path / "nsm.ko")
     assert str(exc.value) == f"{tmp_path / 'nsm.ko'}: NSM kernel module: No such file or directory"
 
@@ -371,7 +371,7 @@ def test_program_warnings(tmp_path: Path, warnings: io.StringIO) -> None:
     ],
 )
 def test_cmd_env_errors(tmp_path: Path, cmd: list[str], env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(InputError) as exc:
         app_entries(tmp_path, cmd, env)
     assert str(exc.value) == message
 
@@ -391,9 +391,9 @@ def test_init_c_reads_back_what_we_encode(cmd: list[str], env: dict[str, str]) -
 
 def test_parse_env_args() -> None:
     assert parse_env_args(["B=1", "A=x=y", "C="]) == {"B": "1", "A": "x=y", "C": ""}
-    with pytest.raises(ConfigError, match=r"^--env A given twice$"):
+    with pytest.raises(UsageError, match=r"^--env A given twice$"):
         parse_env_args(["A=1", "A=2"])
-    with pytest.raises(ConfigError, match=r"^--env 'A': expected KEY=value with a non-empty KEY$"):
+    with pytest.raises(UsageError, match=r"^--env 'A': expected KEY=value with a non-empty KEY$"):
         parse_env_args(["A"])
 
 

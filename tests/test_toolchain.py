@@ -19,7 +19,7 @@ import pytest
 from conftest import require_tool
 
 from eifbuild import cli
-from eifbuild.errors import ConfigError, StoreError, ToolError
+from eifbuild.errors import FileAccessError, StoreError, ToolError, UsageError
 from eifbuild.store import Step, Store, StoreEntry
 from eifbuild.toolchain import elf
 from eifbuild.toolchain import zig as toolchain
@@ -327,7 +327,7 @@ def test_key_covers_content_names_flags_target_and_output(tmp_path: Path) -> Non
     ],
 )  # fmt: skip
 def test_rejected_cflags(flag: str, message: str) -> None:
-    with pytest.raises(ConfigError) as exc:
+    with pytest.raises(UsageError) as exc:
         toolchain.compile_step([DATA / "hello.c"], arch="x86_64", cflags=["-Wall", flag])
     assert str(exc.value) == message
 
@@ -336,7 +336,6 @@ def test_source_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.c"
     cases: list[tuple[list[Path], str, str]] = [
         ([], "a.out", "no source files given"),
-        ([missing], "a.out", f"{missing}: source file not found"),
         ([DATA / "greeting.h"], "a.out", "only headers given: name at least one .c source"),
         (
             [DATA / "hello.c", tmp_path / "hello.c"],
@@ -349,9 +348,12 @@ def test_source_errors(tmp_path: Path) -> None:
         ([DATA / "hello.c"], "..", "output name '..': expected a plain file name (no '/', not starting with '-')"),
     ]  # fmt: skip
     for sources, output, message in cases:
-        with pytest.raises(ConfigError) as exc:
+        with pytest.raises(UsageError) as exc:
             toolchain.compile_step(sources, arch="x86_64", output_name=output)
         assert str(exc.value) == message
+    with pytest.raises(FileAccessError) as missing_exc:
+        toolchain.compile_step([missing], arch="x86_64", output_name="a.out")
+    assert str(missing_exc.value) == f"{missing}: source file not found"
 
 
 def test_zig_environment_is_only_what_zig_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ..arch import ARCHES, Arch, parse_arch
-from ..errors import ConfigError
+from ..errors import ConfigError, FileAccessError, UsageError
 from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
 from ..util.tomltable import TomlTables, join_key, type_name
@@ -249,7 +249,7 @@ def _arches(value: Any, ctx: _Ctx) -> tuple[Arch, ...]:
         name = ctx.string(item, f"eif.arch[{i}]")
         try:
             arch = parse_arch(name)
-        except ConfigError as exc:
+        except UsageError as exc:
             raise ctx.error(f"eif.arch[{i}]", exc.message) from None
         if arch in arches:
             raise ctx.error(f"eif.arch[{i}]", f"{arch} is listed twice")
@@ -458,7 +458,7 @@ def load_project(path: str | Path) -> Project:
     try:
         text = target.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("no such file: expected an eif.toml build description", path=target) from None
+        raise FileAccessError("no such file: expected an eif.toml build description", path=target) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path=target) from None
     return parse_project(text, target)

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..errors import FileAccessError
 from .node import Artifact, Node, StoredNode
 from .treedigest import tree_digest
 
@@ -71,7 +71,7 @@ class LocalNode(Node[Artifact]):
             return Artifact(self.path, tree.digest)
         if not self.path.is_file():
             msg = f"{self.what}: no such file or directory"
-            raise ConfigError(msg, path=self.path)
+            raise FileAccessError(msg, path=self.path)
         return Artifact(self.path, self.digests.digest(self.path))
 
     def _realize(self) -> Artifact:

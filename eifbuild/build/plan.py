@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FileAccessError
 from ..sources import Lock, load_recipe
 from ..store import Store
 from ..util.fsutil import hash_file
@@ -88,7 +88,7 @@ class Plan:
         for i, path in enumerate(self.project.recipes):
             if not path.is_file():
                 msg = f"recipe file {path} does not exist"
-                raise ConfigError(msg, path=self.project.path, key=f"eif.recipes[{i}]")
+                raise FileAccessError(msg, path=self.project.path, key=f"eif.recipes[{i}]")
             recipe = load_recipe(path)
             if recipe.name in recipes:
                 msg = f"two recipes are named {recipe.name!r}: {recipes[recipe.name].path} and {path}"

@@ -10,7 +10,7 @@ from .. import log
 from ..arch import parse_arch
 from ..eif import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, HASH_ALGOS, JsonValue, parse_algo
 from ..eif import dumps as json_dumps
-from ..errors import ConfigError
+from ..errors import UsageError
 from ..util import fsutil
 from .common import EXIT_FAILED, EXIT_OK, Adder
 
@@ -42,7 +42,7 @@ def _signer(certificate: Path | None, private_key: Path | None) -> Signer | None
         return None
     if certificate is None or private_key is None:
         msg = "--signing-certificate and --private-key must be given together"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     from ..eif import Signer  # noqa: PLC0415
 
     return Signer.from_files(certificate, private_key)

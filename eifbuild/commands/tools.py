@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..arch import parse_arch
-from ..errors import ConfigError
+from ..errors import UsageError
 from .common import EXIT_OK, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def _cmd_ramdisk(args: argparse.Namespace) -> int:
     from .. import ramdisk  # noqa: PLC0415
 
     if (problem := _ramdisk_misuse(args)) is not None:
-        raise ConfigError(problem)
+        raise UsageError(problem)
     if args.list is not None:
         for line in ramdisk.list_archive(args.list):
             print(line)

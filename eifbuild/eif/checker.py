@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ..errors import ConfigError, first_line
+from ..errors import FileAccessError, InputError, first_line
 from .format import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS
 from .metadata import EifMetadata, JsonValue, loads
 from .pcr import DEFAULT_ALGO, HashAlgo, algo_for_digest_size
@@ -208,7 +208,7 @@ def _expected_algo(expected: Mapping[str, str], path: Path | None = None) -> Has
     algo = algo_for_digest_size(sizes.pop() // 2) if len(sizes) == 1 else None
     if algo is None:
         msg = "expected PCRs must all be SHA-256, SHA-384 or SHA-512 hex digests of one length"
-        raise ConfigError(msg, path=path)
+        raise InputError(msg, path=path)
     return algo
 
 
@@ -218,26 +218,26 @@ def load_expected_pcrs(path: Path) -> dict[str, str]:
         value = loads(Path(path).read_bytes())
     except OSError as exc:
         msg = f"cannot read expected PCRs: {exc.strerror}"
-        raise ConfigError(msg, path=path) from None
+        raise FileAccessError(msg, path=path) from None
     except (ValueError, RecursionError) as exc:
         msg = f"not valid JSON: {first_line(exc)}"
-        raise ConfigError(msg, path=path) from None
+        raise InputError(msg, path=path) from None
     if isinstance(value, dict) and isinstance(value.get("Measurements"), dict):
         value = value["Measurements"]
     if not isinstance(value, dict):
         msg = 'expected a JSON object with "PCR0"... keys (or a "Measurements" object holding them)'
-        raise ConfigError(msg, path=path)
+        raise InputError(msg, path=path)
     pcrs = {key: pcr for key, pcr in value.items() if key.startswith("PCR")}
     if not pcrs:
         msg = 'no "PCR<n>" keys found'
-        raise ConfigError(msg, path=path)
+        raise InputError(msg, path=path)
     for key, pcr in pcrs.items():
         if key not in CHECKABLE_PCRS:
             msg = f"{key} cannot be computed from an EIF: only {', '.join(CHECKABLE_PCRS)} can"
-            raise ConfigError(msg, path=path, key=key)
+            raise InputError(msg, path=path, key=key)
         if not isinstance(pcr, str) or not _HEX.fullmatch(pcr):
             msg = "expected a hex string"
-            raise ConfigError(msg, path=path, key=key)
+            raise InputError(msg, path=path, key=key)
     checked = {key: str(pcr) for key, pcr in pcrs.items()}
     _expected_algo(checked, path)
     return checked

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from .. import repro
-from ..errors import ConfigError, EifFormatError, first_line
+from ..errors import EifFormatError, FileAccessError, InputError, UsageError, first_line
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -177,7 +177,7 @@ class EifMetadata:
             return encode(self.to_json())
         except ValueError as exc:
             msg = f"metadata cannot be serialised: {exc}"
-            raise ConfigError(msg) from None
+            raise UsageError(msg) from None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EifMetadata:
@@ -248,7 +248,7 @@ def kernel_info_from_config(text: str) -> tuple[str, str]:
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if len(lines) < 3:
         msg = "has fewer than 3 lines: expected the '# Linux/<arch> <version> Kernel Configuration' header"
-        raise ConfigError(msg)
+        raise InputError(msg)
     tokens = re.split(r"[ /\-]", lines[2])
     os_name = tokens[1] if len(tokens) > 1 else "Unknown"
     version = tokens[3] if len(tokens) > 3 else "Unknown"
@@ -261,11 +261,11 @@ def read_kernel_config(path: Path) -> tuple[str, str]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         msg = f"cannot read kernel config: {exc.strerror}"
-        raise ConfigError(msg, path=path) from None
+        raise FileAccessError(msg, path=path) from None
     try:
         return kernel_info_from_config(text)
-    except ConfigError as exc:
-        raise ConfigError(exc.message, path=path) from None
+    except InputError as exc:
+        raise InputError(exc.message, path=path) from None
 
 
 def load_custom_metadata(path: Path) -> JsonValue:
@@ -274,16 +274,16 @@ def load_custom_metadata(path: Path) -> JsonValue:
         data = path.read_bytes()
     except OSError as exc:
         msg = f"cannot read custom metadata: {exc.strerror}"
-        raise ConfigError(msg, path=path) from None
+        raise FileAccessError(msg, path=path) from None
     if len(data) > CUSTOM_METADATA_MAX_SIZE:
         msg = f"custom metadata is {len(data)} bytes: at most {CUSTOM_METADATA_MAX_SIZE} are allowed"
-        raise ConfigError(msg, path=path)
+        raise InputError(msg, path=path)
     try:
         value = loads(data)
         encode(value)
     except (ValueError, RecursionError) as exc:
         msg = f"custom metadata is not valid JSON: {first_line(exc)}"
-        raise ConfigError(msg, path=path) from None
+        raise InputError(msg, path=path) from None
     _check_custom(value, path)
     return canonical(value)
 
@@ -294,7 +294,7 @@ def _check_custom(value: JsonValue, path: Path | None = None) -> None:
             f"custom metadata is a JSON {_json_type(value)}: expected an object or null "
             "(nitro-cli describe-eif cannot show anything else)"
         )
-        raise ConfigError(msg, path=path)
+        raise InputError(msg, path=path)
 
 
 def make_metadata(
@@ -319,7 +319,7 @@ def make_metadata(
       SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00+00:00. Never the current time.
     * OperatingSystem/KernelVersion: explicit values win, else the kernel config's header, else
       eif_build's "OS"/"kernel".
-    * CustomMetadata: a JSON object (keys get sorted) or None; anything else is a ConfigError.
+    * CustomMetadata: a JSON object (keys get sorted) or None; anything else is an :class:`InputError`.
     """
     _check_custom(custom)
     if build_time is None:

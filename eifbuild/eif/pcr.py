@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from ..errors import ConfigError
+from ..errors import UsageError
 from ..util.background import Background
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def parse_algo(value: str) -> HashAlgo:
         if value == algo:
             return algo
     msg = f"unknown hash algorithm {value!r}: expected one of {', '.join(HASH_ALGOS)}"
-    raise ConfigError(msg, key="algo")
+    raise UsageError(msg, key="algo")
 
 
 def algo_for_digest_size(size: int) -> HashAlgo | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 from .. import log
-from ..errors import ConfigError
+from ..errors import FileAccessError, InputError, UsageError
 from ..util import fsutil
 from .format import (
     HEADER_SIZE,
@@ -77,10 +77,10 @@ class SectionSource:
             st = path.stat()
         except OSError as exc:
             msg = f"cannot read {kind.name.lower()} file: {exc.strerror}"
-            raise ConfigError(msg, path=path) from None
+            raise FileAccessError(msg, path=path) from None
         if not stat.S_ISREG(st.st_mode):
             msg = f"{kind.name.lower()} is not a regular file"
-            raise ConfigError(msg, path=path)
+            raise FileAccessError(msg, path=path)
         return cls(kind, st.st_size, path=path)
 
     def chunks(self) -> Iterator[bytes]:
@@ -93,11 +93,11 @@ class SectionSource:
                 yield from read_exactly(fh, self.size, fsutil.CHUNK, self._shrank)
         except OSError as exc:
             msg = f"cannot read {self.type.name.lower()} file: {exc.strerror}"
-            raise ConfigError(msg, path=self.path) from None
+            raise FileAccessError(msg, path=self.path) from None
 
     def _shrank(self, left: int) -> Exception:
         msg = f"file shrank while it was being packed: {left} of {self.size} bytes missing"
-        return ConfigError(msg, path=self.path)
+        return FileAccessError(msg, path=self.path)
 
 
 def write_sections(
@@ -116,7 +116,7 @@ def write_sections(
     count = len(sections) + (signer is not None)
     if count > MAX_SECTIONS:
         msg = f"{count} sections: an EIF holds at most {MAX_SECTIONS}"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     out.write(bytes(HEADER_SIZE))  # placeholder: the header needs the signature's size
     stream = _SectionStream(out)
     first_ramdisk = next((s for s in sections if s.type == SectionType.RAMDISK), None)
@@ -184,10 +184,10 @@ def eif_sections(
     """The section list eif_build writes: kernel, cmdline, metadata, ramdisks."""
     if not ramdisks:
         msg = "at least one ramdisk is required"
-        raise ConfigError(msg, key="ramdisk")
+        raise UsageError(msg, key="ramdisk")
     if "\0" in cmdline:
         msg = "the kernel command line contains a NUL character"
-        raise ConfigError(msg, key="cmdline")
+        raise InputError(msg, key="cmdline")
     meta = metadata if isinstance(metadata, bytes) else metadata.to_bytes()
     return [
         SectionSource.from_file(SectionType.KERNEL, Path(kernel)),

@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from .. import log
 from ..arch import info as arch_info
-from ..errors import ArchiveError, ConfigError, StoreError
+from ..errors import ArchiveError, ConfigError, FileAccessError, InputError, StoreError
 from ..store import Store, canonical_json
 from .importer import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
 from .layers import LayerFile, Rootfs
@@ -177,7 +177,7 @@ def parse_image_ref(text: str, project_dir: Path) -> LocalRef | RegistryRef:
         return local
     if text.startswith(("/", "./", "../", "~")) or text.endswith(".tar"):
         msg = f"image {text!r}: no such file or directory (relative paths start at {project_dir})"
-        raise ConfigError(msg)
+        raise FileAccessError(msg)
     return parse_ref(text)
 
 
@@ -270,7 +270,7 @@ def _pick_local(imp: Importer, ref: LocalRef, arch: Arch) -> tuple[str | None, D
         found = [d for d in candidates if _tag_matches(d, ref.tag)]
         if not found:
             msg = f"no image tagged {ref.tag!r} (tags: {_tags(candidates)})"
-            raise ConfigError(msg, path=imp.source.where)
+            raise InputError(msg, path=imp.source.where)
     else:
         found = candidates
     if len(found) == 1:
@@ -282,7 +282,7 @@ def _pick_local(imp: Importer, ref: LocalRef, arch: Arch) -> tuple[str | None, D
         if found
         else "holds no image"
     )
-    raise ConfigError(msg, path=imp.source.where)
+    raise InputError(msg, path=imp.source.where)
 
 
 def _strings(config: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .. import log
-from ..errors import ConfigError, FetchError
+from ..errors import FetchError, FileAccessError, InputError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -89,7 +89,7 @@ def check_digest(digest: str, ref: str) -> str:
     """``digest`` if it is a well-formed ``sha256:`` digest; ``ref`` is the reference it came from."""
     if not DIGEST_RE.fullmatch(digest):
         msg = f"image reference {ref!r}: bad digest {digest!r}: expected sha256: and 64 hex digits"
-        raise ConfigError(msg)
+        raise InputError(msg)
     return digest
 
 
@@ -103,19 +103,19 @@ def parse_ref(text: str) -> RegistryRef:
         host, _, rest = rest.partition("/")
         if not _HOST_RE.fullmatch(host):
             msg = f"image reference {text!r}: bad registry host {host!r}"
-            raise ConfigError(msg)
+            raise InputError(msg)
     repository, tag = rest, None
     name, colon, maybe_tag = rest.rpartition(":")
     if colon and "/" not in maybe_tag:
         repository, tag = name, maybe_tag
         if not _TAG_RE.fullmatch(tag):
             msg = f"image reference {text!r}: bad tag {tag!r}"
-            raise ConfigError(msg)
+            raise InputError(msg)
     if host == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
     if not _REPO_RE.fullmatch(repository):
         msg = f"image reference {text!r}: bad repository name {repository!r} (lowercase, digits, '._-/')"
-        raise ConfigError(msg)
+        raise InputError(msg)
     return RegistryRef(host, repository, tag, digest or None)
 
 
@@ -138,9 +138,12 @@ def _auth_file() -> Path | None:
 def _from_auth_file(path: Path, host: str) -> tuple[str, str] | None:
     try:
         doc = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         msg = f"cannot read registry auth file: {exc}"
-        raise ConfigError(msg, path=path) from None
+        raise FileAccessError(msg, path=path) from None
+    except ValueError as exc:
+        msg = f"cannot read registry auth file: {exc}"
+        raise InputError(msg, path=path) from None
     auths = doc.get("auths", {}) if isinstance(doc, dict) else {}
     names = [host, f"https://{host}", f"http://{host}"]
     if host == DOCKER_HUB:
@@ -156,7 +159,7 @@ def _from_auth_file(path: Path, host: str) -> tuple[str, str] | None:
                 user, sep, password = "", "", ""
             if not sep:
                 msg = f"auths[{name!r}].auth is not base64 of 'user:password'"
-                raise ConfigError(msg, path=path)
+                raise InputError(msg, path=path)
             return user, password
         if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
             return entry["username"], entry["password"]

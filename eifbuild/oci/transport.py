@@ -10,13 +10,14 @@ uncompressed, so their digest *is* the diff_id and still gets verified).
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import posixpath
 import tarfile
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol
 
-from ..errors import ArchiveError, ConfigError, FetchError
+from ..errors import ArchiveError, FetchError, FileAccessError, InputError
 from ..store import canonical_json
 from .registry import DIGEST_RE, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryRef, digest_of
 
@@ -76,7 +77,7 @@ class LayoutDir:
         self.where = str(root)
         if not (root / "index.json").is_file():
             msg = "not an OCI image layout: no index.json in this directory"
-            raise ConfigError(msg, path=root)
+            raise InputError(msg, path=root)
 
     def index(self) -> bytes:
         with open(self.root / "index.json", "rb") as fh:
@@ -107,9 +108,12 @@ class ImageArchive:
         try:
             self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
             self._members = {posixpath.normpath(m.name.lstrip("/")): m for m in self._tar.getmembers()}
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile) as exc:
             msg = f"not a readable image archive: {exc}"
-            raise ConfigError(msg, path=path) from None
+            raise ArchiveError(msg, path=path) from None
+        except OSError as exc:
+            msg = f"not a readable image archive: {exc}"
+            raise FileAccessError(msg, path=path) from None
         self._synthetic: dict[str, bytes] = {}  # digest -> blob made up from manifest.json
         self._names: dict[str, str] = {}  # digest -> member name (docker-save)
         if "index.json" in self._members:
@@ -119,7 +123,7 @@ class ImageArchive:
         else:
             self.close()
             msg = "not an image archive: no index.json (OCI) or manifest.json (docker save) inside"
-            raise ConfigError(msg, path=path)
+            raise ArchiveError(msg, path=path)
 
     def __enter__(self) -> ImageArchive:
         return self

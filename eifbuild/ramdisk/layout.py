@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Final, Literal, NamedTuple, Union, get_args
 
 from .. import log
-from ..errors import ArchiveError, ConfigError
+from ..errors import ArchiveError, FileAccessError, InputError, UsageError
 from ..util import treepath
 from .newc import Entry, check_path
 from .reader import CpioMember, read_cpio
@@ -167,7 +167,7 @@ def iter_tree(
 def _check_modes(modes: Modes) -> None:
     if modes not in MODES:
         msg = f"unknown modes policy {modes!r}: expected normalize or preserve"
-        raise ConfigError(msg)
+        raise UsageError(msg)
 
 
 def _tree(host: str, root_st: os.stat_result, modes: Modes, prefix: str) -> Iterator[Entry]:
@@ -288,17 +288,17 @@ def _check_line(value: str, key: str, file: str) -> None:
             msg = (
                 f"value {value!r} contains {what}: init.c reads /{file} one entry per line and would split it"
             )
-            raise ConfigError(msg, key=key)
+            raise InputError(msg, key=key)
 
 
 def encode_cmd(cmd: Sequence[str]) -> bytes:
     """``/cmd``: argv, one entry per line, each ending in a newline."""
     if isinstance(cmd, str) or not cmd:
         msg = "expected a list holding at least the program to run (an empty /cmd makes init.c run 'sh')"
-        raise ConfigError(msg, key="cmd")
+        raise InputError(msg, key="cmd")
     if not cmd[0]:
         msg = "empty program name"
-        raise ConfigError(msg, key="cmd[0]")
+        raise InputError(msg, key="cmd[0]")
     for i, arg in enumerate(cmd):
         _check_line(arg, f"cmd[{i}]", "cmd")
     return "".join(f"{arg}\n" for arg in cmd).encode("utf-8", "surrogateescape")
@@ -312,7 +312,7 @@ def encode_env(env: Mapping[str, str] | Sequence[str]) -> bytes:
     """
     if isinstance(env, str):
         msg = "expected a mapping or a list of KEY=value strings, got a string"
-        raise ConfigError(msg, key="env")
+        raise InputError(msg, key="env")
     if isinstance(env, Mapping):
         items = [(f"env.{k}", f"{k}={v}") for k, v in sorted(env.items())]
     else:
@@ -321,7 +321,7 @@ def encode_env(env: Mapping[str, str] | Sequence[str]) -> bytes:
         name, sep, _ = item.partition("=")
         if not sep or not name:
             msg = f"entry {item!r}: expected KEY=value with a non-empty KEY"
-            raise ConfigError(msg, key=key)
+            raise InputError(msg, key=key)
         _check_line(item, key, "env")
     return "".join(f"{item}\n" for _, item in items).encode("utf-8", "surrogateescape")
 
@@ -333,10 +333,10 @@ def parse_env_args(items: Iterable[str]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         if not sep or not name:
             msg = f"--env {item!r}: expected KEY=value with a non-empty KEY"
-            raise ConfigError(msg)
+            raise UsageError(msg)
         if name in env:
             msg = f"--env {name} given twice"
-            raise ConfigError(msg)
+            raise UsageError(msg)
         env[name] = value
     return env
 
@@ -379,10 +379,10 @@ def _host_binary(path: str | os.PathLike[str] | bytes, member: str, what: str) -
         st = os.stat(path)
     except OSError as exc:
         msg = f"{what}: {exc.strerror}"
-        raise ConfigError(msg, path=os.fspath(path)) from None
+        raise FileAccessError(msg, path=os.fspath(path)) from None
     if not stat.S_ISREG(st.st_mode):
         msg = f"{what}: expected a regular file"
-        raise ConfigError(msg, path=os.fspath(path))
+        raise FileAccessError(msg, path=os.fspath(path))
     return Entry(member, "file", 0o755, st.st_size, path)
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, Union, get_args
 
 from .. import log
-from ..errors import ArchiveError, ConfigError
+from ..errors import ArchiveError, UsageError
 from ..repro import pinned_epoch
 from ..util.background import Background
 from ..util.fsutil import CHUNK, atomic_write
@@ -514,7 +514,7 @@ def _copy_stream(
 def _check_mtime(mtime: int) -> None:
     if not 0 <= mtime <= MAX_FIELD:
         msg = f"mtime {mtime} out of range for newc: expected 0..{MAX_FIELD} seconds since the epoch"
-        raise ConfigError(msg)
+        raise UsageError(msg)
 
 
 def write_cpio(
@@ -535,10 +535,10 @@ def write_cpio(
     _check_mtime(mtime)
     if compression not in COMPRESSIONS:
         msg = f"unknown compression {compression!r}: expected one of {', '.join(sorted(COMPRESSIONS))}"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     if align < 1:
         msg = f"alignment {align}: expected a positive number of bytes"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     records = plan(entries)
     sink = HashingSink(out)
     gz = GzipSink(sink, GZIP_LEVEL) if compression == "gzip" else None

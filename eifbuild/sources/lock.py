@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ..arch import parse_arch
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ..util.fsutil import atomic_write
 from ..util.tomlfile import read_toml
 from ..util.tomltable import TomlTables
@@ -158,7 +158,10 @@ def _parse(data: Mapping[str, Any], path: Path) -> dict[EntryKey, LockEntry]:
                 entries[(recipe, name, None)] = _parse_entry(table, check, where)
                 continue
             for arch_key, sub in table.items():
-                arch = parse_arch(arch_key, where=f"{where}.{arch_key}")
+                try:
+                    arch = parse_arch(arch_key, where=f"{where}.{arch_key}")
+                except UsageError as exc:  # a key of eif.lock, not an argument
+                    raise ConfigError(exc.reason, key=exc.key) from None
                 sub_where = f"{where}.{arch_key}"
                 entries[(recipe, name, arch)] = _parse_entry(
                     check.table(sub, sub_where, say_type=False), check, sub_where

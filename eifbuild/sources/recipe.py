@@ -253,7 +253,8 @@ class Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; every problem is a :class:`ConfigError` naming file and key."""
+    """Read and validate a recipe file: a file that cannot be read is a :class:`FileAccessError`,
+    every other problem a :class:`ConfigError` naming file and key."""
     path = Path(path)
     return parse_recipe(read_toml(path, "recipe"), path)
 

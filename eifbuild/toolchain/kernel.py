@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 
 from .. import log
 from ..arch import info
-from ..errors import ConfigError, ToolError
+from ..errors import ConfigError, FileAccessError, InputError, ToolError
 from ..store import Step, Store, StoreEntry
 from ..util.fsutil import hash_file
 
@@ -84,7 +84,7 @@ def parse_config(text: str, *, path: str | Path | None = None, strict: bool = Fa
     """Options of a kernel ``.config`` or fragment: name → value (``n`` for ``# … is not set``).
 
     With ``strict`` (fragments), any line that is neither an option, a blank nor a comment is a
-    :class:`ConfigError`, and so is an option given twice.
+    :class:`InputError`, and so is an option given twice.
     """
     options: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -97,10 +97,10 @@ def parse_config(text: str, *, path: str | Path | None = None, strict: bool = Fa
             continue
         else:
             msg = f"expected CONFIG_NAME=value or '# CONFIG_NAME is not set', got {raw!r}"
-            raise ConfigError(msg, path=path, line=number)
+            raise InputError(msg, path=path, line=number)
         if strict and name in options:
             msg = f"{name} is set twice"
-            raise ConfigError(msg, path=path, line=number)
+            raise InputError(msg, path=path, line=number)
         options[name] = value
     return options
 
@@ -258,7 +258,7 @@ def kernel_step(spec: KernelSpec, tool: Mapping[str, str] | None = None) -> Step
 def _hash_input(path: Path, what: str) -> str:
     if not path.is_file():
         msg = f"{what} not found"
-        raise ConfigError(msg, path=path)
+        raise FileAccessError(msg, path=path)
     return hash_file(path)
 
 
@@ -292,14 +292,14 @@ def _read_fragment(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         msg = f"cannot read kernel config fragment: {exc.strerror}"
-        raise ConfigError(msg, path=path) from None
+        raise FileAccessError(msg, path=path) from None
     return parse_config(text, path=path, strict=True)
 
 
 def _check_source(spec: KernelSpec) -> None:
     if not spec.source.is_file():
         msg = "kernel source tarball not found"
-        raise ConfigError(msg, path=spec.source)
+        raise FileAccessError(msg, path=spec.source)
     actual = hash_file(spec.source)
     if actual != spec.source_sha256:
         msg = f"kernel source tarball: sha256 {actual}, expected {spec.source_sha256}"
@@ -347,7 +347,7 @@ class _Build:
         self.run_tool([*cmd, "--no-same-owner", "--no-same-permissions"], src, "unpack")
         if not (src / "Makefile").is_file() or not (src / "Kconfig").is_file():
             msg = "not a Linux source tarball (no Makefile and Kconfig below its top directory)"
-            raise ConfigError(msg, path=self.spec.source)
+            raise InputError(msg, path=self.spec.source)
 
     def configure(self, src: Path, obj: Path) -> None:
         config = obj / ".config"

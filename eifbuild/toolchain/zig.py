@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from .. import log
 from ..arch import info
-from ..errors import ConfigError, HashMismatch, StoreError, ToolError
+from ..errors import FileAccessError, HashMismatch, StoreError, ToolError, UsageError
 from ..store import Step, Store, StoreEntry
 from ..util.fsutil import CHUNK, atomic_write, hash_file
 from .elf import check_static_executable, read_elf
@@ -193,7 +193,7 @@ def zig_command(
 def _check_name(name: str, what: str) -> None:
     if not name or name in {".", ".."} or "/" in name or name.startswith("-"):
         msg = f"{what} {name!r}: expected a plain file name (no '/', not starting with '-')"
-        raise ConfigError(msg)
+        raise UsageError(msg)
 
 
 def check_cflags(cflags: Sequence[str]) -> None:
@@ -207,13 +207,13 @@ def check_cflags(cflags: Sequence[str]) -> None:
             msg = f"{flag} reads files the compile key does not cover; list headers among the sources instead"
         else:
             continue
-        raise ConfigError(msg, key="cflags")
+        raise UsageError(msg, key="cflags")
 
 
 def hash_sources(paths: Sequence[Path]) -> list[CompileSource]:
     if not paths:
         msg = "no source files given"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     sources: list[CompileSource] = []
     seen: dict[str, Path] = {}
     for path in paths:
@@ -221,15 +221,15 @@ def hash_sources(paths: Sequence[Path]) -> list[CompileSource]:
         _check_name(name, "source file name")
         if name in seen:
             msg = f"two sources named {name!r} ({seen[name]} and {path}); sources are compiled side by side"
-            raise ConfigError(msg)
+            raise UsageError(msg)
         seen[name] = path
         if not path.is_file():
             msg = "source file not found"
-            raise ConfigError(msg, path=path)
+            raise FileAccessError(msg, path=path)
         sources.append(CompileSource(name, path, hash_file(path)))
     if all(s.is_header for s in sources):
         msg = "only headers given: name at least one .c source"
-        raise ConfigError(msg)
+        raise UsageError(msg)
     return sources
 
 

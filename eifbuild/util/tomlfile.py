@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FileAccessError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -32,7 +32,7 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         msg = f"cannot read {what}: {exc.strerror}"
-        raise ConfigError(msg, path=path) from None
+        raise FileAccessError(msg, path=path) from None
     except UnicodeDecodeError as exc:
         msg = f"invalid TOML: {exc}"
         raise ConfigError(msg, path=path) from None
