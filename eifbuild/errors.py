@@ -85,7 +85,7 @@ class UsageError(LocatedError):
 
 class InputError(LocatedError):
     """An input's data is not what was expected (a PCR or metadata JSON file, a kernel config, a
-    value for /cmd or /env)."""
+    value for /cmd or /env, an image reference, an OCI layout's index)."""
 
 
 class FileAccessError(LocatedError):
