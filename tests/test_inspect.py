@@ -448,3 +448,25 @@ def test_cli_start_up_does_not_import_inspect() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_extract_then_pack_rebuilds_the_demo_eifs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Capture
+) -> None:
+    """The repo's demo, built by `doit eif` as tests/test_demo.py does, survives extract → pack."""
+    from test_demo import _copy_demo  # noqa: PLC0415 - the slow demo's helper, only here
+
+    project = _copy_demo(tmp_path / "demo")
+    env = {k: v for k, v in os.environ.items() if k not in {"EIFBUILD_CACHE", "SOURCE_DATE_EPOCH"}}
+    done = subprocess.run([sys.executable, "-m", "doit", "eif"], cwd=project, env=env, capture_output=True,
+                          text=True, check=False, timeout=1200)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    eifs = sorted((project / "build").glob("hello-*.eif"))
+    assert len(eifs) == 2
+    for eif in eifs:
+        result = extract(eif, tmp_path / eif.stem, unpack=True)
+        assert result.differences == []
+        assert _rebuild(tmp_path / eif.stem, monkeypatch, capsys).read_bytes() == eif.read_bytes()
+    across = diff_files(eifs[0], eifs[1], "sha384")
+    assert {"kernel", "cmdline", "header.flags"} <= {c.where for c in across.changes}
