@@ -457,6 +457,7 @@ def test_extract_then_pack_rebuilds_the_demo_eifs(
     """The repo's demo, built by `doit eif` as tests/test_demo.py does, survives extract → pack."""
     from test_demo import _copy_demo  # noqa: PLC0415 - the slow demo's helper, only here
 
+    (tmp_path / "demo").mkdir()
     project = _copy_demo(tmp_path / "demo")
     env = {k: v for k, v in os.environ.items() if k not in {"EIFBUILD_CACHE", "SOURCE_DATE_EPOCH"}}
     done = subprocess.run([sys.executable, "-m", "doit", "eif"], cwd=project, env=env, capture_output=True,
