@@ -13,7 +13,7 @@ from ..util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .checker import describe, load_expected_pcrs, verify
-    from .format import SectionType
+    from .format import HEADER_SIZE, SECTION_HEADER_SIZE, SectionType, pcr_role
     from .metadata import (
         EIF_BUILD_TOOL,
         EIF_BUILD_TOOL_VERSION,
@@ -34,6 +34,8 @@ __all__ = [
     "EIF_BUILD_TOOL",
     "EIF_BUILD_TOOL_VERSION",
     "HASH_ALGOS",
+    "HEADER_SIZE",
+    "SECTION_HEADER_SIZE",
     "EifImage",
     "EifMetadata",
     "HashAlgo",
@@ -54,6 +56,7 @@ __all__ = [
     "min_enclave_memory_mib",
     "pack",
     "parse_algo",
+    "pcr_role",
     "read_eif",
     "read_kernel_config",
     "read_section",

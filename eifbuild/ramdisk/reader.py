@@ -8,11 +8,12 @@ offset and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import IO, TYPE_CHECKING, Final, Protocol
 
 from ..errors import ArchiveError
-from ..util.fsutil import CHUNK
+from ..util.fsutil import CHUNK, StreamHasher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ class CpioMember:
     rdev: tuple[int, int]
     offset: int
     data: bytes = b""
+    sha256: str | None = None  # of the content, when read with ``hashed``
 
 
 class _Reader:
@@ -64,9 +66,17 @@ class _Reader:
         self.offset += n
         return data
 
-    def skip(self, n: int, what: str) -> None:
+    def skip(
+        self, n: int, what: str, hasher: StreamHasher | None = None, out: IO[bytes] | None = None
+    ) -> None:
+        """Read past ``n`` bytes, feeding them to ``hasher`` and ``out`` when given."""
         while n:
-            n -= len(self.exact(min(n, CHUNK), what))
+            chunk = self.exact(min(n, CHUNK), what)
+            n -= len(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            if out is not None:
+                out.write(chunk)
 
 
 def _parse_header(raw: bytes, offset: int, where: str | None) -> list[int]:
@@ -81,12 +91,18 @@ def _parse_header(raw: bytes, offset: int, where: str | None) -> list[int]:
 
 
 def read_cpio(
-    stream: Readable, *, path: str | None = None, data: bool | Callable[[CpioMember], bool] = False
+    stream: Readable,
+    *,
+    path: str | None = None,
+    data: bool | Callable[[CpioMember], bool] = False,
+    hashed: bool = False,
+    copy_to: Callable[[CpioMember], IO[bytes] | None] | None = None,
 ) -> Iterator[CpioMember]:
     """Yield the members of one newc archive up to (not including) ``TRAILER!!!``.
 
     ``data`` says whose content to load into :attr:`CpioMember.data` (all, none, or a predicate on the
-    header); other contents are skipped.
+    header); other contents are streamed past in CHUNK reads: with ``hashed`` into
+    :attr:`CpioMember.sha256`, and into the file ``copy_to`` returns for the header (if any).
     """
     rd = _Reader(stream, path)
     while True:
@@ -106,9 +122,17 @@ def read_cpio(
         if name == TRAILER:
             return
         member = CpioMember(name, ino, mode, uid, gid, nlink, mtime, size, (dmaj, dmin), (rmaj, rmin), offset)
+        what = f"{size} bytes of {name!r}"
         if data is True or (callable(data) and data(member)):
-            member = dataclasses.replace(member, data=rd.exact(size, f"{size} bytes of {name!r}"))
+            content = rd.exact(size, what)
+            if copy_to is not None and (out := copy_to(member)) is not None:
+                out.write(content)
+            digest = hashlib.sha256(content).hexdigest() if hashed else None
+            member = dataclasses.replace(member, data=content, sha256=digest)
         else:
-            rd.skip(size, f"{size} bytes of {name!r}")
+            hasher = StreamHasher() if hashed else None
+            rd.skip(size, what, hasher, None if copy_to is None else copy_to(member))
+            if hasher is not None:
+                member = dataclasses.replace(member, sha256=hasher.hexdigest())
         rd.skip(-size % 4, "data padding")
         yield member
