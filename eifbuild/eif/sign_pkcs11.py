@@ -50,13 +50,13 @@ class Pkcs11Uri:
 
 def parse_pkcs11_uri(uri: str) -> Pkcs11Uri:
     """Parse ``uri``; SigningError for attributes that select nothing here or reveal a PIN."""
+    if "pin-value" in uri:  # refused before any message could quote the URI and its PIN
+        msg = f"PKCS#11 URI: pin-value is not accepted: use pin-source=FILE or ${PIN_ENV}"
+        raise SigningError(msg)
     path, _, query = uri.removeprefix("pkcs11:").partition("?")
     found: dict[str, str] = {}
     for part, allowed in ((path, _PATH_ATTRIBUTES), (query, _QUERY_ATTRIBUTES)):
         for name, value in _attributes(uri, part, ";" if part is path else "&"):
-            if name == "pin-value":
-                msg = f"{uri.partition('?')[0]}: pin-value is not accepted: use pin-source=FILE or ${PIN_ENV}"
-                raise SigningError(msg)
             if name not in allowed:
                 msg = f"{uri}: unknown PKCS#11 URI attribute {name!r}: expected {', '.join(sorted(allowed))}"
                 raise SigningError(msg)
