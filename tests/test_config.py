@@ -126,7 +126,7 @@ def test_full_document(tmp_path: Path) -> None:
     assert files["/etc/ca.pem"].input == PathInput(tmp_path / "certs/ca.pem")
     assert files["/etc/blob"].input == SourceRef("aws-nitro-cli-1.5.0", "init")
     assert project.sign is not None
-    assert project.sign.key == tmp_path / "keys/key.pem"
+    assert project.sign.key == str(tmp_path / "keys/key.pem")
 
 
 def test_cmdline_string_applies_to_every_arch_and_source_form(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eifbuild.eif import describe, read_eif, verify
+from eifbuild.eif.cose import signature_section
 from eifbuild.eif.format import HEADER_SIZE, MAX_SECTIONS, SECTION_HEADER_SIZE, EifHeader
-from eifbuild.eif.sign import signature_section
 from eifbuild.errors import EifFormatError
 
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc)

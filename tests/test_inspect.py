@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import PackRequest, SectionType, Signer, measure, pack, read_eif, read_section
+from eifbuild.eif import PackRequest, PemSigner, SectionType, measure, pack, read_eif, read_section
 from eifbuild.inspect import diff_files, extract
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
 
@@ -118,7 +118,7 @@ def build_eif(tmp_path: Path, name: str, spec: Spec) -> Path:
         kernel.write_bytes(spec.kernel)
     signer = None
     if spec.certificate:
-        signer = Signer.from_files(_certificate(tmp_path, spec.certificate), KEY)
+        signer = PemSigner.from_files(_certificate(tmp_path, spec.certificate), KEY)
     out = tmp_path / f"{name}.eif"
     pack(
         PackRequest(

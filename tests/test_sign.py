@@ -18,9 +18,9 @@ from cryptography.x509.oid import NameOID
 from eifbuild import cli
 from eifbuild.eif import (
     EifMetadata,
+    PemSigner,
     SectionSource,
     SectionType,
-    Signer,
     describe,
     measure,
     read_eif,
@@ -29,7 +29,7 @@ from eifbuild.eif import (
     verify,
     write_eif,
 )
-from eifbuild.eif.sign import (
+from eifbuild.eif.cose import (
     COSE_ALGORITHMS,
     SignatureInfo,
     cose_sign1,
@@ -111,7 +111,7 @@ def _inputs(tmp_path: Path) -> dict[str, Path]:
     return {name: tmp_path / name for name in files}
 
 
-def _write(tmp_path: Path, out: Path, signer: Signer | None, algo: str = "sha384") -> None:
+def _write(tmp_path: Path, out: Path, signer: PemSigner | None, algo: str = "sha384") -> None:
     f = _inputs(tmp_path)
     write_eif(
         out, kernel=f["kernel"], cmdline="console=ttyS0", ramdisks=[f["rd0"], f["rd1"]], metadata=DEMO_METADATA,
@@ -158,7 +158,7 @@ def test_worked_example_signed_bit_for_bit(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_bytes(DEMO_CERT)
     (tmp_path / "key.pem").write_bytes(_pem_key(key))
     # the example certificate is valid 2024-2034: check it at a fixed time so the test never expires
-    signer = Signer.from_files(
+    signer = PemSigner.from_files(
         tmp_path / "cert.pem", tmp_path / "key.pem", now=datetime(2025, 1, 1, tzinfo=timezone.utc)
     )
     out = tmp_path / "signed.eif"
@@ -197,7 +197,7 @@ def test_worked_example_signed_bit_for_bit(tmp_path: Path) -> None:
 def test_issuer_and_dates_match_openssl(tmp_path: Path) -> None:
     cert, key = _signer_files(tmp_path, ec.SECP384R1(), "openssl-oracle")
     out = tmp_path / "s.eif"
-    _write(tmp_path, out, Signer.from_files(cert, key))
+    _write(tmp_path, out, PemSigner.from_files(cert, key))
     shown = describe(out)["SigningCertificate"]
     assert isinstance(shown, dict)
     decoded = ssl._ssl._test_decode_cert(str(cert))  # type: ignore[attr-defined]  # OpenSSL's own rendering
@@ -213,8 +213,8 @@ def test_issuer_and_dates_match_openssl(tmp_path: Path) -> None:
 def test_signing_is_deterministic_and_verifies(tmp_path: Path, curve: ec.EllipticCurve) -> None:
     files = _signer_files(tmp_path, curve)
     first, second = tmp_path / "a.eif", tmp_path / "b.eif"
-    _write(tmp_path, first, Signer.from_files(*files))
-    _write(tmp_path, second, Signer.from_files(*files))  # a fresh signer: no state carried over
+    _write(tmp_path, first, PemSigner.from_files(*files))
+    _write(tmp_path, second, PemSigner.from_files(*files))  # a fresh signer: no state carried over
     assert first.read_bytes() == second.read_bytes()
     image = read_eif(first)
     assert image.signature is not None
@@ -229,7 +229,7 @@ def test_signing_is_deterministic_and_verifies(tmp_path: Path, curve: ec.Ellipti
 
 def test_sha256_algo_signs_the_sha256_pcr0(tmp_path: Path) -> None:
     out = tmp_path / "s.eif"
-    _write(tmp_path, out, Signer.from_files(*_signer_files(tmp_path, ec.SECP384R1())), algo="sha256")
+    _write(tmp_path, out, PemSigner.from_files(*_signer_files(tmp_path, ec.SECP384R1())), algo="sha256")
     image = read_eif(out)
     assert image.signature is not None
     assert image.signature.register_value.hex() == measure(out, "sha256").pcr0
@@ -245,7 +245,7 @@ def _rejection(tmp_path: Path, cert: bytes, key: bytes) -> str:
     (tmp_path / "c.pem").write_bytes(cert)
     (tmp_path / "k.pem").write_bytes(key)
     with pytest.raises(SigningError) as err:
-        Signer.from_files(tmp_path / "c.pem", tmp_path / "k.pem")
+        PemSigner.from_files(tmp_path / "c.pem", tmp_path / "k.pem")
     return str(err.value)
 
 
@@ -315,21 +315,14 @@ def test_rejects_unusable_files(tmp_path: Path) -> None:
         _rejection(tmp_path, b"garbage", _pem_key(key))
         == f"{tmp_path / 'c.pem'}: not a PEM X.509 certificate"
     )
-    arn = "arn:aws:kms:us-east-1:123456789012:key/abc"
     (tmp_path / "c.pem").write_bytes(cert)
-    with pytest.raises(SigningError) as err:
-        Signer.from_files(tmp_path / "c.pem", Path(arn))
-    assert (
-        str(err.value)
-        == f"{arn}: KMS keys are not supported: expected a PEM file with an EC key on P-256, P-384 or P-521"
-    )
     with pytest.raises(SigningError, match=r"cannot read private key: No such file or directory$"):
-        Signer.from_files(tmp_path / "c.pem", tmp_path / "missing.pem")
+        PemSigner.from_files(tmp_path / "c.pem", tmp_path / "missing.pem")
 
 
 def test_signer_never_shows_the_key(tmp_path: Path) -> None:
     cert, key = _signer_files(tmp_path, ec.SECP384R1())
-    signer = Signer.from_files(cert, key)
+    signer = PemSigner.from_files(cert, key)
     secret = key.read_bytes()
     assert "PRIVATE" not in repr(signer)
     assert secret.decode() not in repr(signer)
@@ -366,7 +359,7 @@ def _replace_signature(source: Path, section: bytes, out: Path) -> None:
 
 def test_verify_reports_expiry_tampering_and_bad_signatures(tmp_path: Path) -> None:
     out = tmp_path / "s.eif"
-    _write(tmp_path, out, Signer.from_files(*_signer_files(tmp_path, ec.SECP384R1())))
+    _write(tmp_path, out, PemSigner.from_files(*_signer_files(tmp_path, ec.SECP384R1())))
     image = read_eif(out)
     info = image.signature
     assert info is not None
@@ -408,7 +401,7 @@ def test_verify_reports_expiry_tampering_and_bad_signatures(tmp_path: Path) -> N
 
 def test_verify_flags_non_canonical_signature_layout(tmp_path: Path) -> None:
     out = tmp_path / "s.eif"
-    _write(tmp_path, out, Signer.from_files(*_signer_files(tmp_path, ec.SECP384R1())))
+    _write(tmp_path, out, PemSigner.from_files(*_signer_files(tmp_path, ec.SECP384R1())))
     info = read_eif(out).signature
     assert info is not None
     swapped = cbor2.dumps([{"signature": list(info.cose), "signing_certificate": list(info.certificate_pem)}])
@@ -454,7 +447,7 @@ def test_cli_sign_adds_then_replaces_with_a_different_length(tmp_path: Path, cap
 
 
 def test_sign_eif_matches_signing_while_packing(tmp_path: Path) -> None:
-    signer = Signer.from_files(*_signer_files(tmp_path, ec.SECP384R1()))
+    signer = PemSigner.from_files(*_signer_files(tmp_path, ec.SECP384R1()))
     packed, resigned = tmp_path / "p.eif", tmp_path / "r.eif"
     _write(tmp_path, packed, signer)
     _write(tmp_path, resigned, None)
@@ -464,7 +457,7 @@ def test_sign_eif_matches_signing_while_packing(tmp_path: Path) -> None:
 
 def test_signature_section_roundtrip(tmp_path: Path) -> None:
     out = tmp_path / "s.eif"
-    _write(tmp_path, out, Signer.from_files(*_signer_files(tmp_path, ec.SECP521R1())))
+    _write(tmp_path, out, PemSigner.from_files(*_signer_files(tmp_path, ec.SECP521R1())))
     image = read_eif(out)
     raw = read_section(image, image.sections[-1])
     info = decode_signature_section(raw)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ..arch import ARCHES, Arch, parse_arch
+from ..eif import key_kind, signs_deterministically
 from ..errors import ConfigError, FileAccessError, UsageError
 from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
@@ -118,7 +119,12 @@ class App:
 @dataclass(frozen=True)
 class Signing:
     certificate: Path
-    key: Path
+    key: str  # a key spec: a PEM file's absolute path, a KMS key ARN or a pkcs11: URI
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether signed EIFs are the same bytes every build (KMS and HSMs randomize ECDSA)."""
+        return signs_deterministically(self.key)
 
 
 @dataclass(frozen=True)
@@ -396,9 +402,10 @@ def _sign(value: Any, ctx: _Ctx) -> Signing:
     for required in ("certificate", "key"):
         if required not in table:
             raise ctx.error(f"sign.{required}", "missing: signing needs a certificate and a private key")
-    return Signing(
-        ctx.path_of(table["certificate"], "sign.certificate"), ctx.path_of(table["key"], "sign.key")
-    )
+    key = ctx.string(table["key"], "sign.key")
+    if key_kind(key) == "pem":
+        key = str(ctx.path_of(key, "sign.key"))
+    return Signing(ctx.path_of(table["certificate"], "sign.certificate"), key)
 
 
 def parse_project(text: str, path: Path) -> Project:

@@ -161,12 +161,12 @@ class EifNode(StoredNode[Artifact]):
         return Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
 
     def _write(self, step: Step, out: Path) -> dict[str, Any]:
-        from ..eif import PackRequest, Signer, pack  # noqa: PLC0415 - format and crypto code only when writing
+        from ..eif import PackRequest, open_signer, pack  # noqa: PLC0415 - format and crypto code only when writing
 
         params = step.params
         signer = None
         if self.certificate is not None and self.project.sign is not None:
-            signer = Signer.from_files(self.certificate.require().path, self.project.sign.key)
+            signer = open_signer(self.certificate.require().path, self.project.sign.key)
         request = PackRequest(
             output=out / "image.eif",
             kernel=self.kernel.require().path,

@@ -37,15 +37,18 @@ def _print_measurements(measurements: Measurements, pcrs_out: Path | None = None
     sys.stdout.write(text)
 
 
-def _signer(certificate: Path | None, private_key: Path | None) -> Signer | None:
+def _signer(certificate: Path | None, private_key: str | None) -> Signer | None:
     if certificate is None and private_key is None:
         return None
     if certificate is None or private_key is None:
         msg = "--signing-certificate and --private-key must be given together"
         raise UsageError(msg)
-    from ..eif import Signer  # noqa: PLC0415
+    from ..eif import open_signer  # noqa: PLC0415
 
-    return Signer.from_files(certificate, private_key)
+    return open_signer(certificate, private_key)
+
+
+KEY_HELP = "…and this key: an EC private key PEM file, an AWS KMS key ARN (arn:aws:kms:…) or a pkcs11: URI"
 
 
 def _add_algo(p: argparse.ArgumentParser) -> None:
@@ -83,7 +86,7 @@ def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(*_both("img-os"), metavar="NAME", help="OperatingSystem (default: --kernel_config's)")
     p.add_argument(*_both("img-kernel"), metavar="V", help="KernelVersion (default: --kernel_config's)")
     p.add_argument(*_both("signing-certificate"), type=Path, metavar="PEM", help="sign with this cert…")
-    p.add_argument(*_both("private-key"), type=Path, metavar="PEM", help="…and this EC private key")
+    p.add_argument(*_both("private-key"), metavar="KEY", help=KEY_HELP)
     _add_algo(p)
     p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
     p.set_defaults(func=_cmd_pack)
@@ -176,13 +179,22 @@ def _cmd_pcrs(args: argparse.Namespace) -> int:
 def _add_sign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sign",
-        help="sign an EIF, replacing any existing signature",
-        description="Drop any signature section, append a new one (deterministic ECDSA) and rewrite the "
-        "header; PCR0/1/2 are unchanged. Writes FILE in place unless --output is given.",
+        help="sign an EIF, replacing any existing signature (or export/attach a detached signature)",
+        description="Drop any signature section, append a new one and rewrite the header; PCR0/1/2 are "
+        "unchanged. Writes FILE in place unless --output is given. A PEM key signs deterministically; "
+        "KMS and PKCS#11 keys sign with randomized ECDSA (same PCRs, other bytes). Detached: "
+        "--export-payload writes what to sign (and FILE.json naming the algorithm), --signature "
+        "attaches a signature made elsewhere. A signature that does not verify is never written.",
     )
     p.add_argument("eif", type=Path, metavar="FILE")
-    p.add_argument(*_both("signing-certificate"), required=True, type=Path, metavar="PEM")
-    p.add_argument(*_both("private-key"), required=True, type=Path, metavar="PEM")
+    p.add_argument(
+        *_both("signing-certificate"), "--certificate", dest="signing_certificate", type=Path, metavar="PEM",
+        help="the signing certificate (with --export-payload: picks the curve, default P-384)",
+    )  # fmt: skip
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument(*_both("private-key"), metavar="KEY", help=KEY_HELP.removeprefix("…and "))
+    how.add_argument("--signature", type=Path, metavar="SIG", help="attach this signature (DER or raw r||s)")
+    how.add_argument("--export-payload", type=Path, metavar="OUT", help="write the bytes to sign to OUT")
     p.add_argument(*_both("output"), type=Path, metavar="FILE", help="write the signed EIF here instead")
     _add_algo(p)
     p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
@@ -190,10 +202,24 @@ def _add_sign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    from ..eif import Signer, sign_eif  # noqa: PLC0415
+    from ..eif import DetachedSigner, export_payload, open_signer, sign_eif  # noqa: PLC0415
 
-    signer = Signer.from_files(args.signing_certificate, args.private_key)
-    measurements = sign_eif(args.eif, signer, output=args.output, algo=parse_algo(args.algo))
+    algo = parse_algo(args.algo)
+    if args.export_payload is not None:
+        certificate = args.signing_certificate
+        described = export_payload(args.eif, args.export_payload, certificate=certificate, algo=algo)
+        log.step(f"Payload to sign: {args.export_payload}; its algorithm and digest: {described}")
+        sys.stdout.write(described.read_text(encoding="utf-8"))
+        return EXIT_OK
+    if args.signing_certificate is None:
+        msg = "signing needs the signing certificate"
+        raise UsageError(msg, key="--signing-certificate")
+    signer: Signer
+    if args.signature is not None:
+        signer = DetachedSigner.from_files(args.signing_certificate, args.signature)
+    else:
+        signer = open_signer(args.signing_certificate, args.private_key)
+    measurements = sign_eif(args.eif, signer, output=args.output, algo=algo)
     _print_measurements(measurements, args.pcrs_out)
     return EXIT_OK
 

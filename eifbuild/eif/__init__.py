@@ -2,7 +2,8 @@
 
 ``format`` holds the layout both the reader and the writer follow; :func:`pack` (in ``writer``) is
 the one way an EIF is made from a kernel, a cmdline and ramdisks (``eifbuild pack`` and a build's
-EIF step).
+EIF step); :func:`open_signer` (in ``keyspec``) the one way a key spec (a PEM file, a KMS key ARN,
+a ``pkcs11:`` URI) becomes a signer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from ..util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .checker import describe, load_expected_pcrs, verify
+    from .detached import DetachedSigner, export_payload
     from .format import HEADER_SIZE, SECTION_HEADER_SIZE, SectionType, pcr_role
+    from .keyspec import key_kind, open_signer, signs_deterministically
     from .metadata import (
         EIF_BUILD_TOOL,
         EIF_BUILD_TOOL_VERSION,
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     )
     from .pcr import DEFAULT_ALGO, HASH_ALGOS, HashAlgo, Measurements, parse_algo
     from .reader import EifImage, Section, iter_section, measure, read_eif, read_section, scan
-    from .sign import Signer
+    from .sign import PemSigner, Signer
     from .writer import PackRequest, SectionSource, min_enclave_memory_mib, pack, sign_eif, write_eif
 
 __all__ = [
@@ -36,24 +39,29 @@ __all__ = [
     "HASH_ALGOS",
     "HEADER_SIZE",
     "SECTION_HEADER_SIZE",
+    "DetachedSigner",
     "EifImage",
     "EifMetadata",
     "HashAlgo",
     "JsonValue",
     "Measurements",
     "PackRequest",
+    "PemSigner",
     "Section",
     "SectionSource",
     "SectionType",
     "Signer",
     "describe",
     "dumps",
+    "export_payload",
     "iter_section",
+    "key_kind",
     "load_custom_metadata",
     "load_expected_pcrs",
     "make_metadata",
     "measure",
     "min_enclave_memory_mib",
+    "open_signer",
     "pack",
     "parse_algo",
     "pcr_role",
@@ -62,6 +70,7 @@ __all__ = [
     "read_section",
     "scan",
     "sign_eif",
+    "signs_deterministically",
     "verify",
     "write_eif",
 ]

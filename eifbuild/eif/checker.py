@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import FileAccessError, InputError, first_line
+from .cose import cose_problem, pcr_payload
 from .format import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS
 from .metadata import EifMetadata, JsonValue, loads
 from .pcr import DEFAULT_ALGO, HashAlgo, algo_for_digest_size
 from .reader import EifImage, Scan, as_image, scan
-from .sign import cose_problem, describe_certificate, pcr_payload, validity_problem
+from .sign import describe_certificate, validity_problem
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-    from .sign import SignatureInfo
+    from .cose import SignatureInfo
 
 CHECKABLE_PCRS: Final = ("PCR0", "PCR1", "PCR2", "PCR8")
 

@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Final
 
 from ..errors import EifFormatError
 from ..util import fsutil
+from .cose import SignatureInfo, decode_signature_section
 from .format import (
     EIF_VERSION,
     HEADER_SIZE,
@@ -33,7 +34,7 @@ from .format import (
 )
 from .metadata import EifMetadata
 from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers
-from .sign import SignatureInfo, certificate_pcr, decode_signature_section
+from .sign import certificate_pcr
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

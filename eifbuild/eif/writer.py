@@ -36,6 +36,7 @@ from .format import (
 from .metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue, make_metadata
 from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine, parallel_hashing
 from .reader import read_eif
+from .sign import certificate_pcr, signature_section_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -128,9 +129,10 @@ def write_sections(
             stream.add(source, _role(hashers, source, first_ramdisk), progress.update)
         measurements = hashers.finish()
     if signer is not None:
-        signature = signer.section(bytes.fromhex(measurements.pcr0))
+        signature = signature_section_for(signer, bytes.fromhex(measurements.pcr0))
         stream.add(SectionSource.from_bytes(SectionType.SIGNATURE, signature))
-        measurements = dataclasses.replace(measurements, pcr8=signer.pcr8(algo))
+        pcr8 = certificate_pcr(signer.certificate.parsed, algo)
+        measurements = dataclasses.replace(measurements, pcr8=pcr8)
     header = EifHeader.build(flags=flags, offsets=stream.offsets, sizes=stream.sizes)
     crc = crc32_combine(zlib.crc32(header.crc_prefix()), stream.crc, stream.end - HEADER_SIZE)
     out.seek(0)
