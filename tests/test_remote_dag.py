@@ -3,6 +3,9 @@ pushes, B pulls everything and builds nothing (real doit subprocesses, moto's S3
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +132,42 @@ def test_b_runs_no_zig_compile(tmp_path: Path, server: LocalServer, env: dict[st
     assert compiled[0]["substituted"]
     assert b.eif().read_bytes() == a.eif().read_bytes()
     assert b.pcrs() == a.pcrs()
+
+
+def _eifbuild(
+    project: Project, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eifbuild", *args],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=300,
+    )
+
+
+def test_cache_keygen_push_and_verify(tmp_path: Path, server: LocalServer, env: dict[str, str]) -> None:
+    a = checkout(tmp_path, server, "a", env["table"])
+    a.doit()  # no push while building
+    keygen = _eifbuild(a, "cache", "keygen", "other", "--dir", str(tmp_path))
+    assert keygen.returncode == 0, keygen.stderr
+    assert (tmp_path / "other.secret").stat().st_mode & 0o077 == 0
+    again = _eifbuild(a, "cache", "keygen", "other", "--dir", str(tmp_path))
+    assert again.returncode == 2
+    assert again.stderr.startswith("error:")
+
+    missing = _eifbuild(a, "cache", "verify")
+    assert missing.returncode == 1
+    assert "missing" in missing.stdout
+    push = _eifbuild(a, "cache", "push", env={"EIFBUILD_CACHE_SIGNING_KEY": env["key_file"]})
+    assert push.returncode == 0, push.stderr
+    assert "pushed" in push.stdout
+    assert "5 pushed" in push.stdout
+    verify = _eifbuild(a, "cache", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "5 remote entries checked, 0 missing or bad" in verify.stdout
+    nokey = _eifbuild(a, "cache", "push", env={"EIFBUILD_CACHE_SIGNING_KEY": ""})
+    assert nokey.returncode == 2
+    assert "EIFBUILD_CACHE_SIGNING_KEY" in nokey.stderr

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .manifest import Manifest, ManifestRefused, SecretKey, body_of, generate_key, open_manifest, sign
     from .push import Pushed, push_entry
     from .s3 import S3Bucket
-    from .substitute import pull_entry
+    from .substitute import pull_entry, verify_remote_entry
 
 __all__ = [
     "PUSH_ENV",
@@ -50,6 +50,7 @@ __all__ = [
     "pull_entry",
     "push_entry",
     "sign",
+    "verify_remote_entry",
     "with_environment",
 ]
 

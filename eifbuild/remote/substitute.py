@@ -74,3 +74,17 @@ def _fetch_file(cache: RemoteCache, name: str, sha256: str, size: int, path: Pat
         got = f"{hasher.size} bytes with sha256 {hasher.hexdigest()}"
         msg = f"blob of {name!r} is {got}, expected {size} bytes {sha256}"
         raise ManifestRefused(msg)
+
+
+def verify_remote_entry(cache: RemoteCache, key: str, scratch: Path) -> str | None:
+    """Re-check one remote entry (signature, then every blob's size and sha256, downloaded into
+    ``scratch``); None when it is intact, else what is wrong. Transport errors propagate."""
+    data = cache.bucket.get_bytes(manifest_name(key))
+    if data is None:
+        return "missing"
+    try:
+        manifest = open_manifest(data, key=key, trusted=cache.trusted)
+        _fetch(cache, manifest, scratch)
+    except ManifestRefused as exc:
+        return str(exc)
+    return None
