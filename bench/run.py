@@ -33,6 +33,7 @@ import suite_demo
 import suite_noop
 import suite_pack
 import suite_ramdisk
+import suite_remote
 from harness import CommandFailed, load_average, progress, run
 from options import Options
 from report import markdown, plain
@@ -47,8 +48,9 @@ SUITES: Final[dict[str, Callable[[Options], list[Row]]]] = {
     "ramdisk": suite_ramdisk.rows,
     "noop": suite_noop.rows,
     "demo": suite_demo.rows,
+    "remote": suite_remote.rows,
 }
-QUICK_SKIPS: Final = frozenset({"demo"})  # a cold build compiles musl per arch: minutes
+QUICK_SKIPS: Final = frozenset({"demo", "remote"})  # a cold build compiles musl per arch: minutes
 
 
 def _default_data() -> Path:

@@ -29,7 +29,7 @@ class EifbuildError(Exception):
     - :class:`FileAccessError`: a file cannot be read or written (missing, not a regular file,
       unreadable, changed while it was read);
     - :class:`FetchError` and :class:`HashMismatch` (downloads and pins), :class:`StoreError`,
-      :class:`ToolError` (zig, qemu, skopeo …), :class:`SigningError`.
+      :class:`ToolError` (zig, qemu, skopeo …), :class:`SigningError`, :class:`RemoteCacheError`.
     """
 
     def __init__(self, message: str) -> None:
@@ -160,3 +160,12 @@ class ToolError(EifbuildError):
 
 class SigningError(EifbuildError):
     """A signing key or certificate is unusable (wrong type, mismatch, expired)."""
+
+
+class RemoteCacheError(EifbuildError):
+    """The shared build cache (S3) cannot be reached or used; a build warns and goes on without it
+    unless the remote is required (``EIFBUILD_REQUIRE_REMOTE=1``)."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(f"remote cache {url}: {message}" if url else message)
+        self.url = url

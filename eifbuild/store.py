@@ -10,6 +10,11 @@ per key, even across processes:
   atomic rename: it is the commit marker. A dir without its record is garbage and is rebuilt;
 - a per-key ``flock`` serialises builders of the same key; the second process finds the record.
 
+Two optional hooks let a shared cache (``eifbuild.remote``) join in without the store knowing it:
+``substituter(step, out_dir)`` is asked, under the key's lock, before a step is built; when it fills
+``out_dir`` and returns a :class:`Substituted`, the entry is committed like a built one (the store
+hashes the outputs itself). ``on_built(entry)`` is told of every entry built here.
+
 Layout::
 
     <store>/ab/abcdef…/          outputs (read-only)
@@ -47,6 +52,18 @@ _HEX: Final = frozenset("0123456789abcdef")
 
 
 Builder = Callable[[Path], "Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Substituted:
+    """A substituter filled the output dir: the step's ``meta`` and where the outputs came from."""
+
+    meta: Mapping[str, Any]
+    origin: str
+
+
+Substituter = Callable[["Step", Path], "Substituted | None"]
+OnBuilt = Callable[["StoreEntry"], None]
 
 
 def canonical_json(value: Any) -> bytes:
@@ -160,8 +177,16 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        substituter: Substituter | None = None,
+        on_built: OnBuilt | None = None,
+    ) -> None:
         self.root = Path(root).absolute()
+        self.substituter = substituter
+        self.on_built = on_built
 
     @classmethod
     def for_project(cls, project_dir: str | os.PathLike[str]) -> Store:
@@ -217,38 +242,67 @@ class Store:
             entry = self.get(key)  # another process may have built it while we waited
             if entry is not None:
                 return entry
-            return self._build_locked(step, key, build)
+            if self.substituter is not None:
+                entry = self._substitute_locked(step, key, self.substituter)
+                if entry is not None:
+                    return entry
+            entry = self._build_locked(step, key, build)
+        if self.on_built is not None:
+            self.on_built(entry)
+        return entry
+
+    def _substitute_locked(self, step: Step, key: str, substituter: Substituter) -> StoreEntry | None:
+        with self._work_dir(key) as out:
+            found = substituter(step, out)
+            if found is None:
+                return None
+            entry = self._publish(step, key, out, found.meta, {"substituted": found.origin})
+        log.info(f"store: substituted {step.kind} {key[:12]} from {found.origin}")
+        return entry
 
     def _build_locked(self, step: Step, key: str, build: Builder) -> StoreEntry:
+        with self._work_dir(key) as out:
+            entry = self._publish(step, key, out, build(out) or {}, {})
+        log.info(f"store: built {step.kind} {key[:12]}")
+        return entry
+
+    @contextlib.contextmanager
+    def _work_dir(self, key: str) -> Iterator[Path]:
+        """An empty output dir in ``tmp/``, removed afterwards whatever happened."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.tmp_dir))
         try:
             out = work / "out"
             out.mkdir()
-            meta = build(out)
-            outputs = _scan_outputs(out)
-            make_readonly(out)
-            final = self.entry_dir(key)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(final):  # garbage from a run killed before its record was written
-                remove_tree(final)
-            os.rename(out, final)
-            record = {
-                "format": RECORD_FORMAT,
-                "key": key,
-                "step": step.describe(),
-                "outputs": outputs,
-                "size": sum(o.get("size", 0) for o in outputs.values()),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-            if meta:
-                record["meta"] = dict(meta)
-            with atomic_write(self.record_path(key), mode=0o444) as fh:
-                fh.write(json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
+            yield out
         finally:
             remove_tree(work)
-        log.info(f"store: built {step.kind} {key[:12]}")
-        return StoreEntry(key, self.entry_dir(key), record)
+
+    def _publish(
+        self, step: Step, key: str, out: Path, meta: Mapping[str, Any], extra: Mapping[str, Any]
+    ) -> StoreEntry:
+        """Hash ``out``, make it read-only, move it into place and write the record (last)."""
+        outputs = _scan_outputs(out)
+        make_readonly(out)
+        final = self.entry_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(final):  # garbage from a run killed before its record was written
+            remove_tree(final)
+        os.rename(out, final)
+        record: dict[str, Any] = {
+            "format": RECORD_FORMAT,
+            "key": key,
+            "step": step.describe(),
+            "outputs": outputs,
+            "size": sum(o.get("size", 0) for o in outputs.values()),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        }
+        if meta:
+            record["meta"] = dict(meta)
+        with atomic_write(self.record_path(key), mode=0o444) as fh:
+            fh.write(json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
+        return StoreEntry(key, final, record)
 
     # -- maintenance -----------------------------------------------------------------------------
     def keys(self) -> Iterator[str]:

@@ -10,6 +10,11 @@ names another file). Each node of the build plan (:mod:`eifbuild.build`) becomes
 up-to-date check asks the store, never a file timestamp: a no-op run computes keys and stats files.
 doit's own dependency file (sqlite3) lives in the store directory.
 
+A remote cache (eif.toml's ``[cache]`` or ``$EIFBUILD_REMOTE_CACHE``) is attached to the plan's
+store: steps the store lacks are pulled from it when a trusted key signed them, and with
+``$EIFBUILD_REMOTE_CACHE_PUSH=1`` every step built here is pushed. ``$EIFBUILD_REQUIRE_REMOTE=1``
+turns a remote failure or miss into an error (doit takes no options of ours, hence variables).
+
 ``$EIFBUILD_TEST_INJECT_TIME`` is a documented test hook: ``doit check`` must notice a step that is
 not deterministic. When set, the app ramdisk gains this file holding the current time (and its key
 a nonce, so it is rebuilt).
@@ -17,6 +22,7 @@ a nonce, so it is rebuilt).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 from pathlib import Path
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from .build import Node
+    from .remote import RemoteCache
 
 __all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch", "task_ramdisk"]
 
@@ -74,9 +81,30 @@ DOIT_CONFIG = _doit_config()
 @functools.cache
 def _plan() -> Plan:
     try:
-        return Plan(load_project(_config_path()), inject_time=os.environ.get(INJECT_TIME_ENV))
+        plan = Plan(load_project(_config_path()), inject_time=os.environ.get(INJECT_TIME_ENV))
+        _attach_remote(plan)
     except EifbuildError as exc:
         raise InvalidDodoFile(str(exc)) from None
+    return plan
+
+
+def _attach_remote(plan: Plan) -> None:
+    """Pull from (and maybe push to) the remote cache; boto3 is imported only when one is set."""
+    settings = plan.project.cache
+    if not settings.enabled and not os.environ.get("EIFBUILD_REMOTE_CACHE"):
+        return
+    from . import remote  # noqa: PLC0415
+
+    cache = remote.attach(plan.store, settings)
+    if cache is not None:
+        atexit.register(_summary, cache)
+
+
+def _summary(cache: RemoteCache) -> None:
+    moved = cache.transfers
+    if moved.pulled or moved.pushed or moved.refused:
+        with log.use(log.StderrReporter()):
+            log.step(moved.summary(cache.url))
 
 
 def _reporting(action: Callable[[], str | None]) -> Callable[[], TaskFailed | None]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from ..arch import ARCHES, Arch, parse_arch
 from ..eif import key_kind, signs_deterministically
 from ..errors import ConfigError, FileAccessError, UsageError
+from ..remote import CacheSettings, parse_cache_table
 from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
 from ..util.tomltable import TomlTables, join_key, type_name
@@ -144,6 +145,7 @@ class Project:
     compression: Compression = "none"
     sign: Signing | None = None
     lock_file: Path = field(default=Path(LOCK_NAME))
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @property
     def root(self) -> Path:
@@ -412,7 +414,7 @@ def parse_project(text: str, path: Path) -> Project:
     """Validate the TOML text of an eif.toml located at ``path``."""
     ctx = _Ctx(path)
     doc = parse_toml(text, path)
-    ctx.only_keys(doc, {"eif", "bootstrap", "app", "sign"}, "")
+    ctx.only_keys(doc, {"eif", "bootstrap", "app", "sign", "cache"}, "")
     for section in ("eif", "app"):
         if section not in doc:
             raise ctx.error(section, f"missing section [{section}]")
@@ -444,6 +446,7 @@ def parse_project(text: str, path: Path) -> Project:
         compression=compression,
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
         lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
+        cache=parse_cache_table(doc["cache"], ctx) if "cache" in doc else CacheSettings(),
     )
 
 

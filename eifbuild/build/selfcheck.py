@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from .. import log, toolchain
 from ..errors import ToolError
+from ..remote import REMOTE_ENV
 from ..util.fsutil import hash_file, remove_tree
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ def _rebuild(plan: Plan, copy_root: Path, store: Path) -> subprocess.CompletedPr
     config = copy_root / plan.project.path.relative_to(plan.project.root)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "EIFBUILD_CACHE"))}
     env.update(CHECK_ENV, EIFBUILD_CACHE=str(store), EIFBUILD_CONFIG=str(config))
+    env[REMOTE_ENV] = ""  # the check's point is to rebuild everything: no shared cache
     # zig's libc (musl) builds are shared with the project's store; every compile itself is redone
     zig_global = toolchain.zig_global_cache_dir(toolchain.zig_cache_dir(plan.store))
     env[toolchain.ZIG_CACHE_ENV] = str(zig_global)

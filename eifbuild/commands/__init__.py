@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import boot, eif, inspect, oci, sources, tools
+from . import boot, cache, eif, inspect, oci, sources, tools
 
 if TYPE_CHECKING:
     from .common import Adder
@@ -16,4 +16,5 @@ COMMANDS: list[Adder] = [
     *sources.COMMANDS,
     *oci.COMMANDS,
     *boot.COMMANDS,
+    *cache.COMMANDS,
 ]

@@ -1,0 +1,116 @@
+"""``cache``: the shared build cache on S3 (``push``, ``verify``, ``keygen``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import UsageError
+from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..build import Plan
+    from ..remote import RemoteCache
+
+
+def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("cache", help="push to, verify or make keys for the shared build cache (S3)")
+    actions = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    push = actions.add_parser(
+        "push",
+        help="push every store entry the eif.toml's build uses, signed ($EIFBUILD_CACHE_SIGNING_KEY)",
+    )
+    push.set_defaults(func=_cmd_push)
+    verify = actions.add_parser(
+        "verify", help="re-check signatures and hashes of the remote entries the build needs; exit 1 if bad"
+    )
+    verify.set_defaults(func=_cmd_verify)
+    for action in (push, verify):
+        action.add_argument("--config", type=Path, metavar="EIF.toml", help="default: ./eif.toml or above")
+        action.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
+    keygen = actions.add_parser(
+        "keygen", help="make an ed25519 key pair: NAME.secret (keep it) and NAME.pub (for trusted_keys)"
+    )
+    keygen.add_argument("name", metavar="NAME")
+    keygen.add_argument("--dir", type=Path, default=Path(), help="where to write them (default: .)")
+    keygen.set_defaults(func=_cmd_keygen)
+
+
+def _plan_and_remote(args: argparse.Namespace) -> tuple[Plan, RemoteCache]:
+    from ..build import Plan, find_project_dir, load_project  # noqa: PLC0415
+    from ..remote import RemoteCache, with_environment  # noqa: PLC0415
+
+    project = load_project(args.config or find_project_dir())
+    plan = Plan(project, store_of(args) if args.cache else None)
+    return plan, RemoteCache(with_environment(project.cache))
+
+
+def _plan_keys(plan: Plan) -> tuple[list[str], int]:
+    """Store keys the plan uses that this store has, and how many nodes are not built yet."""
+    keys: set[str] = set()
+    unbuilt = 0
+    for node in plan.nodes():
+        result = node.cached()
+        if result is not None:
+            keys |= result.store_keys()
+        elif node.key() is not None:
+            unbuilt += 1
+    return sorted(k for k in keys if k in plan.store), unbuilt
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from ..remote import push_entry  # noqa: PLC0415
+
+    plan, cache = _plan_and_remote(args)
+    key = cache.signing_key()
+    keys, unbuilt = _plan_keys(plan)
+    for store_key in keys:
+        entry = plan.store.get(store_key)
+        if entry is not None:
+            pushed = push_entry(cache, plan.store, entry, key)
+            state = f"pushed ({pushed.uploaded_bytes} bytes)" if pushed.new else "already there"
+            print(f"{store_key}  {entry.kind:<10} {state}")
+    print(cache.transfers.summary(cache.url))
+    if unbuilt:
+        print(f"{unbuilt} steps are not built yet: run 'doit eif' first to push them too")
+    return EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ..remote import verify_remote_entry  # noqa: PLC0415
+
+    plan, cache = _plan_and_remote(args)
+    keys, _ = _plan_keys(plan)
+    bad = 0
+    for store_key in keys:
+        with tempfile.TemporaryDirectory(prefix="eifbuild-verify-") as scratch:
+            problem = verify_remote_entry(cache, store_key, Path(scratch))
+        bad += problem is not None
+        print(f"{store_key}  {problem or 'ok'}")
+    print(f"{len(keys)} remote entries checked, {bad} missing or bad")
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from ..remote import generate_key  # noqa: PLC0415
+
+    secret, public = generate_key(args.name)
+    secret_path, public_path = args.dir / f"{args.name}.secret", args.dir / f"{args.name}.pub"
+    try:
+        fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        msg = f"{secret_path} exists: not overwriting a signing key"
+        raise UsageError(msg, key="NAME") from None
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret)
+    public_path.write_text(public + "\n", encoding="ascii")
+    print(f"secret key: {secret_path} (set EIFBUILD_CACHE_SIGNING_KEY to it; never commit it)")
+    print(f'public key for [cache] trusted_keys: "{public}"')
+    return EXIT_OK
+
+
+COMMANDS: list[Adder] = [_add_cache]
