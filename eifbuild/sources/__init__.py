@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         obtain,
         unpinned_error,
     )
-    from .lock import LOCK_COMMAND, Lock, LockEntry
+    from .lock import LOCK_COMMAND, ImageEntry, Lock, LockEntry
     from .nar import NarDigest, nar_digest_of_path, parse_sri, to_sri
     from .recipe import Pins, Recipe, Source, load_recipe, parse_recipe
 
@@ -45,6 +45,7 @@ __all__ = [
     "Downloader",
     "FetchedSource",
     "HttpOptions",
+    "ImageEntry",
     "Lock",
     "LockEntry",
     "NarDigest",
