@@ -40,8 +40,9 @@ class SourceNode(StoredNode[Artifact]):
         return self.source.step()
 
     def _lookup(self) -> Artifact | None:
-        if not self.source.pins.pinned:
-            return None
+        local = self.source.local_path
+        if not self.source.pins.pinned or (local is not None and not local.exists()):
+            return None  # a missing path source: the fetch task runs and says so
         entry = self.store.get(self.source.step().key)
         if entry is None:
             return None
