@@ -101,9 +101,17 @@ def _task(plan: Plan, node: Node[Any], **extra: Any) -> dict[str, Any]:
         "doc": node.doc,
         "actions": [_reporting(lambda: _build(plan, node))],
         "uptodate": [node.current],
-        "task_dep": [dep.task for dep in node.deps if dep.task],
+        "task_dep": [dep.task for dep in node.deps if dep.task] + _images_first(plan, node),
         **extra,
     }
+
+
+def _images_first(plan: Plan, node: Node[Any]) -> list[str]:
+    """For a compile: every image of the plan, so that a bad image (a wrong platform, a missing
+    digest) is reported before zig's first build of musl, which takes a minute per arch."""
+    if not isinstance(node, CompileNode):
+        return []
+    return [other.task for other in plan.nodes() if isinstance(other, OciNode)]
 
 
 def _build(plan: Plan, node: Node[Any]) -> str | None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from source_helpers import LocalServer
 
 DODO = "from eifbuild.tasks import *  # noqa: F403\n"
 KERNEL = b"kernel bytes " * 500
@@ -62,3 +65,19 @@ def test_check_fails_when_the_checkout_lacks_a_path_source(tmp_path: Path) -> No
     assert check.returncode == 1, out
     assert "outside/kernel: no such file or directory (the path of source k/kernel)" in out
     assert "reproducible: every EIF" not in out
+
+
+def test_check_that_cannot_fetch_an_input_exits_2(tmp_path: Path, server: LocalServer) -> None:
+    url = server.serve("/kernel", KERNEL)
+    project = make_project(
+        tmp_path / "app", f'url = "{url}"\nsha256 = "{hashlib.sha256(KERNEL).hexdigest()}"'
+    )
+    built = doit(project)
+    assert built.returncode == 0, built.stdout + built.stderr
+    shutil.rmtree(os.environ["EIFBUILD_SOURCES_DIR"])  # the shared download cache is gone ...
+    server.routes.clear()  # ... and so is the server's file
+    check = doit(project, "check")
+    out = check.stdout + check.stderr
+    assert check.returncode == 2, out
+    assert f"the check cannot run: {url}: HTTP 404" in out
+    assert "NOT reproducible" not in out

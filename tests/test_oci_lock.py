@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 from oci_helpers import Built, Image, M, sample_image, write_layout
-from oci_registry import Registry
+from oci_registry import Registry, free_port
 
 from eifbuild.cli import main
 from eifbuild.sources import Lock
@@ -144,3 +144,35 @@ def test_lock_refuses_a_tag_without_the_arch(
     err = capsys.readouterr().err
     assert "the image is for linux/arm64, but arch x86_64 needs linux/amd64" in err
     assert not (project / "eif.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_wrong_platform_is_reported_before_compiling(
+    tmp_path: Path, registry: tuple[Registry, dict[str, Built], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reg, built, _ = registry
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    project = make_project(tmp_path / "app", f"{reg.host}/test/arm@{built['arm'].digest}", '["x86_64"]')
+    toml = project / "eif.toml"
+    toml.write_text(
+        toml.read_text().replace('init = { path = "init" }', 'init = { compile = "eifbuild-init" }')
+    )
+    run = doit(project)
+    assert run.returncode != 0
+    assert "the image is for linux/arm64, but arch x86_64 needs linux/amd64" in run.stdout + run.stderr
+    ran = [line[3:].strip() for line in run.stdout.splitlines() if line.startswith(".  ")]
+    assert ran == ["fetch:oci:x86_64"]
+
+
+@pytest.mark.slow
+def test_an_unreachable_registry_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    host = f"127.0.0.1:{free_port()}"
+    project = make_project(tmp_path / "app", f"{host}/test/app@sha256:{'2' * 64}", '["x86_64"]')
+    run = doit(project)
+    assert run.returncode != 0
+    errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: http://{host}/v2/test/app/manifests/sha256:{'2' * 64}: cannot reach the registry: "
+        "could not connect: Failed to establish a new connection: [Errno 111] Connection refused"
+    ]

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         unpack,
         zstd_reader,
     )
-    from .download import Downloader, HttpOptions, SourceCache, apt_download
+    from .download import Downloader, HttpOptions, SourceCache, apt_download, failure_reason
     from .fetch import (
         Blob,
         FetchedSource,
@@ -56,6 +56,7 @@ __all__ = [
     "apt_download",
     "detect_format",
     "extract_member",
+    "failure_reason",
     "fetch_all",
     "fetch_recipe",
     "fetch_source",
