@@ -22,11 +22,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doit.exceptions import InvalidDodoFile, TaskFailed
+from doit.exceptions import InvalidDodoFile, TaskError, TaskFailed
 
 from . import log
 from .build import (
     CONFIG_NAME,
+    FAILURE_FILE_ENV,
     CompileNode,
     EifNode,
     FileDigests,
@@ -36,7 +37,7 @@ from .build import (
     SourceNode,
     load_project,
 )
-from .errors import EifbuildError
+from .errors import EifbuildError, ToolError
 from .store import Store
 
 if TYPE_CHECKING:
@@ -87,12 +88,20 @@ def _reporting(action: Callable[[], str | None]) -> Callable[[], TaskFailed | No
             try:
                 text = action()
             except EifbuildError as exc:
+                _record_failure(exc)
                 return TaskFailed(f"error: {exc}")
         if text:
             print(text, flush=True)
         return None
 
     return run
+
+
+def _record_failure(exc: EifbuildError) -> None:
+    """Tell a ``doit check`` that runs this build what kind of error stopped it."""
+    path = os.environ.get(FAILURE_FILE_ENV)
+    if path:
+        Path(path).write_text(f"{type(exc).__name__} {exc}")
 
 
 def _task(plan: Plan, node: Node[Any], **extra: Any) -> dict[str, Any]:
@@ -156,15 +165,17 @@ def task_check() -> dict[str, Any]:
     """rebuild everything elsewhere (fresh store, other path, umask, TZ, LANG) and compare"""
     plan = _plan()
 
-    def check() -> TaskFailed | None:
+    def check() -> TaskFailed | TaskError | None:
         # doit loads every task on every run: only running `doit check` imports the self-check
         from .build import self_check  # noqa: PLC0415
 
         with log.use(log.StderrReporter()):
             try:
                 report = self_check(plan)
-            except EifbuildError as exc:
+            except ToolError as exc:  # the copy does not build: a finding
                 return TaskFailed(f"error: {exc}")
+            except EifbuildError as exc:  # the check cannot run: doit's exit code 2, not 1
+                return TaskError(f"error: {exc}")
         print(report.text, flush=True)
         return None if report.ok else TaskFailed("not reproducible: see the differences above")
 

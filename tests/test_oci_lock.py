@@ -176,3 +176,24 @@ def test_an_unreachable_registry_is_one_line(tmp_path: Path, monkeypatch: pytest
         f"error: http://{host}/v2/test/app/manifests/sha256:{'2' * 64}: cannot reach the registry: "
         "could not connect: Failed to establish a new connection: [Errno 111] Connection refused"
     ]
+
+
+@pytest.mark.slow
+def test_check_needs_no_registry_for_images_in_the_store(
+    tmp_path: Path, registry: tuple[Registry, dict[str, Built], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, built, images = registry
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    (tmp_path / "reg").mkdir()
+    own = Registry(require_tool("docker-registry"), tmp_path / "reg")
+    own.start()
+    try:
+        own.push(require_tool("skopeo"), images / "multi", "v1", "test/multi", all_images=True)
+        project = make_project(tmp_path / "app", f"{own.host}/test/multi@{built['multi'].digest}")
+        first = doit(project)
+        assert first.returncode == 0, first.stdout + first.stderr
+    finally:
+        own.stop()
+    check = doit(project, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "reproducible: every EIF and PCR matches" in check.stdout

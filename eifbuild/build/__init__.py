@@ -35,12 +35,13 @@ if TYPE_CHECKING:
     from .node import Artifact, Node, Result
     from .plan import Plan
     from .ramdisks import AppRamdisk, BootstrapRamdisk, RamdiskNode
-    from .selfcheck import CheckReport, self_check
+    from .selfcheck import FAILURE_FILE_ENV, CheckReport, self_check
     from .treedigest import FileDigests, tree_digest
 
 __all__ = [
     "CONFIG_NAME",
     "EIFBUILD_INIT_C",
+    "FAILURE_FILE_ENV",
     "LOCK_NAME",
     "App",
     "AppRamdisk",
