@@ -155,7 +155,7 @@ def test_tags_resolve_for_lock_but_not_in_builds(
         resolve_tag(f"{registry.host}/test/multi:v1")
         == f"{registry.host}/test/multi@{digest(images, 'multi')}"
     )
-    with pytest.raises(ConfigError, match=r"not pinned by digest.*'eifbuild lock'"):
+    with pytest.raises(ConfigError, match=r"not pinned by digest.*'eifbuild lock --trust-on-first-use'"):
         resolve_image(f"{registry.host}/test/multi:v1", arch="x86_64", store=store, project_dir=tmp_path)
     assert (
         main(
