@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -176,6 +178,14 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
+def _copy_outputs(entry: StoreEntry, out: Path) -> Mapping[str, Any]:
+    for name in entry.outputs:
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(entry.path / name, target, follow_symlinks=False)
+    return entry.meta
+
+
 class Store:
     def __init__(
         self,
@@ -303,6 +313,29 @@ class Store:
         with atomic_write(self.record_path(key), mode=0o444) as fh:
             fh.write(json.dumps(record, indent=1, sort_keys=True).encode() + b"\n")
         return StoreEntry(key, final, record)
+
+    def copy_from(self, other: Store, keys: Iterable[str]) -> list[str]:
+        """Copy the committed entries ``keys`` of another store into this one; return those copied.
+
+        Each copy is re-hashed on its way in and must match the other store's record, so a corrupt
+        entry is never copied (this store builds it itself instead).
+        """
+        copied = []
+        for key in sorted(keys):
+            entry = other.get(key)
+            if entry is None or key in self:
+                continue
+            step = Step(**entry.record["step"])
+            if step.key != key:
+                continue
+            new = self.realize(step, functools.partial(_copy_outputs, entry))
+            if new.outputs != entry.outputs:
+                log.warn(f"store entry {key} in {other.root} is corrupt: not copied")
+                with self.lock(key):
+                    self.remove(key)
+                continue
+            copied.append(key)
+        return copied
 
     # -- maintenance -----------------------------------------------------------------------------
     def keys(self) -> Iterator[str]:

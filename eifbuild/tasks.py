@@ -28,11 +28,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from doit.exceptions import InvalidDodoFile, TaskFailed
+from doit.exceptions import InvalidDodoFile, TaskError, TaskFailed
 
 from . import log
 from .build import (
     CONFIG_NAME,
+    FAILURE_FILE_ENV,
     CompileNode,
     EifNode,
     FileDigests,
@@ -42,7 +43,7 @@ from .build import (
     SourceNode,
     load_project,
 )
-from .errors import EifbuildError
+from .errors import EifbuildError, ToolError
 from .store import Store
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def _reporting(action: Callable[[], str | None]) -> Callable[[], TaskFailed | No
             try:
                 text = action()
             except EifbuildError as exc:
+                _record_failure(exc)
                 return TaskFailed(f"error: {exc}")
         if text:
             print(text, flush=True)
@@ -123,15 +125,30 @@ def _reporting(action: Callable[[], str | None]) -> Callable[[], TaskFailed | No
     return run
 
 
+def _record_failure(exc: EifbuildError) -> None:
+    """Tell a ``doit check`` that runs this build what kind of error stopped it."""
+    path = os.environ.get(FAILURE_FILE_ENV)
+    if path:
+        Path(path).write_text(f"{type(exc).__name__} {exc}")
+
+
 def _task(plan: Plan, node: Node[Any], **extra: Any) -> dict[str, Any]:
     return {
         "name": node.task.split(":", 1)[1],
         "doc": node.doc,
         "actions": [_reporting(lambda: _build(plan, node))],
         "uptodate": [node.current],
-        "task_dep": [dep.task for dep in node.deps if dep.task],
+        "task_dep": [dep.task for dep in node.deps if dep.task] + _images_first(plan, node),
         **extra,
     }
+
+
+def _images_first(plan: Plan, node: Node[Any]) -> list[str]:
+    """For a compile: every image of the plan, so that a bad image (a wrong platform, a missing
+    digest) is reported before zig's first build of musl, which takes a minute per arch."""
+    if not isinstance(node, CompileNode):
+        return []
+    return [other.task for other in plan.nodes() if isinstance(other, OciNode)]
 
 
 def _build(plan: Plan, node: Node[Any]) -> str | None:
@@ -176,15 +193,17 @@ def task_check() -> dict[str, Any]:
     """rebuild everything elsewhere (fresh store, other path, umask, TZ, LANG) and compare"""
     plan = _plan()
 
-    def check() -> TaskFailed | None:
+    def check() -> TaskFailed | TaskError | None:
         # doit loads every task on every run: only running `doit check` imports the self-check
         from .build import self_check  # noqa: PLC0415
 
         with log.use(log.StderrReporter()):
             try:
                 report = self_check(plan)
-            except EifbuildError as exc:
+            except ToolError as exc:  # the copy does not build: a finding
                 return TaskFailed(f"error: {exc}")
+            except EifbuildError as exc:  # the check cannot run: doit's exit code 2, not 1
+                return TaskError(f"error: {exc}")
         print(report.text, flush=True)
         return None if report.ok else TaskFailed("not reproducible: see the differences above")
 

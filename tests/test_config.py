@@ -218,6 +218,21 @@ BAD_CASES = [
         "expected an octal mode string like '0755', got 'rwx'",
     ),
     ("both rootfs and oci", ('rootfs = "rootfs"', 'rootfs = "rootfs"\noci = "img@sha256:00"'), "not both"),
+    (
+        "bad image digest",
+        ('rootfs = "rootfs"', 'oci = "127.0.0.1:5000/app@sha256:00"'),
+        "key 'app.oci': image reference '127.0.0.1:5000/app@sha256:00': bad digest 'sha256:00'",
+    ),
+    (
+        "bad image repository",
+        ('rootfs = "rootfs"', 'oci = "127.0.0.1:5000/App:v1"'),
+        "key 'app.oci': image reference '127.0.0.1:5000/App:v1': bad repository name 'App'",
+    ),
+    (
+        "missing image layout",
+        ('rootfs = "rootfs"', 'oci = "./images/app:v1"'),
+        "key 'app.oci': image './images/app:v1': no such file or directory",
+    ),
     ("nul cmdline", ('name = "hello"', 'name = "hello"\ncmdline = "a\\u0000b"'), "cannot contain a NUL byte"),
 ]
 

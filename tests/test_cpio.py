@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eifbuild import log
-from eifbuild.errors import ArchiveError, UsageError
+from eifbuild.errors import ArchiveError, FileAccessError, UsageError
 from eifbuild.ramdisk import (
     CpioMember,
     Entry,
@@ -541,10 +541,29 @@ def test_output_failure_is_reraised() -> None:
         write_cpio([Entry.file("f", b"x" * (3 << 20))], Full())
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+@pytest.mark.parametrize("content", ["stream", "host-file"])
+def test_a_full_disk_is_the_output_s_error_not_the_input_s(tmp_path: Path, content: str) -> None:
+    """The output's write fails while a member's content is being copied (as an OCI layer member or
+    a large rootfs file streams): the error is the output's, not "cannot read" the member."""
+    data = b"x" * (32 << 20)  # many chunks: the writer's failure meets the copy, not the final close
+    (tmp_path / "big").write_bytes(data)
+    if content == "stream":
+        entry = Entry.file("big", lambda: io.BytesIO(data), size=len(data))
+    else:
+        entry = Entry.file("big", tmp_path / "big", size=len(data))
+    with (
+        open("/dev/full", "wb", buffering=0) as full,
+        pytest.raises(OSError, match="No space left on device") as exc,
+    ):
+        write_cpio([entry], full)
+    assert not isinstance(exc.value, ArchiveError)
+
+
 def test_output_and_stream_errors_are_archive_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     target = tmp_path / "file" / "out.cpio"
-    with pytest.raises(ArchiveError) as exc:
+    with pytest.raises(FileAccessError) as exc:
         write_cpio_file([Entry.file("f", b"x")], target)
     assert str(exc.value) == f"{target}: cannot write archive: File exists"
 

@@ -14,7 +14,7 @@ import pytest
 from source_helpers import FAST, Entry, LocalServer, make_tar, sha
 
 from eifbuild import log
-from eifbuild.errors import FetchError, HashMismatch
+from eifbuild.errors import FetchError, FileAccessError, HashMismatch
 from eifbuild.sources import (
     Downloader,
     FetchedSource,
@@ -293,8 +293,29 @@ def test_path_source_mismatch_names_the_file(tmp_path: Path, store: Store, cache
 
 
 def test_missing_path_source(tmp_path: Path, store: Store, cache: SourceCache) -> None:
-    with pytest.raises(FetchError, match=r"cannot read .*/nope: No such file or directory"):
+    with pytest.raises(FileAccessError, match=r"/nope: no such file or directory \(the path of source "):
         get(source(tmp_path, path="nope", pins=Pins(sha256=SHA)), store, cache)
+
+
+def test_a_path_source_is_read_from_its_path_never_from_a_cache(
+    tmp_path: Path, store: Store, cache: SourceCache
+) -> None:
+    (tmp_path / "kernel").write_bytes(DATA)
+    src = source(tmp_path, path="kernel", pins=Pins(sha256=SHA))
+    assert get(src, store, cache).sha256 == SHA
+    assert blobs(cache) == []  # the project's file is not copied into the download cache
+    edited = tmp_path / "other"
+    edited.write_bytes(DATA)
+    cache_copy = cache.publish(edited, SHA)  # even a cache that holds the bytes does not serve them
+    assert cache_copy.exists()
+    (tmp_path / "kernel").unlink()
+    with pytest.raises(FileAccessError, match=r"/kernel: no such file or directory"):
+        get(src, Store(tmp_path / "fresh"), cache)
+    with pytest.raises(FileAccessError, match=r"/kernel: no such file or directory"):
+        get(src, store, cache)  # nor does the store that has its entry
+    (tmp_path / "kernel").write_bytes(b"changed")
+    with pytest.raises(HashMismatch):
+        get(src, store, cache)
 
 
 def test_directory_path_source_is_pinned_by_nar_hash(

@@ -10,7 +10,15 @@ from source_helpers import FAST, LocalServer, sha
 from eifbuild.build.locking import lock_sources
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, HashMismatch
-from eifbuild.sources import Downloader, Lock, SourceCache, fetch_recipe, load_recipe, nar_digest_of_path
+from eifbuild.sources import (
+    Downloader,
+    ImageEntry,
+    Lock,
+    SourceCache,
+    fetch_recipe,
+    load_recipe,
+    nar_digest_of_path,
+)
 from eifbuild.store import Store
 
 KERNEL = b"an unpinned aarch64 kernel"
@@ -220,3 +228,22 @@ def test_a_lock_entry_digest_in_upper_case_is_read_as_lower_case(tmp_path: Path)
         f"version = 1\n[sources.r.s]\nurl = 'u'\nsize = 1\nsha256 = '{digest}'\n"
     )
     assert Lock.load(tmp_path / "eif.lock").entries[("r", "s", None)].sha256 == digest.lower()
+
+
+def test_image_pins_round_trip_and_old_lock_files_stay_readable(tmp_path: Path) -> None:
+    old = tmp_path / "old.lock"
+    old.write_text(
+        f'version = 1\n\n[sources.r.kernel]\nurl = "https://x/k"\nsize = 1\nsha256 = "{"a" * 64}"\n'
+    )
+    lock = Lock.load(old)
+    assert lock.images == {}
+    lock.record_image(
+        "reg.example/app:v1", ImageEntry("sha256:" + "1" * 64, {"x86_64": "sha256:" + "2" * 64})
+    )
+    lock.save()
+    text = old.read_text()
+    assert '[images."reg.example/app:v1"]\ndigest = "sha256:' + "1" * 64 + '"\n' in text
+    assert 'manifests = { x86_64 = "sha256:' + "2" * 64 + '" }\n' in text
+    again = Lock.load(old)
+    assert again.images == lock.images
+    assert again.entries == lock.entries

@@ -126,8 +126,8 @@ def test_a_tag_without_digest_is_refused_in_builds(tmp_path: Path, store: Store)
         resolve_image("127.0.0.1:5000/hello:latest", arch="x86_64", store=store, project_dir=tmp_path)
     assert str(exc.value) == (
         "image '127.0.0.1:5000/hello:latest' is not pinned by digest, so the build would not be "
-        "reproducible: write 127.0.0.1:5000/hello@sha256:… or run 'eifbuild lock' to resolve the tag and "
-        "record its digest"
+        "reproducible: write 127.0.0.1:5000/hello@sha256:… or run 'eifbuild lock --trust-on-first-use' "
+        "to resolve the tag and record its digest in eif.lock"
     )
     assert store_is_empty(store)
 

@@ -24,16 +24,24 @@ if TYPE_CHECKING:
     )
     from .eifnode import EifNode, Published
     from .inputs import CompileNode, LocalNode, OciNode, SourceNode, TextNode
-    from .locking import LockResult, default_lock_path, lock_project, lock_sources
+    from .locking import (
+        ImageLockResult,
+        LockResult,
+        default_lock_path,
+        lock_images,
+        lock_project,
+        lock_sources,
+    )
     from .node import Artifact, Node, Result
     from .plan import Plan
     from .ramdisks import AppRamdisk, BootstrapRamdisk, RamdiskNode
-    from .selfcheck import CheckReport, self_check
+    from .selfcheck import FAILURE_FILE_ENV, CheckReport, self_check
     from .treedigest import FileDigests, tree_digest
 
 __all__ = [
     "CONFIG_NAME",
     "EIFBUILD_INIT_C",
+    "FAILURE_FILE_ENV",
     "LOCK_NAME",
     "App",
     "AppRamdisk",
@@ -45,6 +53,7 @@ __all__ = [
     "CompileNode",
     "EifNode",
     "FileDigests",
+    "ImageLockResult",
     "LocalNode",
     "LockResult",
     "Node",
@@ -62,6 +71,7 @@ __all__ = [
     "default_lock_path",
     "find_project_dir",
     "load_project",
+    "lock_images",
     "lock_project",
     "lock_sources",
     "parse_project",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ..arch import ARCHES, Arch, parse_arch
 from ..eif import key_kind, signs_deterministically
-from ..errors import ConfigError, FileAccessError, UsageError
+from ..errors import ConfigError, FileAccessError, InputError, UsageError
 from ..remote import CacheSettings, parse_cache_table
 from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
@@ -366,6 +366,16 @@ def _app_files(value: Any, ctx: _Ctx) -> tuple[AppFile, ...]:
     return tuple(sorted(files, key=lambda f: f.dest.encode()))
 
 
+def _check_image_ref(ref: str, ctx: _Ctx) -> None:
+    """``[app] oci``'s syntax (or its path), checked when eif.toml loads, not when it is fetched."""
+    from ..oci import parse_image_ref  # noqa: PLC0415 - image code only for OCI projects
+
+    try:
+        parse_image_ref(ref, ctx.path.parent)
+    except (InputError, FileAccessError) as exc:
+        raise ctx.error("app.oci", exc.reason) from None
+
+
 def _env(value: Any, ctx: _Ctx) -> tuple[tuple[str, str], ...]:
     table = ctx.table(value, "app.env")
     env = []
@@ -383,6 +393,8 @@ def _app(value: Any, ctx: _Ctx) -> App:
     oci = ctx.string(table["oci"], "app.oci") if "oci" in table else None
     if rootfs is not None and oci is not None:
         raise ctx.error("app", "give either 'rootfs' (a directory) or 'oci' (an image), not both")
+    if oci is not None:
+        _check_image_ref(oci, ctx)
     files = _app_files(table.get("files", {}), ctx)
     if rootfs is None and oci is None and not files:
         raise ctx.error("app", "expected 'rootfs', 'oci' or 'files': the app ramdisk would be empty")

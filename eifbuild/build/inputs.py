@@ -13,7 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import FileAccessError
+from ..errors import ConfigError, FileAccessError
+from ..sources import LOCK_COMMAND
 from .node import Artifact, Node, StoredNode
 from .treedigest import tree_digest
 
@@ -39,8 +40,9 @@ class SourceNode(StoredNode[Artifact]):
         return self.source.step()
 
     def _lookup(self) -> Artifact | None:
-        if not self.source.pins.pinned:
-            return None
+        local = self.source.local_path
+        if not self.source.pins.pinned or (local is not None and not local.exists()):
+            return None  # a missing path source: the fetch task runs and says so
         entry = self.store.get(self.source.step().key)
         if entry is None:
             return None
@@ -170,14 +172,27 @@ class ResolvedImage:
         return frozenset(self.image.store_keys())
 
 
-class OciNode(StoredNode[ResolvedImage]):
-    """An OCI image for one arch."""
+@dataclass(frozen=True)
+class LockedManifest:
+    """The platform manifest eif.lock recorded for an image tag and one arch."""
 
-    def __init__(self, ref: str, *, arch: Arch, store: Store, project_dir: Path) -> None:
+    digest: str
+    lock_file: Path
+    tag: str
+
+
+class OciNode(StoredNode[ResolvedImage]):
+    """An OCI image for one arch; ``locked``: the manifest eif.lock says ``ref`` (the digest that
+    a tag pointed to) gives for this arch."""
+
+    def __init__(
+        self, ref: str, *, arch: Arch, store: Store, project_dir: Path, locked: LockedManifest | None = None
+    ) -> None:
         super().__init__(store)
         self.ref = ref
         self.arch = arch
         self.project_dir = project_dir
+        self.locked = locked
         self.task = f"fetch:oci:{arch}"
         self.doc = f"resolve {ref} for {arch} and verify its blobs into the store"
 
@@ -188,10 +203,20 @@ class OciNode(StoredNode[ResolvedImage]):
         from .. import oci  # noqa: PLC0415 - registry code only for OCI projects
 
         image = oci.cached_image(self.ref, arch=self.arch, store=self.store, project_dir=self.project_dir)
-        return None if image is None else ResolvedImage(image)
+        return None if image is None else self._checked(image)
 
     def _realize(self) -> ResolvedImage:
         from .. import oci  # noqa: PLC0415
 
         image = oci.resolve_image(self.ref, arch=self.arch, store=self.store, project_dir=self.project_dir)
+        return self._checked(image)
+
+    def _checked(self, image: OciImage) -> ResolvedImage:
+        locked = self.locked
+        if locked is not None and image.manifest_digest != locked.digest:
+            msg = (
+                f"image {locked.tag!r} for {self.arch}: the lock records manifest {locked.digest}, but "
+                f"{self.ref} gives {image.manifest_digest}: run '{LOCK_COMMAND}' after removing its entry"
+            )
+            raise ConfigError(msg, path=locked.lock_file, key=f"images.{locked.tag}")
         return ResolvedImage(image)

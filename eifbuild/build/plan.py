@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import ConfigError, FileAccessError
-from ..sources import Lock, load_recipe
+from ..sources import LOCK_COMMAND, Lock, load_recipe
 from ..store import Store
 from ..util.fsutil import hash_file
 from .config import EIFBUILD_INIT_C, NO_NSM, Builtin, Compile, PathInput, SourceRef, TextInput
 from .eifnode import EifNode
-from .inputs import CompileNode, LocalNode, OciNode, SourceNode, TextNode
+from .inputs import CompileNode, LocalNode, LockedManifest, OciNode, SourceNode, TextNode
 from .ramdisks import AppFileInput, AppRamdisk, BootstrapRamdisk, InjectedFile
 from .treedigest import FileDigests
 
@@ -226,14 +226,31 @@ class Plan:
             raise ConfigError(msg, path=self.project.path, key="eif.cmdline")
         return self._source(source, arch, "eif.cmdline")
 
+    def _oci(self, ref: str, arch: Arch) -> OciNode:
+        """The image node; a registry tag is replaced by the digest eif.lock recorded for it."""
+        from .. import oci  # noqa: PLC0415 - registry code only for OCI projects
+
+        tag = oci.registry_tag(ref, self.project.root)
+        locked = None
+        if tag is not None:
+            entry = self.lock.image(ref)
+            manifest = None if entry is None else entry.manifests.get(arch)
+            if entry is None or manifest is None:
+                what = "no pin" if entry is None else f"no {arch} manifest"
+                msg = (
+                    f"image {ref!r} is a tag (it can move) with {what} in {self.lock.path}: run "
+                    f"'{LOCK_COMMAND}' to resolve it and record its digest"
+                )
+                raise ConfigError(msg, path=self.project.path, key="app.oci")
+            ref = str(tag.pinned(entry.digest))
+            locked = LockedManifest(manifest, self.lock.path, tag=self.project.app.oci or "")
+        return OciNode(ref, arch=arch, store=self.store, project_dir=self.project.root, locked=locked)
+
     def _app(self, arch: Arch, compression: Compression) -> AppRamdisk:
         app = self.project.app
         rootfs: OciNode | LocalNode | None = None
         if app.oci is not None:
-            rootfs = self._memo(
-                ("oci", app.oci, arch),
-                lambda: OciNode(app.oci or "", arch=arch, store=self.store, project_dir=self.project.root),
-            )
+            rootfs = self._memo(("oci", app.oci, arch), lambda: self._oci(app.oci or "", arch))
         elif app.rootfs is not None:
             rootfs = self._local(app.rootfs, "app.rootfs")
         files = []

@@ -5,9 +5,10 @@ from build to build while PCR0/1/2 and PCR8 do not: for those only the PCRs are 
 report says so.
 
 The copy lives at another path, builds into a fresh store and output dir, under another umask,
-time zone and locale. Only the download cache (verified by hash on every use) and zig's global
-cache (the musl libc it builds once per target) are shared with the project, so the check does not
-pay for downloads or musl again; every step of the build itself runs again.
+time zone and locale. Only the download cache (verified by hash on every use), zig's global cache
+(the musl libc it builds once per target) and the registry images of the project's store (blobs
+pinned by digest, copied in re-hashed) are shared with the project, so the check does not pay for
+downloads or musl again and needs no registry; every step of the build itself runs again.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import log, toolchain
-from ..errors import ToolError
+from ..errors import FetchError, ToolError
 from ..remote import REMOTE_ENV
+from ..store import Store
 from ..util.fsutil import hash_file, remove_tree
+from .inputs import OciNode
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -35,6 +38,7 @@ _SKIP = frozenset(
     {".git", ".hg", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
 )
 CHECK_UMASK = 0o077
+FAILURE_FILE_ENV = "EIFBUILD_FAILURE_FILE"  # where a task writes "<error kind> <message>" on failure
 CHECK_ENV = {"TZ": "Pacific/Kiritimati", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"}
 
 
@@ -51,11 +55,12 @@ def _copy_project(root: Path, dest: Path, skip: set[Path]) -> None:
     shutil.copytree(root, dest, symlinks=True, ignore=ignore)
 
 
-def _rebuild(plan: Plan, copy_root: Path, store: Path) -> subprocess.CompletedProcess[str]:
+def _rebuild(plan: Plan, copy_root: Path, store: Path, *, failure: Path) -> subprocess.CompletedProcess[str]:
     config = copy_root / plan.project.path.relative_to(plan.project.root)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "EIFBUILD_CACHE"))}
     env.update(CHECK_ENV, EIFBUILD_CACHE=str(store), EIFBUILD_CONFIG=str(config))
     env[REMOTE_ENV] = ""  # the check's point is to rebuild everything: no shared cache
+    env[FAILURE_FILE_ENV] = str(failure)
     # zig's libc (musl) builds are shared with the project's store; every compile itself is redone
     zig_global = toolchain.zig_global_cache_dir(toolchain.zig_cache_dir(plan.store))
     env[toolchain.ZIG_CACHE_ENV] = str(zig_global)
@@ -120,8 +125,37 @@ def verdict(ok: bool, *, file_bytes: bool) -> str:
     return f"reproducible: every PCR matches ({RANDOMIZED_NOTE})"
 
 
+def _seed_images(plan: Plan, store: Path) -> None:
+    """Copy the registry images the project's store holds into the fresh store: blobs pinned by
+    digest, re-hashed on the way and verified again by the rebuild, so the check needs no registry."""
+    keys: set[str] = set()
+    for node in plan.nodes():
+        image = node.cached() if isinstance(node, OciNode) else None
+        if image is not None:
+            keys |= image.store_keys()
+    if keys:
+        Store(store).copy_from(plan.store, keys)
+
+
+def _rebuild_failure(result: subprocess.CompletedProcess[str], copy_root: Path, failure: Path) -> Exception:
+    """A rebuild that could not fetch an input means the check cannot run (a FetchError); any
+    other failure is a finding: the project does not build from a clean copy (a ToolError)."""
+    try:
+        kind, _, message = failure.read_text().partition(" ")
+    except FileNotFoundError:
+        kind, message = "", ""
+    if kind == FetchError.__name__:
+        return FetchError(f"the check cannot run: {message}")
+    tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+    msg = f"the rebuild in {copy_root} failed (exit {result.returncode}):\n{tail}"
+    return ToolError(msg, returncode=result.returncode, output=result.stdout + result.stderr)
+
+
 def self_check(plan: Plan) -> CheckReport:
-    """Rebuild ``plan``'s project from a copy and compare; the EIFs in build/ must exist already."""
+    """Rebuild ``plan``'s project from a copy and compare; the EIFs in build/ must exist already.
+
+    Raises :class:`ToolError` when the copy does not build (a finding) and :class:`FetchError`
+    when the check cannot run (an input outside the project cannot be fetched)."""
     root = plan.project.root
     work = Path(tempfile.mkdtemp(prefix="eifbuild-check-"))
     try:
@@ -129,12 +163,11 @@ def self_check(plan: Plan) -> CheckReport:
         skip = {plan.store.root.absolute(), plan.project.output.absolute()}
         log.step(f"copy the project to {copy_root}")
         _copy_project(root, copy_root, skip)
+        _seed_images(plan, work / "store")
         log.step("rebuild in a fresh store (umask 077, TZ Pacific/Kiritimati, LANG de_DE.UTF-8)")
-        result = _rebuild(plan, copy_root, work / "store")
+        result = _rebuild(plan, copy_root, work / "store", failure=work / "failure")
         if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-            msg = f"the rebuild in {copy_root} failed (exit {result.returncode}):\n{tail}"
-            raise ToolError(msg, returncode=result.returncode, output=result.stdout + result.stderr)
+            raise _rebuild_failure(result, copy_root, work / "failure")
         ok, lines = _compare(plan, copy_root)
     finally:
         remove_tree(work)

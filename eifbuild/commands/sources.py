@@ -46,10 +46,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "lock",
-        help="check every source is pinned; record pins for unpinned ones in eif.lock",
+        help="check every source and image tag is pinned; record missing pins in eif.lock",
         description="Check that every source of the recipes is pinned, by its recipe or by the lock "
-        "file. With --trust-on-first-use, download each unpinned source once and record its sha256 "
-        "and size in the lock file (check the printed hashes against a copy you trust).",
+        "file, and (for ./eif.toml) that a registry tag in [app] oci has its digest there. With "
+        "--trust-on-first-use, download each unpinned source once and record its sha256 and size, "
+        "and resolve the tag to its digest and each arch's platform manifest (check the printed "
+        "hashes against a copy you trust).",
     )
     p.add_argument(
         "recipes", nargs="*", type=Path, metavar="RECIPE.toml", help="default: the recipes of ./eif.toml"
@@ -64,13 +66,16 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_lock(args: argparse.Namespace) -> int:
     from ..build import lock_project  # noqa: PLC0415
 
-    lock_path, results = lock_project(
+    lock_path, results, images = lock_project(
         args.recipes, args.lock_file, trust_on_first_use=args.trust_on_first_use
     )
     for r in results:
         detail = f" {r.sha256} {r.size} {r.source.origin}" if r.sha256 else ""
         print(f"{r.status:<6} {r.source.recipe}/{r.source.qualified_name}{detail}")
-    if any(r.status == "new" for r in results):
+    for image in images:
+        manifests = " ".join(f"{arch}={digest}" for arch, digest in sorted(image.entry.manifests.items()))
+        print(f"{image.status:<6} image {image.ref} {image.entry.digest} {manifests}")
+    if any(r.status == "new" for r in results) or any(i.status == "new" for i in images):
         print(f"wrote {lock_path}")
     return EXIT_OK
 

@@ -13,21 +13,27 @@ if TYPE_CHECKING:
         app_command,
         cached_image,
         parse_image_ref,
+        platform_manifests,
+        registry_tag,
         resolve_image,
         resolve_tag,
         rootfs_entries,
         unpack_image,
     )
     from .layers import LayerFile, Rootfs
+    from .registry import RegistryRef
 
 __all__ = [
     "LayerFile",
     "LocalRef",
     "OciImage",
+    "RegistryRef",
     "Rootfs",
     "app_command",
     "cached_image",
     "parse_image_ref",
+    "platform_manifests",
+    "registry_tag",
     "resolve_image",
     "resolve_tag",
     "rootfs_entries",

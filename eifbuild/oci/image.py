@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from .. import log
 from ..arch import info as arch_info
 from ..errors import ArchiveError, ConfigError, FileAccessError, InputError, StoreError
+from ..sources import LOCK_COMMAND
 from ..store import Store, canonical_json
 from .importer import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
 from .layers import LayerFile, Rootfs
@@ -379,8 +380,8 @@ def resolve_image(
         if not allow_tag:
             msg = (
                 f"image {ref!r} is not pinned by digest, so the build would not be reproducible: write "
-                f"{parsed.host}/{parsed.repository}@sha256:… or run 'eifbuild lock' to resolve the tag "
-                "and record its digest"
+                f"{parsed.host}/{parsed.repository}@sha256:… or run '{LOCK_COMMAND}' to resolve the "
+                "tag and record its digest in eif.lock"
             )
             raise ConfigError(msg)
         parsed = _resolve_registry_tag(parsed)
@@ -441,6 +442,33 @@ def cached_image(ref: str, *, arch: Arch, store: Store, project_dir: Path) -> Oc
     finally:
         imp.close()
     return image
+
+
+def registry_tag(ref: str, project_dir: Path) -> RegistryRef | None:
+    """``ref`` parsed when it names a registry image by tag only (what ``eifbuild lock`` pins)."""
+    parsed = parse_image_ref(ref, project_dir)
+    return parsed if isinstance(parsed, RegistryRef) and parsed.digest is None else None
+
+
+def platform_manifests(pinned: str, arches: Sequence[Arch], *, store: Store) -> dict[Arch, str]:
+    """The manifest digest each of ``arches`` takes from the digest-pinned registry image
+    ``pinned``: indexes, manifests and configs are fetched (verified, kept in ``store``), no layers.
+    An arch the image lacks is an :class:`ArchiveError` listing what it has."""
+    parsed = parse_ref(pinned)
+    if parsed.digest is None:
+        msg = f"image reference {pinned!r} is not pinned by digest"
+        raise InputError(msg)
+    found: dict[Arch, str] = {}
+    with _open_source(parsed) as source:
+        imp = Importer(store, source)
+        try:
+            for arch in arches:
+                index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
+                found[arch] = _load(imp, pinned, arch, index, manifest).manifest_digest
+            imp.commit()
+        finally:
+            imp.close()
+    return found
 
 
 def resolve_tag(ref: str) -> str:

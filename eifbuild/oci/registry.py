@@ -33,6 +33,7 @@ from urllib3.util.retry import Retry
 
 from .. import log
 from ..errors import FetchError, FileAccessError, InputError
+from ..sources import failure_reason
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -210,7 +211,7 @@ class RegistryClient:
         try:
             return self.session.get(url, headers=all_headers, stream=stream, timeout=TIMEOUT)
         except requests.RequestException as exc:
-            msg = f"cannot reach the registry: {exc.__class__.__name__}: {exc}"
+            msg = f"cannot reach the registry: {failure_reason(exc)}"
             raise FetchError(msg, url=url) from None
 
     def get(self, url: str, headers: Mapping[str, str], *, stream: bool = False) -> requests.Response:
@@ -251,7 +252,7 @@ class RegistryClient:
         try:
             resp = self.session.get(realm, params=query, auth=creds, timeout=TIMEOUT)
         except requests.RequestException as exc:
-            msg = f"cannot reach the token service: {exc.__class__.__name__}: {exc}"
+            msg = f"cannot reach the token service: {failure_reason(exc)}"
             raise FetchError(msg, url=realm) from None
         if resp.status_code != 200:
             msg = f"token request for {self.ref.repository} refused: {_error_detail(resp)}"
@@ -299,7 +300,7 @@ class _BlobStream(io.RawIOBase):
         try:
             data = self._resp.raw.read(len(buffer), decode_content=True)
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            msg = f"download interrupted: {exc.__class__.__name__}: {exc}"
+            msg = f"download interrupted: {failure_reason(exc)}"
             raise FetchError(msg, url=self._url) from None
         buffer[: len(data)] = data
         return len(data)

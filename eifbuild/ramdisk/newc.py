@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple, Union, get_args
 
 from .. import log
-from ..errors import ArchiveError, UsageError
+from ..errors import ArchiveError, FileAccessError, UsageError
 from ..repro import pinned_epoch
 from ..util.background import Background
 from ..util.fsutil import CHUNK, atomic_write
@@ -341,6 +341,15 @@ def plan(entries: Iterable[Entry]) -> list[_Record]:
 # the writer
 
 
+class _OutputFailed(Exception):
+    """Writing the archive failed; deliberately not an OSError, so that the ``except OSError`` of
+    the readers around a content copy never mistake a full disk for an unreadable input."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Writer:
     """Buffers headers and small contents into large writes to the (hashing, gzip) sink."""
 
@@ -355,7 +364,7 @@ class _Writer:
         self.offset += len(data)
         if len(data) >= CHUNK:
             self.flush()
-            self.sink.submit(data)
+            self._submit(data)
             return
         self.buf += data
         if len(self.buf) >= CHUNK:
@@ -363,8 +372,14 @@ class _Writer:
 
     def flush(self) -> None:
         if self.buf:
-            self.sink.submit(self.buf)
+            self._submit(self.buf)
             self.buf = bytearray()
+
+    def _submit(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self.sink.submit(data)  # re-raises what the background writer hit
+        except OSError as exc:
+            raise _OutputFailed(exc) from None
 
     def header(
         self, name: bytes, *, mode: int, ino: int, nlink: int, size: int, rdev: tuple[int, int]
@@ -554,6 +569,9 @@ def write_cpio(
                 if n := writer.record(rec):
                     bar.update(n)
         writer.trailer()
+    except _OutputFailed as exc:
+        background.close(reraise=False)
+        raise exc.error from None  # the output's own error, for the caller that knows its name
     except BaseException:
         background.close(reraise=False)  # the first failure is the one to report
         raise
@@ -579,4 +597,4 @@ def write_cpio_file(
             return write_cpio(entries, fh, mtime=mtime, compression=compression, align=align)
     except OSError as exc:  # reading errors are ArchiveErrors already: this is the output
         msg = f"cannot write archive: {exc.strerror or exc}"
-        raise ArchiveError(msg, path=os.fspath(path)) from None
+        raise FileAccessError(msg, path=os.fspath(path)) from None

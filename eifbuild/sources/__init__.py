@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         unpack,
         zstd_reader,
     )
-    from .download import Downloader, HttpOptions, SourceCache, apt_download
+    from .download import Downloader, HttpOptions, SourceCache, apt_download, failure_reason
     from .fetch import (
         Blob,
         FetchedSource,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         obtain,
         unpinned_error,
     )
-    from .lock import LOCK_COMMAND, Lock, LockEntry
+    from .lock import LOCK_COMMAND, ImageEntry, Lock, LockEntry
     from .nar import NarDigest, nar_digest_of_path, parse_sri, to_sri
     from .recipe import Pins, Recipe, Source, load_recipe, parse_recipe
 
@@ -45,6 +45,7 @@ __all__ = [
     "Downloader",
     "FetchedSource",
     "HttpOptions",
+    "ImageEntry",
     "Lock",
     "LockEntry",
     "NarDigest",
@@ -55,6 +56,7 @@ __all__ = [
     "apt_download",
     "detect_format",
     "extract_member",
+    "failure_reason",
     "fetch_all",
     "fetch_recipe",
     "fetch_source",

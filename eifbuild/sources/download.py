@@ -83,7 +83,7 @@ class Downloaded:
 
 
 # -- HTTP --------------------------------------------------------------------------------------------
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """A short reason for a requests/urllib3 exception (their own messages are long reprs)."""
     import requests  # noqa: PLC0415 - requests is imported only when something is downloaded
     from urllib3.exceptions import (  # noqa: PLC0415
@@ -193,12 +193,14 @@ class _HttpTransfer:
                 continue  # the range was refused: start over at once
             except (requests.RequestException, HTTPError) as exc:
                 if not self.body_started:  # urllib3 already retried the request itself
-                    raise FetchError(_reason(exc), url=self.url) from None
+                    raise FetchError(failure_reason(exc), url=self.url) from None
                 failures = 0 if self.hashers.size > before else failures + 1
                 if failures > self.options.resume_attempts:
-                    msg = f"{_reason(exc)}; gave up at byte {self.hashers.size} after {failures} retries"
+                    msg = (
+                        f"{failure_reason(exc)}; gave up at byte {self.hashers.size} after {failures} retries"
+                    )
                     raise FetchError(msg, url=self.url) from None
-                log.info(f"{self.url}: {_reason(exc)} at byte {self.hashers.size}; resuming")
+                log.info(f"{self.url}: {failure_reason(exc)} at byte {self.hashers.size}; resuming")
                 time.sleep(min(self.options.backoff * 2 ** max(failures - 1, 0), self.options.backoff_max))
         self.meta.unlink(missing_ok=True)
         return Downloaded(self.part, self.hashers.hexdigests(), self.hashers.size, self.resumed)

@@ -7,7 +7,9 @@ machine):
 1. a store hit returns at once: no network, no cache, no hashing;
 2. otherwise the fetched file comes from the shared download cache (re-hashed), or is downloaded
    into it (mirrors in order; the hash is checked while streaming, a ``nar_hash`` on the archive's
-   members) — nothing enters the cache or the store unless every pin matches;
+   members) — nothing enters the cache or the store unless every pin matches. A ``path =`` source
+   is always read where it is and checked against its pins (on a store hit too), never taken from
+   the cache: a checkout that lacks the file must not build;
 3. the entry holds the file itself, one ``member`` taken out of it, or the unpacked tree.
 
 An unpinned source is refused with a message naming ``eifbuild lock --trust-on-first-use``.
@@ -20,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import log
-from ..errors import ArchiveError, ConfigError, FetchError, HashMismatch, ToolError
+from ..errors import ArchiveError, ConfigError, FetchError, FileAccessError, HashMismatch, ToolError
 from ..util.fsutil import StreamHasher, copy_hashed
 from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
-from .download import Downloaded, Downloader, SourceCache, apt_download, copy_local
+from .download import Downloaded, Downloader, SourceCache, apt_download
 from .lock import LOCK_COMMAND
 from .nar import to_sri
 
@@ -88,6 +90,12 @@ def fetch_source(
         raise unpinned_error(source)
     step = source.step()
     entry = store.get(step.key)
+    local = source.local_path
+    if entry is not None and local is not None:  # the project's file is the source, not the store
+        if not local.is_dir():
+            _local_blob(source, local, tmp_dir=(cache or SourceCache()).root / "partial")
+        elif not local.exists():
+            raise _missing_path(source, local)
     if entry is None:
         log.step(f"fetch {source.label}")
         entry = store.realize(step, lambda out: _materialise(source, out, cache, downloader))
@@ -227,6 +235,9 @@ def obtain(
     """
     if not source.pins.pinned and not trust_on_first_use:
         raise unpinned_error(source)
+    local = source.local_path
+    if local is not None:  # never from the cache: a checkout that lacks the file must not build
+        return _local_blob(source, local, tmp_dir=cache.root / "partial")
     blob = _from_cache(source, cache)
     if blob is not None:
         return blob
@@ -236,6 +247,25 @@ def obtain(
         if blob is not None:
             return blob
         return _download(source, cache, downloader, name)
+
+
+def _missing_path(source: Source, local: Path) -> FileAccessError:
+    return FileAccessError(f"no such file or directory (the path of source {source.label})", path=local)
+
+
+def _local_blob(source: Source, local: Path, *, tmp_dir: Path) -> Blob:
+    """A ``path =`` source's file, read where it is and checked against its pins."""
+    hashers = StreamHasher(source.pins.file_algorithms)
+    try:
+        with open(local, "rb") as fh:
+            copy_hashed(fh, hashers)
+    except FileNotFoundError:
+        raise _missing_path(source, local) from None
+    except OSError as exc:
+        msg = f"cannot read: {exc.strerror}"
+        raise FileAccessError(msg, path=local) from None
+    _check_file(source, local, hashers.hexdigests(), what=str(local), tmp_dir=tmp_dir)
+    return Blob(local, hashers.hexdigest("sha256"), hashers.size)
 
 
 def _download_name(source: Source) -> str:
@@ -274,9 +304,8 @@ def _from_cache(source: Source, cache: SourceCache) -> Blob | None:
 
 def _download(source: Source, cache: SourceCache, downloader: Downloader, name: str) -> Blob:
     failures: list[Exception] = []
-    local = source.local_path
     for origin in source.origins:
-        what = str(local) if local is not None else origin
+        what = origin
         try:
             got = _download_origin(source, origin, cache, downloader, name)
             try:
@@ -317,9 +346,6 @@ def _download_origin(
             copy_hashed(fh, hashers)
         deb.replace(part)
         return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
-    local = source.local_path
-    if local is not None:
-        return copy_local(local, part, algorithms, what=str(local))
     return downloader.download(origin, part, algorithms)
 
 

@@ -7,9 +7,14 @@ version = 1
 url = "https://…"
 size = 12345
 sha256 = "…"
+
+[images."registry.example/app:v1"]      # an [app] oci registry tag, resolved on first use
+digest = "sha256:…"                     # what the tag pointed to: an index or a manifest
+manifests = { x86_64 = "sha256:…" }     # the platform manifest each arch of eif.toml takes
 ```
 
-Builds apply these pins (:meth:`Lock.apply`) and refuse an unpinned source without an entry.
+Builds apply these pins (:meth:`Lock.apply`, :meth:`Lock.image`) and refuse an unpinned source or
+image tag without an entry. Files without ``[images]`` (older eifbuild) read as before.
 This module is the file's model; ``eifbuild lock`` (check every source is pinned somewhere, record
 the missing pins on trust) is :mod:`eifbuild.build.locking`.
 """
@@ -40,12 +45,21 @@ LOCK_COMMAND: Final = "eifbuild lock --trust-on-first-use"
 _ORIGIN_KEYS: Final = ("url", "apt", "version", "path")
 _ENTRY_KEYS: Final = (*_ORIGIN_KEYS, "size", "sha256")
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+_IMAGE_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _HEADER: Final = (
     "# Pins recorded by `eifbuild lock --trust-on-first-use` for sources whose recipe has none.\n"
     "# Check this file in: builds refuse an unpinned source that has no entry here.\n"
 )
 
 EntryKey = tuple[str, str, "Arch | None"]  # recipe name, source name, arch
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """A registry tag pinned on first use: the digest it named, and each arch's platform manifest."""
+
+    digest: str
+    manifests: Mapping[Arch, str]
 
 
 @dataclass(frozen=True)
@@ -70,16 +84,35 @@ def _entry_key(source: Source) -> EntryKey:
 class Lock:
     """The entries of one lock file (an absent file is an empty lock)."""
 
-    def __init__(self, path: str | Path, entries: dict[EntryKey, LockEntry] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        entries: dict[EntryKey, LockEntry] | None = None,
+        images: dict[str, ImageEntry] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.entries: dict[EntryKey, LockEntry] = dict(entries or {})
+        self.images: dict[str, ImageEntry] = dict(images or {})
 
     @classmethod
     def load(cls, path: str | Path) -> Lock:
         path = Path(path)
         if not path.exists():
             return cls(path)
-        return cls(path, _parse(read_toml(path, "lock file"), path))
+        data = read_toml(path, "lock file")
+        return cls(path, _parse(data, path), _parse_images(data.get("images", {}), TomlTables(path)))
+
+    def image(self, ref: str) -> ImageEntry | None:
+        """The pin recorded for the image tag ``ref`` (as eif.toml spells it), if any."""
+        return self.images.get(ref)
+
+    def record_image(self, ref: str, entry: ImageEntry) -> None:
+        self.images[ref] = entry
+
+    def keep_images(self, refs: set[str]) -> None:
+        """Forget the pins of image tags the project no longer names."""
+        for ref in set(self.images) - refs:
+            del self.images[ref]
 
     def entry(self, source: Source) -> LockEntry | None:
         return self.entries.get(_entry_key(source))
@@ -128,6 +161,11 @@ class Lock:
                     lines.append(f"{key} = {json.dumps(entry.origin[key], ensure_ascii=False)}\n")
             lines.append(f"size = {entry.size}\n")
             lines.append(f'sha256 = "{entry.sha256}"\n')
+        for ref, image in sorted(self.images.items()):
+            lines.append(f"\n[images.{_toml_key(ref)}]\n")
+            lines.append(f'digest = "{image.digest}"\n')
+            arches = ", ".join(f'{arch} = "{digest}"' for arch, digest in sorted(image.manifests.items()))
+            lines.append(f"manifests = {{ {arches} }}\n")
         return "".join(lines)
 
     def save(self) -> None:
@@ -148,7 +186,7 @@ def _parse(data: Mapping[str, Any], path: Path) -> dict[EntryKey, LockEntry]:
     if data.get("version") != LOCK_VERSION:
         msg = f"unsupported lock file version {data.get('version')!r} (expected {LOCK_VERSION})"
         raise ConfigError(msg, path=path, key="version")
-    check.only_keys(sorted(data), ("version", "sources"), "", style="bare")
+    check.only_keys(sorted(data), ("version", "sources", "images"), "", style="bare")
     entries: dict[EntryKey, LockEntry] = {}
     for recipe, by_name in check.table(data.get("sources", {}), "sources", say_type=False).items():
         for name, value in check.table(by_name, f"sources.{recipe}", say_type=False).items():
@@ -167,6 +205,30 @@ def _parse(data: Mapping[str, Any], path: Path) -> dict[EntryKey, LockEntry]:
                     check.table(sub, sub_where, say_type=False), check, sub_where
                 )
     return entries
+
+
+def _parse_images(raw: Any, check: TomlTables) -> dict[str, ImageEntry]:
+    images: dict[str, ImageEntry] = {}
+    for ref, value in check.table(raw, "images", say_type=False).items():
+        where = f"images.{_toml_key(ref)}"
+        table = check.table(value, where, say_type=False)
+        check.only_keys(table, ("digest", "manifests"), where, style="list", listed="expected")
+        manifests: dict[Arch, str] = {}
+        for arch_key, digest in check.table(table.get("manifests", {}), f"{where}.manifests").items():
+            key = f"{where}.manifests.{arch_key}"
+            try:
+                arch = parse_arch(arch_key, where=key)
+            except UsageError as exc:  # a key of eif.lock, not an argument
+                raise ConfigError(exc.reason, path=check.path, key=exc.key) from None
+            manifests[arch] = _image_digest(digest, check, key)
+        images[ref] = ImageEntry(_image_digest(table.get("digest"), check, f"{where}.digest"), manifests)
+    return images
+
+
+def _image_digest(value: Any, check: TomlTables, key: str) -> str:
+    if not isinstance(value, str) or not _IMAGE_DIGEST.fullmatch(value):
+        raise check.error(key, f"expected 'sha256:' and 64 hex digits, got {value!r}")
+    return value
 
 
 def _parse_entry(table: Mapping[str, Any], check: TomlTables, where: str) -> LockEntry:
