@@ -14,6 +14,7 @@ import pytest
 from source_helpers import FAST, Entry, LocalServer, make_tar, sha
 
 from eifbuild import log
+from eifbuild.cli import main
 from eifbuild.errors import FetchError, HashMismatch
 from eifbuild.sources import (
     Downloader,
@@ -471,11 +472,11 @@ def test_progress_bar_only_for_big_downloads_on_a_terminal(
 def test_a_missing_path_source_is_named_once_and_normalised(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from eifbuild.cli import main
-
     recipe = tmp_path / "app" / "recipes" / "r.toml"
     recipe.parent.mkdir(parents=True)
-    recipe.write_text(f'[recipe]\nname = "r"\n[sources.k]\npath = "../kernel/bzImage"\nsha256 = "{"0" * 64}"\n')
+    recipe.write_text(
+        f'[recipe]\nname = "r"\n[sources.k]\npath = "../kernel/bzImage"\nsha256 = "{"0" * 64}"\n'
+    )
     assert main(["fetch", str(recipe), "--cache", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     missing = tmp_path / "app" / "kernel" / "bzImage"
