@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..arch import parse_arch
+from ..store import describe_garbage
 from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Mapping
 
-    from ..store import StoreEntry
+    from ..store import Garbage, Store, StoreEntry
 
 
 def _lock_path(args: argparse.Namespace) -> Path:
@@ -141,17 +142,32 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
     corrupt = len({p.key for p in problems})
     action = " (removed)" if args.repair and corrupt else ""
     print(f"{checked} entries checked, {corrupt} corrupt{action}")
+    if garbage := store.reclaim_garbage(dry_run=not args.repair):
+        _print_garbage(store, garbage)
+        print(
+            f"removed {describe_garbage(garbage)}"
+            if args.repair
+            else f"{describe_garbage(garbage)}: 'eifbuild store gc' removes them"
+        )
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _print_garbage(store: Store, garbage: list[Garbage]) -> None:
+    for item in garbage:
+        print(f"{item.path.relative_to(store.root)}  {item.size:,} bytes")
 
 
 def _cmd_store_gc(args: argparse.Namespace) -> int:
     store = store_of(args)
     sizes = {e.key: e.size for e in store.entries()}
+    garbage = store.reclaim_garbage(dry_run=args.dry_run)  # gc would remove it too, but not say so
     removed = store.gc(keep_days=args.keep_days, dry_run=args.dry_run)
     for key in removed:
         print(key)
+    _print_garbage(store, garbage)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(removed)} entries ({sum(sizes.get(k, 0) for k in removed)} bytes)")
+    entries = f"{len(removed)} entries ({sum(sizes.get(k, 0) for k in removed)} bytes)"
+    print(f"{verb} {entries}" + (f" and {describe_garbage(garbage)}" if garbage else ""))
     return EXIT_OK
 
 
