@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import boot, eif, oci, sources, tools
+from . import boot, eif, init, oci, sources, tools
 
 if TYPE_CHECKING:
     from .common import Adder
 
-COMMANDS: list[Adder] = [*eif.COMMANDS, *tools.COMMANDS, *sources.COMMANDS, *oci.COMMANDS, *boot.COMMANDS]
+COMMANDS: list[Adder] = [
+    *init.COMMANDS,
+    *eif.COMMANDS,
+    *tools.COMMANDS,
+    *sources.COMMANDS,
+    *oci.COMMANDS,
+    *boot.COMMANDS,
+]
