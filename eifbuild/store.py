@@ -15,11 +15,15 @@ Two optional hooks let a shared cache (``eifbuild.remote``) join in without the 
 ``out_dir`` and returns a :class:`Substituted`, the entry is committed like a built one (the store
 hashes the outputs itself). ``on_built(entry)`` is told of every entry built here.
 
+A build that dies (SIGKILL, power loss) leaves its temp dir, maybe outputs without a record or a
+record's temp file: :meth:`Store.reclaim_garbage` removes them, each only while holding the lock its
+writer held (so never a live build's), and is run by ``store gc`` and by the first build of a process.
+
 Layout::
 
     <store>/ab/abcdef…/          outputs (read-only)
     <store>/ab/abcdef….json      record (commit marker)
-    <store>/tmp/                 builds in progress
+    <store>/tmp/                 builds in progress, each dir named after the lock its builder holds
     <store>/locks/abcdef….lock   per-key locks
     <store>/roots/<name>.json    keys a project's last build used (for gc)
 """
@@ -27,7 +31,6 @@ Layout::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -44,7 +47,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import log
 from .errors import StoreError
-from .util.fsutil import atomic_write, exclusive_lock, hash_file, make_readonly, remove_tree
+from .util.fsutil import (
+    atomic_write,
+    exclusive_lock,
+    hash_file,
+    lock_if_free,
+    make_readonly,
+    remove_tree,
+    tree_size,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -150,6 +161,24 @@ class Problem:
     message: str
 
 
+@dataclass(frozen=True)
+class Garbage:
+    """What a build that died left in the store: a temp dir or file, or outputs without a record."""
+
+    path: Path
+    size: int
+
+
+def describe_garbage(garbage: list[Garbage]) -> str:
+    """``3 leftovers of killed builds (1,234 bytes)``."""
+    noun = "leftover of a killed build" if len(garbage) == 1 else "leftovers of killed builds"
+    return f"{len(garbage)} {noun} ({sum(g.size for g in garbage):,} bytes)"
+
+
+# Stores whose garbage this process has reclaimed already (once, at its first build in each).
+_RECLAIMED: set[Path] = set()
+
+
 def _is_key(name: str) -> bool:
     return len(name) == 64 and set(name) <= _HEX
 
@@ -248,6 +277,7 @@ class Store:
         entry = self.get(key)
         if entry is not None:
             return entry
+        self._reclaim_once()
         with self.lock(key):
             entry = self.get(key)  # another process may have built it while we waited
             if entry is not None:
@@ -406,31 +436,52 @@ class Store:
                     log.warn(f"ignoring unreadable gc roots file {path}")
         return keys
 
-    def garbage(self) -> Iterator[Path]:
-        """Output dirs without a record and temp dirs of builds that are no longer running."""
+    def _garbage_candidates(self) -> Iterator[tuple[Path, str]]:
+        """Every temp dir, output dir without a record and record temp file, with the name of the
+        lock (or lock prefix) its writer holds while it lives."""
         if self.tmp_dir.is_dir():
             for work in self.tmp_dir.iterdir():
-                key_prefix = work.name.split(".", 1)[0]
-                if not self._lock_held(key_prefix):
-                    yield work
+                yield work, work.name.split(".", 1)[0]
         for key_dir in self.root.glob("??/*"):
-            orphan = (
-                key_dir.is_dir() and _is_key(key_dir.name) and not self.record_path(key_dir.name).exists()
-            )
-            if orphan and not self._lock_held(key_dir.name):
-                yield key_dir
+            if key_dir.is_dir() and _is_key(key_dir.name) and not self.record_path(key_dir.name).exists():
+                yield key_dir, key_dir.name
+        for record_tmp in self.root.glob("??/.*.json.*.tmp"):  # atomic_write's temp name of a record
+            key = record_tmp.name[1:65]
+            if _is_key(key):
+                yield record_tmp, key
 
-    def _lock_held(self, key_or_prefix: str) -> bool:
-        """True when some process holds the lock of a key starting with ``key_or_prefix``."""
+    @contextlib.contextmanager
+    def _locks_if_free(self, key_or_prefix: str) -> Iterator[bool]:
+        """Hold every lock of a key starting with ``key_or_prefix`` if none is held; yield whether we do."""
         lock_dir = self.root / "locks"
-        for lock_file in lock_dir.glob(f"{key_or_prefix}*.lock") if lock_dir.is_dir() else ():
-            with open(lock_file, "a+b") as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return True
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+        with contextlib.ExitStack() as stack:
+            locks = sorted(lock_dir.glob(f"{key_or_prefix}*.lock")) if lock_dir.is_dir() else []
+            yield all(stack.enter_context(lock_if_free(lock)) for lock in locks)
+
+    def garbage(self) -> Iterator[Path]:
+        """What builds that are no longer running left behind (see :meth:`reclaim_garbage`)."""
+        for path, lock_name in self._garbage_candidates():
+            with self._locks_if_free(lock_name) as free:
+                if free:
+                    yield path
+
+    def reclaim_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
+        """Remove what builds that died left behind, each while holding its writer's lock; return it."""
+        found: list[Garbage] = []
+        for path, lock_name in self._garbage_candidates():
+            with self._locks_if_free(lock_name) as free:
+                if free and os.path.lexists(path):
+                    found.append(Garbage(path, tree_size(path)))
+                    if not dry_run:
+                        remove_tree(path)
+        return found
+
+    def _reclaim_once(self) -> None:
+        if self.root in _RECLAIMED:
+            return
+        _RECLAIMED.add(self.root)
+        if garbage := self.reclaim_garbage():
+            log.step(f"store: removed {describe_garbage(garbage)}")
 
     def gc(self, *, keep_days: float = 0.0, dry_run: bool = False) -> list[str]:
         """Remove entries not in any roots file and older than ``keep_days``; return their keys."""
@@ -445,6 +496,5 @@ class Store:
                 with self.lock(key):
                     self.remove(key)
         if not dry_run:
-            for path in list(self.garbage()):
-                remove_tree(path)
+            self.reclaim_garbage()
         return removed

@@ -15,6 +15,9 @@ store: steps the store lacks are pulled from it when a trusted key signed them, 
 ``$EIFBUILD_REMOTE_CACHE_PUSH=1`` every step built here is pushed. ``$EIFBUILD_REQUIRE_REMOTE=1``
 turns a remote failure or miss into an error (doit takes no options of ours, hence variables).
 
+Ctrl-C prints one line, ``error: interrupted``, and exits 130, as the eifbuild CLI does; the temp
+files of the interrupted step are gone by then (see :func:`_exit_130_on_interrupt`).
+
 ``$EIFBUILD_TEST_INJECT_TIME`` is a documented test hook: ``doit check`` must notice a step that is
 not deterministic. When set, the app ramdisk gains this file holding the current time (and its key
 a nonce, so it is rebuilt).
@@ -25,8 +28,9 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from doit.exceptions import InvalidDodoFile, TaskError, TaskFailed
 
@@ -48,6 +52,7 @@ from .store import Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from types import TracebackType
 
     from .build import Node
     from .remote import RemoteCache
@@ -56,6 +61,29 @@ __all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch"
 
 CONFIG_ENV = "EIFBUILD_CONFIG"
 INJECT_TIME_ENV = "EIFBUILD_TEST_INJECT_TIME"
+EXIT_INTERRUPTED: Final = 130
+
+
+def _exit_130_on_interrupt() -> None:
+    """Make an uncaught KeyboardInterrupt one line and exit 130 instead of doit's ~80-line traceback.
+
+    doit catches only ``Exception``, so Ctrl-C wherever it strikes (a step, an up-to-date check,
+    doit's own code) unwinds to the interpreter's top, running every ``finally`` on the way: the
+    store's temp dirs and half-written outputs are removed before this hook runs.
+    """
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if not issubclass(kind, KeyboardInterrupt):
+            previous(kind, value, tb)
+            return
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        print("error: interrupted", file=sys.__stderr__, flush=True)
+        os._exit(EXIT_INTERRUPTED)  # a plain exit would make the interpreter re-raise SIGINT
+
+    sys.excepthook = hook
 
 
 def _config_path() -> Path:
@@ -77,6 +105,7 @@ def _doit_config() -> dict[str, Any]:
 
 
 DOIT_CONFIG = _doit_config()
+_exit_130_on_interrupt()
 
 
 @functools.cache

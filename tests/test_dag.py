@@ -506,3 +506,23 @@ def test_gc_keeps_what_the_last_build_used(project: Project) -> None:
     assert kinds_after.count("eif") == 1
     assert kinds_after.count("ramdisk") == 2  # the old app ramdisk went, both current ones stay
     assert project.doit().ran == set()
+
+
+def test_store_ls_labels_every_entry(project: Project) -> None:
+    write_layout(project.root / "image", [sample_image("amd64")], tag="v1")
+    toml = project.root / "eif.toml"
+    text = toml.read_text().replace('init = { path = "init.bin" }', 'init = { compile = "eifbuild-init" }')
+    toml.write_text(text.replace('rootfs = "rootfs"\ncmd = ["/bin/app", "--serve"]\n', 'oci = "image:v1"\n'))
+    project.doit()
+    ls = subprocess.run(
+        [sys.executable, "-m", "eifbuild", "store", "ls"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    labels = {line.split(maxsplit=4)[1]: line.split(maxsplit=4)[4] for line in ls.stdout.splitlines()}
+    assert {"source", "zig-cc", "oci-blob", "oci-layer", "ramdisk", "eif"} <= set(labels), ls.stdout
+    assert all(len(line.split(maxsplit=4)) == 5 for line in ls.stdout.splitlines()), ls.stdout
+    assert labels["eif"] == "EIF hello 0.1.0 x86_64"
+    assert labels["zig-cc"] == "init for x86_64-linux-musl, from init.c"

@@ -130,7 +130,7 @@ def test_an_eif_toml_error_is_still_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_project('[eif]\nname = "x"\narch = ["sparc"]\n[bootstrap]\n[app]\ncmd = ["/a"]\n', path)
     assert str(err.value) == (
-        f"{path}, key 'eif.arch[0]': key 'arch': unknown architecture 'sparc': expected one of x86_64, aarch64"
+        f"{path}, key 'eif.arch[0]': unknown architecture 'sparc': expected one of x86_64, aarch64"
     )
 
 

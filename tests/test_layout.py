@@ -139,3 +139,12 @@ def test_packages_use_each_others_faces_not_their_private_modules(name: str) -> 
         and target != f"eifbuild.{theirs}"
     )
     assert reached_into == [], f"{name} should import these from their package's face"
+
+
+def test_the_wheel_ships_every_package() -> None:
+    """pyproject.toml lists the packages by hand (recipes/ and examples/ join them as package data)."""
+    from eifbuild.util.tomlfile import read_toml  # noqa: PLC0415
+
+    listed = set(read_toml(PACKAGE.parent / "pyproject.toml", "pyproject")["tool"]["setuptools"]["packages"])
+    present = {_module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert present <= listed, sorted(present - listed)

@@ -8,6 +8,7 @@ equality across directories and caches, concurrent compiles) are ``slow``.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import require_tool
 
-from eifbuild import cli
+from eifbuild import cli, log
 from eifbuild.errors import FileAccessError, StoreError, ToolError, UsageError
 from eifbuild.store import Step, Store, StoreEntry
 from eifbuild.toolchain import elf
@@ -118,6 +119,17 @@ def test_second_compile_is_a_store_hit(
     assert toolchain.compile_c_binary(store, [copy], arch="x86_64", output_name="hello").path == again.file(
         "hello"
     )
+
+
+def test_a_zig_cache_that_has_musl_does_not_announce_building_it(
+    hello_x86: StoreEntry, tmp_path: Path
+) -> None:
+    """A fresh store sharing the zig global cache (as `doit check` does) compiles in seconds: say so."""
+    stream = io.StringIO()
+    with log.use(log.StderrReporter(stream)):
+        toolchain.compile_c(Store(tmp_path / "fresh"), [DATA / "hello.c"], arch="x86_64", output_name="again")
+    assert "compiling again (x86_64)" in stream.getvalue()
+    assert "musl" not in stream.getvalue()
 
 
 def test_zig_comes_from_the_package_not_path(

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from .node import Artifact, Node, Result
     from .plan import Plan
     from .ramdisks import AppRamdisk, BootstrapRamdisk, RamdiskNode
+    from .scaffold import ScaffoldApp, init_project
     from .selfcheck import FAILURE_FILE_ENV, CheckReport, self_check
     from .treedigest import FileDigests, tree_digest
 
@@ -64,12 +65,14 @@ __all__ = [
     "Published",
     "RamdiskNode",
     "Result",
+    "ScaffoldApp",
     "SourceNode",
     "SourceRef",
     "TextInput",
     "TextNode",
     "default_lock_path",
     "find_project_dir",
+    "init_project",
     "load_project",
     "lock_images",
     "lock_project",

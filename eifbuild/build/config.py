@@ -258,7 +258,7 @@ def _arches(value: Any, ctx: _Ctx) -> tuple[Arch, ...]:
         try:
             arch = parse_arch(name)
         except UsageError as exc:
-            raise ctx.error(f"eif.arch[{i}]", exc.message) from None
+            raise ctx.error(f"eif.arch[{i}]", exc.reason) from None
         if arch in arches:
             raise ctx.error(f"eif.arch[{i}]", f"{arch} is listed twice")
         arches.append(arch)

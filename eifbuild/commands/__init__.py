@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import boot, cache, eif, inspect, oci, sources, tools
+from . import boot, cache, eif, init, inspect, oci, sources, tools
 
 if TYPE_CHECKING:
     from .common import Adder
 
 COMMANDS: list[Adder] = [
+    *init.COMMANDS,
     *eif.COMMANDS,
     *inspect.COMMANDS,
     *tools.COMMANDS,

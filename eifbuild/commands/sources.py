@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..arch import parse_arch
+from ..store import describe_garbage
 from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Mapping
+
+    from ..store import Garbage, Store, StoreEntry
 
 
 def _lock_path(args: argparse.Namespace) -> Path:
@@ -98,9 +102,38 @@ def _add_store(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
 
 
+def _ramdisk_label(params: Mapping[str, Any]) -> str:
+    cmd = params.get("cmd")
+    return f"{params.get('layout')} ramdisk" + (f", cmd {' '.join(cmd)}" if cmd else "")
+
+
+def _compile_label(params: Mapping[str, Any]) -> str:
+    sources = " ".join(params.get("sources", []))
+    return f"{params.get('output')} for {params.get('target')}, from {sources}"
+
+
+# By the kind of step, from its parameters: entries stored by older versions get a label too.
+_LABELS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    "eif": lambda p: f"EIF {p.get('name')} {p.get('version')} {p.get('arch')}",
+    "ramdisk": _ramdisk_label,
+    "zig-cc": _compile_label,
+    "oci-blob": lambda p: f"image blob {p.get('digest')}",
+    "oci-layer": lambda p: f"image layer {p.get('digest')}",
+    "kernel": lambda p: f"kernel {p.get('image')} for {p.get('arch')}",
+}
+
+
+def _entry_label(entry: StoreEntry) -> str:
+    """What an entry is, in a few words: a source's name, else what its step's parameters say."""
+    if source := entry.meta.get("source"):
+        return str(source)
+    label = _LABELS.get(entry.kind)
+    return label(entry.record["step"].get("params", {})) if label else ""
+
+
 def _cmd_store_ls(args: argparse.Namespace) -> int:
     for entry in store_of(args).entries():
-        label = entry.meta.get("source") or ""
+        label = _entry_label(entry)
         print(f"{entry.key}  {entry.kind:<10} {entry.size:>12}  {entry.created}  {label}".rstrip())
     return EXIT_OK
 
@@ -114,17 +147,32 @@ def _cmd_store_verify(args: argparse.Namespace) -> int:
     corrupt = len({p.key for p in problems})
     action = " (removed)" if args.repair and corrupt else ""
     print(f"{checked} entries checked, {corrupt} corrupt{action}")
+    if garbage := store.reclaim_garbage(dry_run=not args.repair):
+        _print_garbage(store, garbage)
+        print(
+            f"removed {describe_garbage(garbage)}"
+            if args.repair
+            else f"{describe_garbage(garbage)}: 'eifbuild store gc' removes them"
+        )
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def _print_garbage(store: Store, garbage: list[Garbage]) -> None:
+    for item in garbage:
+        print(f"{item.path.relative_to(store.root)}  {item.size:,} bytes")
 
 
 def _cmd_store_gc(args: argparse.Namespace) -> int:
     store = store_of(args)
     sizes = {e.key: e.size for e in store.entries()}
+    garbage = store.reclaim_garbage(dry_run=args.dry_run)  # gc would remove it too, but not say so
     removed = store.gc(keep_days=args.keep_days, dry_run=args.dry_run)
     for key in removed:
         print(key)
+    _print_garbage(store, garbage)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(removed)} entries ({sum(sizes.get(k, 0) for k in removed)} bytes)")
+    entries = f"{len(removed)} entries ({sum(sizes.get(k, 0) for k in removed)} bytes)"
+    print(f"{verb} {entries}" + (f" and {describe_garbage(garbage)}" if garbage else ""))
     return EXIT_OK
 
 

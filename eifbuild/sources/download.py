@@ -281,8 +281,10 @@ def copy_local(source: Path, part: Path, algorithms: Iterable[str] = (), *, what
         with open(source, "rb") as src, open(part, "wb") as out:
             copy_hashed(src, hashers, out)
     except OSError as exc:
-        msg = f"cannot read {source}: {exc.strerror}"
-        raise FetchError(msg, url=what or None) from None
+        where = what or str(source)
+        named = "" if where == str(source) else f" {source}"  # the caller's name may be the path itself
+        msg = f"cannot read{named}: {exc.strerror}"
+        raise FetchError(msg, url=where) from None
     return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
 
 

@@ -153,7 +153,7 @@ class Source:
     def local_path(self) -> Path | None:
         if self.path is None:
             return None
-        return (self.recipe_path.parent / self.path).absolute()
+        return (self.recipe_path.parent / self.path).resolve()
 
     @property
     def is_tree(self) -> bool:

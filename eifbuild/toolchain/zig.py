@@ -356,10 +356,11 @@ def _compile(
     target = info(arch).zig_target
     cache = zig_cache_dir(store)
     (cache / "home").mkdir(parents=True, exist_ok=True)
-    ready = cache / f"ready-{target}"
+    # Beside the musl zig builds: a global cache shared with other stores (doit check) has it already.
+    ready = zig_global_cache_dir(cache) / f"eifbuild-ready-{target}"
     what = f"{dest.name} ({arch})"
     if not ready.exists():
-        log.step(f"zig: first compile for {target} in this store builds musl libc (about a minute)")
+        log.step(f"zig: first compile for {target} with this zig cache builds musl libc (about a minute)")
     log.step(f"compiling {what} with zig {zig_identity()}")
     # Named after the key, inside store/tmp, so 'store gc' leaves it alone while we hold the key's lock.
     with tempfile.TemporaryDirectory(prefix=f"{key[:16]}.cc.", dir=store.tmp_dir) as tmp:
@@ -375,6 +376,7 @@ def _compile(
         check_static_executable(read_elf(built, what), arch, what)
         built.chmod(0o755)
         built.replace(dest)
+    ready.parent.mkdir(parents=True, exist_ok=True)
     ready.touch()
     if output.strip():
         log.warn(f"zig cc {what}:\n{output.rstrip()}")

@@ -65,6 +65,44 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def lock_if_free(path: Path) -> Iterator[bool]:
+    """Hold ``path``'s exclusive lock for the block if no process holds it now; yield whether we do.
+
+    A missing lock file counts as free (nobody can hold it) and is not created.
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the block
+    except FileNotFoundError:
+        yield True
+        return
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def tree_size(path: Path) -> int:
+    """Bytes in the regular files at or below ``path`` (0 when it is gone)."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
+    except FileNotFoundError:
+        return 0
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
 class Readable(Protocol):
     """A binary stream to read from: files, ``io.BytesIO``, archive members, decompressors."""
 

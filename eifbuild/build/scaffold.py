@@ -1,0 +1,165 @@
+"""``eifbuild init``: the files of a new app repo: a two-line ``dodo.py``, a commented ``eif.toml``
+and the chosen recipes, copied from the ones eifbuild ships (the same files its repo builds and tests).
+
+In a wheel the recipes are ``eifbuild/recipes/`` and the demo kernels ``eifbuild/examples/kernel/``
+(package data, see pyproject.toml); in a source checkout they are the repo's ``recipes/`` and
+``examples/kernel/``. Either way the demo recipe's paths (``../examples/kernel/…``) stay valid in
+the new repo, which gets the same layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+from ..errors import FileAccessError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+Bootstrap = Literal["demo", "aws"]
+BOOTSTRAPS: Final[tuple[Bootstrap, ...]] = ("demo", "aws")
+
+DODO: Final = (
+    "# Tasks for ./eif.toml: doit eif | doit check | doit list | doit clean\n"
+    "from eifbuild.tasks import *  # noqa: F403\n"
+)
+_RECIPES: Final[dict[Bootstrap, tuple[str, ...]]] = {
+    # linux-source-6.1 is what `eifbuild kernel recipes/demo.toml --check` rebuilds the kernels from
+    "demo": ("recipes/demo.toml", "recipes/linux-source-6.1.toml"),
+    "aws": ("recipes/aws-nitro-cli-1.5.0.toml",),
+}
+_DEMO_KERNELS: Final = "examples/kernel"
+
+
+@dataclass(frozen=True)
+class ScaffoldApp:
+    """The app of the new eif.toml: an OCI image or a rootfs directory, and maybe its command."""
+
+    oci: str | None = None
+    rootfs: str | None = None
+    cmd: tuple[str, ...] = ()
+
+
+def shipped_dir() -> Path:
+    """The directory holding eifbuild's ``recipes/`` and ``examples/kernel/``: the installed package,
+    else the source checkout around it."""
+    package = Path(__file__).resolve().parent.parent
+    for base in (package, package.parent):
+        if (base / "recipes" / "demo.toml").is_file():
+            return base
+    msg = "eifbuild's recipes are missing from this installation; reinstall eifbuild"
+    raise FileAccessError(msg, path=package / "recipes")
+
+
+def _toml(value: str | Sequence[str]) -> str:
+    """A TOML basic string or array of them (JSON's escapes are TOML's)."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return "[" + ", ".join(_toml(item) for item in value) + "]"
+
+
+def _eif_section(name: str, bootstrap: Bootstrap) -> str:
+    if bootstrap == "demo":
+        arch = '["x86_64", "aarch64"]        # one or both'
+        recipes = '["recipes/demo.toml"]     # the demo kernels in examples/kernel/, pinned by sha256'
+    else:
+        arch = '["x86_64"]                   # aarch64: first `eifbuild lock --trust-on-first-use`'
+        recipes = '["recipes/aws-nitro-cli-1.5.0.toml"]   # AWS\'s kernel, init, nsm.ko and cmdline'
+    return f"""\
+# What `doit eif` builds (written by `eifbuild init`; every key is in eifbuild's README, "eif.toml").
+
+[eif]
+name = {_toml(name):<28} # ImageName
+version = "0.1.0"                    # ImageVersion
+arch = {arch}
+output = "build"                     # build/<name>-<arch>.eif and its .pcr.json
+recipes = {recipes}
+# build_time = "2024-01-01T00:00:00+00:00"   # default: SOURCE_DATE_EPOCH, else 1970-01-01
+# metadata = {{ team = "payments" }}   # merged into the EIF's CustomMetadata
+"""
+
+
+def _bootstrap_section(bootstrap: Bootstrap) -> str:
+    if bootstrap == "aws":
+        return """
+[bootstrap]                          # every part from the recipe's [defaults], like nitro-cli
+# init = { compile = "eifbuild-init" }   # eifbuild's own init instead of AWS's prebuilt one
+"""
+    return """
+[bootstrap]                          # kernel, kernel config and cmdline: the recipe's [defaults]
+init = { compile = "eifbuild-init" } # eifbuild's own init, compiled by zig
+nsm = "none"                         # the demo kernels have no module support
+"""
+
+
+def _app_section(app: ScaffoldApp) -> str:
+    lines = ["", "[app]"]
+    if app.oci is not None:
+        lines.append(
+            f"oci = {_toml(app.oci)}   # a registry image pinned by digest, an OCI layout or archive"
+        )
+    else:
+        lines.append(f"rootfs = {_toml(app.rootfs or 'rootfs')}   # the app's files, under /rootfs")
+    if app.cmd:
+        lines.append(f"cmd = {_toml(app.cmd)}   # /cmd: what init runs")
+    else:
+        lines.append('# cmd = ["/bin/app"]                # default: the image\'s Entrypoint + Cmd')
+    lines.append('# env = { KEY = "value" }           # /env, the whole environment of the command')
+    return "\n".join(lines) + "\n"
+
+
+def eif_toml(name: str, bootstrap: Bootstrap, app: ScaffoldApp) -> str:
+    """The commented eif.toml of a new project."""
+    return _eif_section(name, bootstrap) + _bootstrap_section(bootstrap) + _app_section(app)
+
+
+def _check_app(app: ScaffoldApp) -> None:
+    if (app.oci is None) == (app.rootfs is None):
+        msg = "give the app as exactly one of --oci REF or --rootfs DIR"
+        raise UsageError(msg, key="--oci/--rootfs")
+    if app.rootfs is not None and not app.cmd:
+        msg = "a rootfs directory needs the command to run: add --cmd /path/in/rootfs"
+        raise UsageError(msg, key="--cmd")
+
+
+def project_files(name: str, bootstrap: Bootstrap, app: ScaffoldApp) -> dict[str, str | Path]:
+    """Each file of the new project (path relative to it) → its text, or the shipped file to copy."""
+    _check_app(app)
+    shipped = shipped_dir()
+    files: dict[str, str | Path] = {"dodo.py": DODO, "eif.toml": eif_toml(name, bootstrap, app)}
+    for recipe in _RECIPES[bootstrap]:
+        files[recipe] = shipped / recipe
+    if bootstrap == "demo":
+        for kernel_file in sorted((shipped / _DEMO_KERNELS).rglob("*")):
+            if kernel_file.is_file():
+                files[kernel_file.relative_to(shipped).as_posix()] = kernel_file
+    return files
+
+
+def init_project(
+    directory: Path, *, bootstrap: Bootstrap, app: ScaffoldApp, name: str | None = None
+) -> list[Path]:
+    """Write a new project into ``directory``; return the files written. An existing file is an
+    error naming it, and then nothing is written."""
+    name = name or directory.absolute().name
+    files = project_files(name, bootstrap, app)
+    existing = [rel for rel in files if os.path.lexists(directory / rel)]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        msg = f"already exists{more}; eifbuild init never overwrites a file"
+        raise FileAccessError(msg, path=directory / existing[0])
+    written = []
+    for rel, content in files.items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            shutil.copyfile(content, target)
+        else:
+            target.write_text(content)
+        written.append(target)
+    return written
