@@ -20,6 +20,7 @@ Layout::
     <store>/ab/abcdef…/          outputs (read-only)
     <store>/ab/abcdef….json      record (commit marker)
     <store>/tmp/                 builds in progress
+    <store>/downloads/<name>…    downloads kept across runs (resumed, or shared while a lock <name> is held)
     <store>/locks/abcdef….lock   per-key locks
     <store>/roots/<name>.json    keys a project's last build used (for gc)
 """
@@ -215,6 +216,15 @@ class Store:
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def downloads_dir(self) -> Path:
+        """Downloads that outlive a run: a killed one resumes, a finished one serves other processes.
+
+        A file is named ``<name>`` or ``<name>.<suffix>``, ``<name>`` being the lock its writers
+        hold; ``gc`` removes those whose lock nobody holds.
+        """
+        return self.root / "downloads"
+
     # -- lookup ----------------------------------------------------------------------------------
     def get(self, key: str) -> StoreEntry | None:
         """The committed entry for ``key``, or None (an entry without its record does not exist)."""
@@ -407,9 +417,9 @@ class Store:
         return keys
 
     def garbage(self) -> Iterator[Path]:
-        """Output dirs without a record and temp dirs of builds that are no longer running."""
-        if self.tmp_dir.is_dir():
-            for work in self.tmp_dir.iterdir():
+        """Output dirs without a record, and temp dirs and downloads of no running process."""
+        for parent in (self.tmp_dir, self.downloads_dir):
+            for work in parent.iterdir() if parent.is_dir() else ():
                 key_prefix = work.name.split(".", 1)[0]
                 if not self._lock_held(key_prefix):
                     yield work
