@@ -83,12 +83,15 @@ class BlobDownloads:
             path.unlink(missing_ok=True)
 
 
-def _check(got: Downloaded, digest: str, size: int | None, what: str) -> None:
-    """The same checks, in the same order and words, as the importer's on a streamed blob."""
-    algorithm = digest.partition(":")[0]
-    actual = f"{algorithm}:{got.digests[algorithm]}"
+def check_blob(what: str, digest: str, actual: str, size: int, declared: int | None) -> None:
+    """A blob's ``actual`` digest and ``size`` against its descriptor's ``digest`` and ``declared`` size."""
     if actual != digest:
         raise HashMismatch(what, expected=digest, actual=actual)
-    if size is not None and got.size != size:
-        msg = f"{what}: {got.size} bytes, but its descriptor declares {size}"
+    if declared is not None and size != declared:
+        msg = f"{what}: {size} bytes, but its descriptor declares {declared}"
         raise ArchiveError(msg)
+
+
+def _check(got: Downloaded, digest: str, size: int | None, what: str) -> None:
+    algorithm = digest.partition(":")[0]
+    check_blob(what, digest, f"{algorithm}:{got.digests[algorithm]}", got.size, size)

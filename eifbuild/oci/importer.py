@@ -29,7 +29,7 @@ from ..errors import ArchiveError, HashMismatch, StoreError
 from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
 from ..store import Step, Store, StoreEntry
 from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
-from .downloads import BlobDownloads
+from .downloads import BlobDownloads, check_blob
 from .layers import LayerFile
 from .registry import DIGEST_RE, digest_of
 from .transport import MAX_JSON, ImageSource, RegistrySource
@@ -112,11 +112,7 @@ class _Counted:
 
 
 def _check(counted: _Counted, size: int | None) -> None:
-    if counted.digest != counted.expected:
-        raise HashMismatch(counted.what, expected=counted.expected, actual=counted.digest)
-    if size is not None and counted.size != size:
-        msg = f"{counted.what}: {counted.size} bytes, but its descriptor declares {size}"
-        raise ArchiveError(msg)
+    check_blob(counted.what, counted.expected, counted.digest, counted.size, size)
 
 
 def _decompressor(counted: _Counted) -> tuple[str, IO[bytes]]:
