@@ -24,6 +24,7 @@ Layout::
     <store>/ab/abcdef…/          outputs (read-only)
     <store>/ab/abcdef….json      record (commit marker)
     <store>/tmp/                 builds in progress, each dir named after the lock its builder holds
+    <store>/downloads/<name>…    downloads kept across runs (resumed, or shared while a lock <name> is held)
     <store>/locks/abcdef….lock   per-key locks
     <store>/roots/<name>.json    keys a project's last build used (for gc)
 """
@@ -244,6 +245,15 @@ class Store:
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def downloads_dir(self) -> Path:
+        """Downloads that outlive a run: a killed one resumes, a finished one serves other processes.
+
+        A file is named ``<name>`` or ``<name>.<suffix>``, ``<name>`` being the lock its writers
+        hold; ``gc`` removes those whose lock nobody holds.
+        """
+        return self.root / "downloads"
+
     # -- lookup ----------------------------------------------------------------------------------
     def get(self, key: str) -> StoreEntry | None:
         """The committed entry for ``key``, or None (an entry without its record does not exist)."""
@@ -436,11 +446,11 @@ class Store:
                     log.warn(f"ignoring unreadable gc roots file {path}")
         return keys
 
-    def _garbage_candidates(self) -> Iterator[tuple[Path, str]]:
-        """Every temp dir, output dir without a record and record temp file, with the name of the
-        lock (or lock prefix) its writer holds while it lives."""
-        if self.tmp_dir.is_dir():
-            for work in self.tmp_dir.iterdir():
+    def _garbage_candidates(self, *, downloads: bool) -> Iterator[tuple[Path, str]]:
+        """Every temp dir, output dir without a record and record temp file (and with ``downloads``,
+        every kept download), with the name of the lock (or lock prefix) its writer holds while it lives."""
+        for parent in (self.tmp_dir, self.downloads_dir) if downloads else (self.tmp_dir,):
+            for work in parent.iterdir() if parent.is_dir() else ():
                 yield work, work.name.split(".", 1)[0]
         for key_dir in self.root.glob("??/*"):
             if key_dir.is_dir() and _is_key(key_dir.name) and not self.record_path(key_dir.name).exists():
@@ -460,15 +470,16 @@ class Store:
 
     def garbage(self) -> Iterator[Path]:
         """What builds that are no longer running left behind (see :meth:`reclaim_garbage`)."""
-        for path, lock_name in self._garbage_candidates():
+        for path, lock_name in self._garbage_candidates(downloads=True):
             with self._locks_if_free(lock_name) as free:
                 if free:
                     yield path
 
-    def reclaim_garbage(self, *, dry_run: bool = False) -> list[Garbage]:
-        """Remove what builds that died left behind, each while holding its writer's lock; return it."""
+    def reclaim_garbage(self, *, dry_run: bool = False, downloads: bool = True) -> list[Garbage]:
+        """Remove what builds that died left behind, each while holding its writer's lock; return it.
+        ``downloads=False`` keeps partial downloads, which the next import resumes."""
         found: list[Garbage] = []
-        for path, lock_name in self._garbage_candidates():
+        for path, lock_name in self._garbage_candidates(downloads=downloads):
             with self._locks_if_free(lock_name) as free:
                 if free and os.path.lexists(path):
                     found.append(Garbage(path, tree_size(path)))
@@ -480,7 +491,7 @@ class Store:
         if self.root in _RECLAIMED:
             return
         _RECLAIMED.add(self.root)
-        if garbage := self.reclaim_garbage():
+        if garbage := self.reclaim_garbage(downloads=False):
             log.step(f"store: removed {describe_garbage(garbage)}")
 
     def gc(self, *, keep_days: float = 0.0, dry_run: bool = False) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import http.client
 import http.server
 import json
 import secrets
@@ -266,3 +267,82 @@ class Registry:
             cmd += ["--dest-creds", creds]
         cmd += [f"oci:{layout}:{tag}", f"docker://{self.host}/{repo}:{tag}"]
         subprocess.run(cmd, check=True, capture_output=True)
+
+
+@dataclass
+class ProxiedRequest:
+    method: str
+    path: str
+    range: str | None
+    sent: int = 0  # body bytes passed on to the client
+
+
+class CountingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of the registry at ``upstream`` (``host:port``)."""
+
+    def __init__(self, upstream: str, *, trickle: float = 0.0, chunk: int = 16 << 10) -> None:
+        self.upstream = upstream
+        self.trickle = trickle  # seconds between body chunks of ``chunk`` bytes
+        self.chunk = chunk
+        self.requests: list[ProxiedRequest] = []
+        self._lock = threading.Lock()
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self.host = f"127.0.0.1:{self._httpd.server_address[1]}"
+
+    def blob_gets(self, digest: str) -> list[ProxiedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.method == "GET" and r.path.endswith(f"/blobs/{digest}")]
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[CountingProxy]:
+        thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+
+    def forward(self, handler: http.server.BaseHTTPRequestHandler, method: str) -> None:
+        record = ProxiedRequest(method, handler.path, handler.headers.get("Range"))
+        with self._lock:
+            self.requests.append(record)
+        conn = http.client.HTTPConnection(self.upstream, timeout=30)
+        skip = {"host", "connection"}
+        conn.request(
+            method, handler.path, headers={k: v for k, v in handler.headers.items() if k.lower() not in skip}
+        )
+        resp = conn.getresponse()
+        handler.send_response(resp.status)
+        for name, value in resp.getheaders():
+            if name.lower() not in {"connection", "transfer-encoding"}:
+                handler.send_header(name, value)
+        if resp.getheader("Content-Length") is None:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        handler.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client was killed
+            while data := resp.read(self.chunk):
+                handler.wfile.write(data)
+                handler.wfile.flush()
+                record.sent += len(data)
+                time.sleep(self.trickle)
+        conn.close()
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                proxy.forward(self, "GET")
+
+            def do_HEAD(self) -> None:
+                proxy.forward(self, "HEAD")
+
+        return Handler

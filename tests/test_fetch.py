@@ -253,6 +253,15 @@ def test_truncated_body_without_length_is_a_hash_mismatch(
     assert blobs(cache) == []
 
 
+@pytest.mark.parametrize("length", [True, False], ids=["with-length", "without-length"])
+def test_a_body_larger_than_max_size_is_refused(tmp_path: Path, server: LocalServer, length: bool) -> None:
+    url = server.serve("/blob", DATA, content_length=length)
+    with pytest.raises(FetchError) as info:
+        Downloader(FAST).download(url, tmp_path / "blob.part", max_size=len(DATA) - 1)
+    assert str(info.value) == f"{url}: more than the {len(DATA) - 1} bytes expected"
+    assert Downloader(FAST).download(url, tmp_path / "ok.part", max_size=len(DATA)).size == len(DATA)
+
+
 def test_tls_is_verified(tmp_path: Path, store: Store, cache: SourceCache) -> None:
     with LocalServer(tls_dir=tmp_path) as srv:
         url = srv.serve("/blob", DATA)

@@ -90,6 +90,22 @@ def test_directory_without_record_is_garbage_and_rebuilt(tmp_path: Path) -> None
     assert entry.file("out").read_bytes() == b"fresh"
 
 
+def test_downloads_nobody_holds_are_garbage(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.downloads_dir.mkdir()
+    part = store.downloads_dir / "oci-blob-sha256-ab.part"
+    state = store.downloads_dir / "oci-blob-sha256-ab.part.json"
+    other = store.downloads_dir / "oci-blob-sha256-cd"
+    for path in (part, state, other):
+        path.write_bytes(b"x")
+    with store.lock("oci-blob-sha256-ab"):  # being downloaded: left alone
+        assert list(store.garbage()) == [other]
+        store.gc()
+    assert sorted(store.garbage()) == [part, state]
+    store.gc()
+    assert list(store.downloads_dir.iterdir()) == []
+
+
 def _concurrent_builder(root: str, marker: str) -> None:
     def build(out: Path) -> None:
         with open(marker, "a") as fh:

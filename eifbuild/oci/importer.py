@@ -1,6 +1,7 @@
 """Fetching image blobs into the store: verified while streaming, staged, committed all at once.
 
-Every blob is hashed while it streams and checked against its digest and declared size; layers
+Every blob is hashed while it streams and checked against its digest and declared size (a
+registry's layer blobs stream from the store's downloads/, see :mod:`eifbuild.oci.downloads`); layers
 are decompressed (gzip, zstd or plain tar, told apart by their magic bytes) on the way and their
 uncompressed digest is checked against the config's diff_id. Nothing reaches the store until
 :meth:`Importer.commit`: a bad blob anywhere in an image leaves the store as it was.
@@ -26,11 +27,12 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from .. import log
 from ..errors import ArchiveError, HashMismatch, StoreError
 from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
-from ..store import Step, Store
+from ..store import Step, Store, StoreEntry
 from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
+from .downloads import BlobDownloads, check_blob
 from .layers import LayerFile
 from .registry import DIGEST_RE, digest_of
-from .transport import MAX_JSON, ImageSource
+from .transport import MAX_JSON, ImageSource, RegistrySource
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -110,11 +112,7 @@ class _Counted:
 
 
 def _check(counted: _Counted, size: int | None) -> None:
-    if counted.digest != counted.expected:
-        raise HashMismatch(counted.what, expected=counted.expected, actual=counted.digest)
-    if size is not None and counted.size != size:
-        msg = f"{counted.what}: {counted.size} bytes, but its descriptor declares {size}"
-        raise ArchiveError(msg)
+    check_blob(counted.what, counted.expected, counted.digest, counted.size, size)
 
 
 def _decompressor(counted: _Counted) -> tuple[str, IO[bytes]]:
@@ -142,6 +140,8 @@ class Importer:
         self.docs: dict[str, Any] = {}
         self.layers: dict[str, tuple[LayerFile, str]] = {}  # images may repeat a layer (empty ones)
         self.pending: list[tuple[Step, str, Path]] = []
+        self.downloads = BlobDownloads(store)
+        self.downloaded: list[str] = []  # digests of blobs in downloads/, removed once committed
         self._work: Path | None = None
         self._lock = contextlib.ExitStack()
 
@@ -207,15 +207,37 @@ class Importer:
         return found
 
     def _layer(self, layer: Layer, number: int) -> LayerFile:
-        entry = self.store.get(layer_step(layer.digest).key)
-        if entry is not None:
-            if layer.diff_id.startswith("sha256:") and entry.digest("layer.tar") != layer.diff_id[7:]:
-                msg = f"layer {layer.digest} (layer {number} of the image)"
-                raise HashMismatch(msg, expected=layer.diff_id, actual="sha256:" + entry.digest("layer.tar"))
-            return LayerFile(layer.digest, entry.file("layer.tar"))
-        staged = self._staged("layer.tar")
         what = f"layer {layer.digest} (layer {number} of the image)"
-        with self.source.open(layer.digest, manifest=False) as stream:
+        entry = self.store.get(layer_step(layer.digest).key)
+        if entry is None:
+            staged = self._staged("layer.tar")
+            found = self._open_blob(layer, what)
+            if not isinstance(found, StoreEntry):
+                try:
+                    return self._stage_layer(layer, what, found, staged)
+                except (HashMismatch, ArchiveError):
+                    if layer.digest in self.downloaded:  # changed on disk since: never read it again
+                        self.downloads.remove(layer.digest)
+                    raise
+            entry = found
+        if layer.diff_id.startswith("sha256:") and entry.digest("layer.tar") != layer.diff_id[7:]:
+            raise HashMismatch(what, expected=layer.diff_id, actual="sha256:" + entry.digest("layer.tar"))
+        return LayerFile(layer.digest, entry.file("layer.tar"))
+
+    def _open_blob(self, layer: Layer, what: str) -> IO[bytes] | StoreEntry:
+        """A stream of the layer's blob; a registry's is downloaded into the store's downloads/
+        first, one process at a time (or the store entry another import committed meanwhile)."""
+        if not isinstance(self.source, RegistrySource):
+            return self.source.open(layer.digest, manifest=False)
+        with self.downloads.lock(layer.digest):
+            entry = self.store.get(layer_step(layer.digest).key)
+            if entry is not None:
+                return entry
+            self.downloaded.append(layer.digest)
+            return self.downloads.open(self.source, layer.digest, layer.size, what)
+
+    def _stage_layer(self, layer: Layer, what: str, blob: IO[bytes], staged: Path) -> LayerFile:
+        with blob as stream:
             counted = _Counted(stream, layer.digest, layer.size, what)
             diff_algorithm = layer.diff_id.partition(":")[0]
             diff = StreamHasher((diff_algorithm,))
@@ -254,6 +276,9 @@ class Importer:
         for step, name, staged in self.pending:
             self.store.realize(step, functools.partial(_move_into, staged, name))
         self.pending.clear()
+        for digest in self.downloaded:  # their layers are in the store now
+            self.downloads.remove(digest)
+        self.downloaded.clear()
 
 
 def _move_into(staged: Path, name: str, out: Path) -> None:

@@ -5,6 +5,9 @@
 - Transport: HTTPS with certificate checks; plain HTTP only for loopback hosts (127.0.0.1,
   localhost, ::1) and hosts listed in ``$EIFBUILD_INSECURE_REGISTRIES`` (comma-separated
   ``host[:port]``). Retries with backoff on connection errors and 5xx.
+- Blobs: streamed (:meth:`RegistryClient.blob`), or downloaded into a file with the sources'
+  :class:`~eifbuild.sources.Downloader` (:meth:`RegistryClient.download_blob`: resumable with
+  ``Range``, its GETs sent by this client, so with its session and auth).
 - Auth: on a 401 the client answers the registry's challenge: ``Bearer`` (the token flow: ask the
   realm for a pull token for the repository, anonymously or with basic credentials) or ``Basic``.
   Credentials come from ``$EIFBUILD_REGISTRY_USERNAME``/``$EIFBUILD_REGISTRY_PASSWORD``, else from
@@ -33,10 +36,12 @@ from urllib3.util.retry import Retry
 
 from .. import log
 from ..errors import FetchError, FileAccessError, InputError
-from ..sources import failure_reason
+from ..sources import Downloader, failure_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
+
+    from ..sources import Downloaded
 
 OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -214,14 +219,17 @@ class RegistryClient:
             msg = f"cannot reach the registry: {failure_reason(exc)}"
             raise FetchError(msg, url=url) from None
 
-    def get(self, url: str, headers: Mapping[str, str], *, stream: bool = False) -> requests.Response:
+    def get(
+        self, url: str, headers: Mapping[str, str], *, stream: bool = False, ok: Collection[int] = (200,)
+    ) -> requests.Response:
+        """A GET answered with a status in ``ok`` (a 401 is answered once); else :class:`FetchError`."""
         resp = self._send(url, headers, stream=stream)
         if resp.status_code == 401:  # first contact, or the token expired: answer the challenge once
             challenge = resp.headers.get("WWW-Authenticate", "")
             resp.close()
             self._auth = self._authorize(challenge)
             resp = self._send(url, headers, stream=stream)
-        if resp.status_code == 200:
+        if resp.status_code in ok:
             return resp
         detail = _error_detail(resp)
         resp.close()
@@ -283,6 +291,19 @@ class RegistryClient:
         url = f"{self.base}/blobs/{digest}"
         resp = self.get(url, {"Accept-Encoding": "identity"}, stream=True)
         return io.BufferedReader(_BlobStream(resp, url), 1 << 20)
+
+    def download_blob(
+        self, digest: str, part: Path, *, max_size: int | None = None, label: str = ""
+    ) -> Downloaded:
+        """Download a blob into ``part``, resuming what an earlier attempt left there (not verified)."""
+        url = f"{self.base}/blobs/{digest}"
+        algorithm = digest.partition(":")[0]
+        return Downloader().download(
+            url, part, (algorithm,), request=self._range_get, max_size=max_size, label=label
+        )
+
+    def _range_get(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+        return self.get(url, {**headers, "Accept-Encoding": "identity"}, stream=True, ok=(200, 206, 416))
 
 
 class _BlobStream(io.RawIOBase):

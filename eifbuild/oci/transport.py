@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from ..sources import Downloaded
+
 ImageSourceKind = Literal["registry", "oci-layout", "oci-archive", "docker-archive"]
 
 OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
@@ -264,6 +266,10 @@ class RegistrySource:
         if manifest:
             return io.BytesIO(self.client.manifest(digest)[0])
         return self.client.blob(digest)
+
+    def download(self, digest: str, part: Path, *, max_size: int | None, label: str) -> Downloaded:
+        """The blob into the file ``part``, resuming what an earlier attempt left there (unverified)."""
+        return self.client.download_blob(digest, part, max_size=max_size, label=label)
 
     def close(self) -> None:
         if self._client is not None:

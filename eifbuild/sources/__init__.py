@@ -23,7 +23,14 @@ if TYPE_CHECKING:
         unpack,
         zstd_reader,
     )
-    from .download import Downloader, HttpOptions, SourceCache, apt_download, failure_reason
+    from .download import (
+        Downloaded,
+        Downloader,
+        HttpOptions,
+        SourceCache,
+        apt_download,
+        failure_reason,
+    )
     from .fetch import (
         Blob,
         FetchedSource,
@@ -42,6 +49,7 @@ __all__ = [
     "ZSTD_ERROR",
     "ZSTD_MAGIC",
     "Blob",
+    "Downloaded",
     "Downloader",
     "FetchedSource",
     "HttpOptions",

@@ -5,7 +5,9 @@ This is the network edge; :mod:`eifbuild.sources.fetch` decides what to fetch an
 - :class:`Downloader` streams a URL into a partial file while hashing it: a ``requests`` Session
   with urllib3 ``Retry`` (backoff on connection errors and 5xx), connect/read timeouts, TLS
   verification always on, and resume with ``Range`` (guarded by ``If-Range``) when the connection
-  drops mid-body. A partial file left by a killed run is resumed by the next one;
+  drops mid-body. A partial file left by a killed run is resumed by the next one. A caller with
+  its own HTTP client (the OCI registry client: auth, its session) passes the GET to send as
+  ``request``;
 - :func:`apt_download` is the one call to ``apt-get download NAME=VERSION`` (Debian packages are
   reachable by name only, not by URL);
 - :class:`SourceCache` is the download cache shared by every project of the user
@@ -20,6 +22,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -31,9 +34,12 @@ from ..util.fsutil import StreamHasher, atomic_write, copy_hashed, exclusive_loc
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     import requests
+
+Request = Callable[[str, "Mapping[str, str]"], "requests.Response"]
+"""Sends one streamed GET of a URL with extra headers (``Range``, ``If-Range``)."""
 
 RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 _USER_AGENT: Final = f"eifbuild/{__version__}"
@@ -153,23 +159,51 @@ class Downloader:
         session.mount("http://", adapter)
         return session
 
-    def download(self, url: str, part: Path, algorithms: Iterable[str] = ()) -> Downloaded:
-        """Fetch ``url`` into ``part`` (resuming what an earlier attempt left there) while hashing."""
+    def download(
+        self,
+        url: str,
+        part: Path,
+        algorithms: Iterable[str] = (),
+        *,
+        request: Request | None = None,
+        max_size: int | None = None,
+        label: str = "",
+    ) -> Downloaded:
+        """Fetch ``url`` into ``part`` (resuming what an earlier attempt left there) while hashing.
+
+        ``request`` sends each GET instead of this downloader's session (it must return 200, 206
+        and 416 answers and may raise :class:`FetchError` for others); more than ``max_size``
+        bytes is a :class:`FetchError`; ``label`` names the progress bar (default: the file name).
+        """
         scheme = urlsplit(url).scheme
         if scheme == "file":
             return copy_local(Path(unquote(urlsplit(url).path)), part, algorithms, what=url)
         if scheme not in {"http", "https"}:
             msg = "unsupported URL scheme (expected https://, http:// or file://)"
             raise FetchError(msg, url=url)
-        return _HttpTransfer(self, url, part, _hasher(algorithms)).run()
+        transfer = _HttpTransfer(self, url, part, _hasher(algorithms), request=request, max_size=max_size)
+        transfer.label = label or transfer.label
+        return transfer.run()
 
 
 class _HttpTransfer:
     """One download with its resume state: ``part`` plus ``part.json`` (URL and validator)."""
 
-    def __init__(self, downloader: Downloader, url: str, part: Path, hashers: StreamHasher) -> None:
+    def __init__(
+        self,
+        downloader: Downloader,
+        url: str,
+        part: Path,
+        hashers: StreamHasher,
+        *,
+        request: Request | None = None,
+        max_size: int | None = None,
+    ) -> None:
         self.options = downloader.options
-        self.session = downloader.session
+        self.downloader = downloader
+        self.request: Request = request or self._get
+        self.max_size = max_size
+        self.label = _short(url)
         self.url = url
         self.part = part
         self.meta = part.with_name(part.name + ".json")
@@ -235,8 +269,7 @@ class _HttpTransfer:
             headers["Range"] = f"bytes={offset}-"
             if self.validator:
                 headers["If-Range"] = self.validator
-        timeout = (self.options.connect_timeout, self.options.read_timeout)
-        with self.session.get(self.url, headers=headers, stream=True, timeout=timeout) as resp:
+        with self.request(self.url, headers) as resp:
             status = resp.status_code
             if offset and not self._accept_partial(resp, offset) and status in {200, 206, 416}:
                 self._restart()  # the file changed, or the server ignores ranges: take it whole
@@ -249,11 +282,26 @@ class _HttpTransfer:
                 self._save_validator(resp)
             length = resp.headers.get("Content-Length", "")
             total = int(length) + self.hashers.size if length.isdigit() else None
+            self._check_size(total)
             self.body_started = True
-            with open(self.part, "ab") as out, log.progress(_short(self.url), total) as bar:
+            with open(self.part, "ab") as out, log.progress(self.label, total) as bar:
                 bar.update(self.hashers.size)
-                copy_hashed(_Read1(resp.raw), self.hashers, out, on_chunk=bar.update)
+
+                def on_chunk(size: int) -> None:
+                    bar.update(size)
+                    self._check_size(self.hashers.size)
+
+                copy_hashed(_Read1(resp.raw), self.hashers, out, on_chunk=on_chunk)
         return True
+
+    def _get(self, url: str, headers: Mapping[str, str]) -> requests.Response:
+        timeout = (self.options.connect_timeout, self.options.read_timeout)
+        return self.downloader.session.get(url, headers=headers, stream=True, timeout=timeout)
+
+    def _check_size(self, size: int | None) -> None:
+        if self.max_size is not None and size is not None and size > self.max_size:
+            msg = f"more than the {self.max_size} bytes expected"
+            raise FetchError(msg, url=self.url)
 
     def _accept_partial(self, resp: requests.Response, offset: int) -> bool:
         if resp.status_code != 206:
