@@ -419,8 +419,11 @@ def test_signed_build_is_deterministic(project: Project, tmp_path: Path) -> None
     project.doit()
     assert "PCR8" in project.pcrs()
     first = project.eif().read_bytes()
-    run = project.doit("check")  # a fresh store signs again: same bytes
-    assert "reproducible" in run.result.stdout
+    run = project.doit("check")  # a fresh store signs again: same bytes, and the check compares them
+    assert "x86_64: identical (sha256 " in run.result.stdout
+    assert "PCR8 " in run.result.stdout
+    assert "reproducible: every EIF and PCR matches" in run.result.stdout
+    assert "not compared" not in run.result.stdout
     assert project.eif().read_bytes() == first
     assert describe(read_eif(project.eif()))["SignatureCheck"] is True
 
