@@ -95,6 +95,19 @@ def build_check_and_rebuild(project: Project, secrets: tuple[str, ...]) -> None:
         assert secret not in _output(first, check, republished, again)
 
 
+def assert_check_cannot_sign(project: Project, expected: str, secrets: tuple[str, ...], **env: str) -> None:
+    """A rebuild that cannot sign is no finding: the check cannot run (exit 2), saying why in one
+    line, and shows no credential."""
+    run = project.doit("check", env=env, check=False)
+    out = _output(run)
+    assert run.result.returncode == 2, out
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: the check cannot run: the rebuild cannot sign: {expected}"], out
+    assert "NOT reproducible" not in out
+    for secret in secrets:
+        assert secret not in out
+
+
 # --- AWS KMS on moto ---------------------------------------------------------------------------
 
 
@@ -134,6 +147,11 @@ def test_kms_key_build_check_and_rebuild(kms: Any, tmp_path: Path, server: Local
     project = signed_project(tmp_path / "app", server, public, arn)
     secrets = (THROWAWAY_AWS_ENV["AWS_ACCESS_KEY_ID"], THROWAWAY_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
     build_check_and_rebuild(project, secrets)
+    kms.disable_key(KeyId=arn.rsplit("/", 1)[-1])  # moto 5.2's DisableKey fails (500) on an ARN
+    assert_check_cannot_sign(project, f"{arn}: the KMS key is Disabled, not Enabled", secrets)
+    unreachable = "http://127.0.0.1:9"
+    expected = f'{arn}: KMS call failed: Could not connect to the endpoint URL: "{unreachable}/"'
+    assert_check_cannot_sign(project, expected, secrets, AWS_ENDPOINT_URL=unreachable)
 
 
 # --- PKCS#11 on SoftHSM2 -----------------------------------------------------------------------
@@ -172,3 +190,6 @@ def test_pkcs11_key_with_pin_and_module_from_the_environment(
     key = f"pkcs11:token={hsm_env.label};object={hsm_env.key_label}"
     project = signed_project(tmp_path / "app", server, hsm_env.public_key, key)
     build_check_and_rebuild(project, (PIN,))
+    wrong = "0000-0000"
+    expected = f"{key}: the token refused the PIN (wrong PIN)"
+    assert_check_cannot_sign(project, expected, (PIN, wrong), EIFBUILD_PKCS11_PIN=wrong)

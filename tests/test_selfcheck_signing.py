@@ -13,7 +13,8 @@ import pytest
 from test_config import MINIMAL
 
 from eifbuild.build.config import Signing, parse_project
-from eifbuild.build.selfcheck import RANDOMIZED_NOTE, _compare, verdict
+from eifbuild.build.selfcheck import RANDOMIZED_NOTE, _compare, _rebuild_failure, verdict
+from eifbuild.errors import SigningError, ToolError
 
 ARN = "arn:aws:kms:eu-central-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 URI = "pkcs11:token=hsm;object=enclave?pin-source=file:/run/pin"
@@ -78,6 +79,18 @@ def test_check_compares_file_bytes_of_pem_signatures(tmp_path: Path) -> None:
     assert not ok
     assert len(lines) == 1
     assert lines[0].startswith("x86_64: sha256 differs: ")
+
+
+def test_a_rebuild_that_cannot_sign_means_the_check_cannot_run(tmp_path: Path) -> None:
+    result = subprocess.CompletedProcess(["doit"], 1, "error: refused\n", "")
+    failure = tmp_path / "failure"
+    failure.write_text(f"SigningError {ARN}: the KMS key is Disabled, not Enabled")
+    found = _rebuild_failure(result, tmp_path, failure)
+    assert isinstance(found, SigningError)  # doit's exit code 2, not a finding
+    expected = f"the check cannot run: the rebuild cannot sign: {ARN}: the KMS key is Disabled, not Enabled"
+    assert str(found) == expected
+    failure.write_text("ToolError zig failed")
+    assert isinstance(_rebuild_failure(result, tmp_path, failure), ToolError)
 
 
 def test_doit_start_up_imports_no_signing_sdk() -> None:

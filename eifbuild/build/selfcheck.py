@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import log, toolchain
-from ..errors import FetchError, ToolError
+from ..errors import FetchError, SigningError, ToolError
 from ..remote import REMOTE_ENV
 from ..store import Store
 from ..util.fsutil import hash_file, remove_tree
@@ -138,14 +138,18 @@ def _seed_images(plan: Plan, store: Path) -> None:
 
 
 def _rebuild_failure(result: subprocess.CompletedProcess[str], copy_root: Path, failure: Path) -> Exception:
-    """A rebuild that could not fetch an input means the check cannot run (a FetchError); any
-    other failure is a finding: the project does not build from a clean copy (a ToolError)."""
+    """A rebuild that could not fetch an input, or could not sign (a KMS key it may not use, a
+    token or PIN it lacks), means the check cannot run (a FetchError, a SigningError): neither says
+    anything about reproducibility. Any other failure is a finding: the project does not build from
+    a clean copy (a ToolError)."""
     try:
         kind, _, message = failure.read_text().partition(" ")
     except FileNotFoundError:
         kind, message = "", ""
     if kind == FetchError.__name__:
         return FetchError(f"the check cannot run: {message}")
+    if kind == SigningError.__name__:
+        return SigningError(f"the check cannot run: the rebuild cannot sign: {message}")
     tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
     msg = f"the rebuild in {copy_root} failed (exit {result.returncode}):\n{tail}"
     return ToolError(msg, returncode=result.returncode, output=result.stdout + result.stderr)
@@ -154,8 +158,9 @@ def _rebuild_failure(result: subprocess.CompletedProcess[str], copy_root: Path, 
 def self_check(plan: Plan) -> CheckReport:
     """Rebuild ``plan``'s project from a copy and compare; the EIFs in build/ must exist already.
 
-    Raises :class:`ToolError` when the copy does not build (a finding) and :class:`FetchError`
-    when the check cannot run (an input outside the project cannot be fetched)."""
+    Raises :class:`ToolError` when the copy does not build (a finding), and :class:`FetchError` or
+    :class:`SigningError` when the check cannot run (an input outside the project cannot be
+    fetched, the signing key cannot be used)."""
     root = plan.project.root
     work = Path(tempfile.mkdtemp(prefix="eifbuild-check-"))
     try:
