@@ -13,7 +13,8 @@ per key, even across processes:
 Two optional hooks let a shared cache (``eifbuild.remote``) join in without the store knowing it:
 ``substituter(step, out_dir)`` is asked, under the key's lock, before a step is built; when it fills
 ``out_dir`` and returns a :class:`Substituted`, the entry is committed like a built one (the store
-hashes the outputs itself). ``on_built(entry)`` is told of every entry built here.
+hashes the outputs itself); :meth:`Store.substitute` asks it without building. ``on_built(entry)``
+is told of every entry built here.
 
 A build that dies (SIGKILL, power loss) leaves its temp dir, maybe outputs without a record or a
 record's temp file: :meth:`Store.reclaim_garbage` removes them, each only while holding the lock its
@@ -276,12 +277,13 @@ class Store:
         """Exclusive per-key lock across processes (released when the holder dies)."""
         return exclusive_lock(self.root / "locks" / f"{key}.lock")
 
-    def realize(self, step: Step, build: Builder) -> StoreEntry:
+    def realize(self, step: Step, build: Builder, *, substitute: bool = True) -> StoreEntry:
         """Return the entry for ``step``, running ``build(out_dir)`` only if no process did already.
 
         ``build`` fills ``out_dir`` (an empty directory) with the step's outputs and may return a
         small JSON-able mapping, kept in the record as ``meta``. If it raises, nothing is published
-        and the temp dir is removed.
+        and the temp dir is removed. ``substitute=False``: the substituter is not asked (a caller
+        that asked :meth:`substitute` already and has the outputs in hand).
         """
         key = step.key
         entry = self.get(key)
@@ -292,7 +294,7 @@ class Store:
             entry = self.get(key)  # another process may have built it while we waited
             if entry is not None:
                 return entry
-            if self.substituter is not None:
+            if substitute and self.substituter is not None:
                 entry = self._substitute_locked(step, key, self.substituter)
                 if entry is not None:
                     return entry
@@ -300,6 +302,21 @@ class Store:
         if self.on_built is not None:
             self.on_built(entry)
         return entry
+
+    def substitute(self, step: Step) -> StoreEntry | None:
+        """The entry for ``step`` if this store has it or its substituter fills it; never builds.
+
+        For steps whose outputs come from elsewhere anyway (an image's blobs): the substituter is
+        asked before the caller goes to its own source, and the caller commits what it fetched with
+        ``realize(…, substitute=False)`` so the substituter is asked once.
+        """
+        key = step.key
+        entry = self.get(key)
+        if entry is not None or self.substituter is None:
+            return entry
+        self._reclaim_once()
+        with self.lock(key):
+            return self.get(key) or self._substitute_locked(step, key, self.substituter)
 
     def _substitute_locked(self, step: Step, key: str, substituter: Substituter) -> StoreEntry | None:
         with self._work_dir(key) as out:

@@ -192,11 +192,12 @@ def test_layers_are_shared_across_images(tmp_path: Path, store: Store) -> None:
     one = lay.add([Image([[M("base")], [M("one")]])], tag="one")
     two = lay.add([Image([[M("base")], [M("two")]])], tag="two")
     assert one.layer_digests[0] == two.layer_digests[0]
-    resolve_image("lay:one", arch="x86_64", store=store, project_dir=tmp_path)
+    first = resolve_image("lay:one", arch="x86_64", store=store, project_dir=tmp_path)
     resolve_image("lay:two", arch="x86_64", store=store, project_dir=tmp_path)
     kinds = sorted(e.kind for e in store.entries())
     assert kinds == ["oci-blob"] * 4 + ["oci-layer"] * 3
-    entry = store.get(layer_step(one.layer_digests[0]).key)
+    assert first.layers[0].digest == one.layer_digests[0]
+    entry = store.get(layer_step(first.layers[0]).key)
     assert entry is not None
     assert entry.digest("layer.tar") == hashlib.sha256(layer([M("base")])).hexdigest()
 
@@ -635,7 +636,7 @@ def test_layout_index_listing_platform_manifests(tmp_path: Path, store: Store) -
 def test_layers_removed_from_the_store_are_reported(tmp_path: Path, store: Store) -> None:
     built = write_layout(tmp_path / "lay", [Image([[M("x")]])])
     image = resolve_image("lay", arch="x86_64", store=store, project_dir=tmp_path)
-    store.remove(layer_step(built.layer_digests[0]).key)
+    store.remove(layer_step(image.layers[0]).key)
     with pytest.raises(StoreError) as exc:
         rootfs_entries(image, store)
     assert (

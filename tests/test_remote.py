@@ -362,6 +362,39 @@ def test_a_pinned_source_file_needs_no_signature_but_its_hash_must_hold() -> Non
         open_manifest(json.dumps({"manifest": body}).encode(), key=step.key, trusted={})
 
 
+def _image_manifest(step: Step, name: str, data: bytes, **extra: object) -> bytes:
+    out = {"type": "file", "sha256": _sha(data), "size": len(data), "executable": False, **extra}
+    body = {
+        "format": 1,
+        "key": step.key,
+        "step": step.describe(),
+        "outputs": {name: out},
+        "dirs": [],
+        "meta": {},
+    }
+    return json.dumps({"manifest": body, "signatures": []}).encode()
+
+
+def test_image_blobs_and_uncompressed_layers_need_no_signature_but_their_digest_must_hold() -> None:
+    tar = b"an uncompressed layer"
+    diff_id = f"sha256:{_sha(tar)}"
+    layer = Step("oci-layer", 1, {"digest": f"sha256:{_sha(b'gzipped')}", "diff_id": diff_id})
+    data = _image_manifest(layer, "layer.tar", tar)
+    assert open_manifest(data, key=layer.key, trusted={}).trusted_by == "content-addressed"
+    blob = Step("oci-blob", 1, {"digest": f"sha256:{_sha(b'{}')}"})
+    assert open_manifest(_image_manifest(blob, "blob", b"{}"), key=blob.key, trusted={}).trusted_by
+    refused = [
+        _image_manifest(layer, "layer.tar", b"other bytes"),  # not what the diff_id names
+        _image_manifest(layer, "blob", tar),  # not the layer's output
+        _image_manifest(layer, "layer.tar", tar, executable=True),
+        _image_manifest(Step("oci-layer", 1, {"digest": diff_id}), "layer.tar", tar),  # no diff_id
+    ]
+    for bad in refused:
+        key = json.loads(bad)["manifest"]["key"]
+        with pytest.raises(ManifestRefused, match="not signed"):
+            open_manifest(bad, key=key, trusted={})
+
+
 def test_keygen_writes_nix_style_keys(tmp_path: Path) -> None:
     secret, public = generate_key("team-ci")
     name, _, raw = public.partition(":")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eifbuild.errors import StoreError
-from eifbuild.store import Step, Store, canonical_json
+from eifbuild.store import Step, Store, Substituted, canonical_json
 
 
 def _write(name: str, data: bytes) -> Callable[[Path], None]:
@@ -165,3 +165,28 @@ def test_for_project_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert Store.for_project(tmp_path).root == tmp_path / "cache"
     monkeypatch.setenv("EIFBUILD_CACHE", str(tmp_path / "elsewhere"))
     assert Store.for_project(tmp_path).root == tmp_path / "elsewhere"
+
+
+def test_substitute_asks_the_substituter_and_never_builds(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def substituter(step: Step, out: Path) -> Substituted | None:
+        asked.append(step.key)
+        if step.params["n"] != 1:
+            return None
+        (out / "f").write_bytes(b"from elsewhere")
+        return Substituted({}, "mirror")
+
+    store = Store(tmp_path / "store", substituter=substituter)
+    filled, missing = Step("demo", 1, {"n": 1}), Step("demo", 1, {"n": 2})
+    entry = store.substitute(filled)
+    assert entry is not None
+    assert entry.record["substituted"] == "mirror"
+    assert store.substitute(filled) == entry  # in the store now: not asked again
+    assert store.substitute(missing) is None
+    assert asked == [filled.key, missing.key]
+    # the caller fetched it itself: committed without asking the substituter a second time
+    built = store.realize(missing, _write("f", b"fetched"), substitute=False)
+    assert built.file("f").read_bytes() == b"fetched"
+    assert asked == [filled.key, missing.key]
+    assert Store(tmp_path / "other").substitute(filled) is None  # no substituter: only a lookup

@@ -11,10 +11,12 @@ Local paths win over registry names. :func:`resolve_image` walks index → the m
 platform (linux/amd64 for x86_64, linux/arm64 for aarch64) → config → layers, verifying every blob
 against its digest while it streams, and keeps them in the store: JSON blobs as ``oci-blob``
 entries, each layer *decompressed* as an ``oci-layer`` entry (``layer.tar``, keyed by the layer's
-blob digest, shared by every image that uses it; its diff_id is checked too). Everything an import
-fetches is staged first and committed only once all of it verified and the merged rootfs passed
-the layer-safety rules, so a bad image leaves nothing in the store. With everything in the store
-and a digest-pinned reference, resolving touches no network.
+blob digest and diff_id, shared by every image that uses it; its diff_id is checked too). A
+registry image's blobs the store lacks are asked of its substituter (the remote cache) first.
+Everything an import fetches from the image's source is staged first and committed only once all
+of it verified and the merged rootfs passed the layer-safety rules, so a bad image leaves nothing
+of its own in the store. With everything in the store (or in the remote cache) and a digest-pinned
+reference, resolving never contacts the registry.
 
 Why decompressed layers: the cpio writer emits files in sorted path order, which jumps between
 layers and around inside each; an uncompressed tar can be read at any offset, so every file is
@@ -112,7 +114,7 @@ class OciImage:
     def store_keys(self) -> set[str]:
         """Keys of the store entries this image uses (index, manifest, config, layers): gc roots."""
         blobs = [d for d in (self.index_digest, self.manifest_digest, self.config_digest) if d]
-        return {blob_step(d).key for d in blobs} | {layer_step(layer.digest).key for layer in self.layers}
+        return {blob_step(d).key for d in blobs} | {layer_step(layer).key for layer in self.layers}
 
     @property
     def rootfs_digest(self) -> str:
@@ -389,8 +391,8 @@ def resolve_image(
         imp = Importer(store, source)
         try:
             image, files = _import(imp, ref, parsed, arch)
-            if imp.pending:
-                Rootfs(files)  # the layer-safety rules, before anything enters the store
+            if imp.fetched:
+                Rootfs(files)  # the layer-safety rules, before anything staged enters the store
                 imp.commit()
         finally:
             imp.close()
@@ -482,7 +484,7 @@ def resolve_tag(ref: str) -> str:
 def layer_files(image: OciImage, store: Store) -> list[LayerFile]:
     files = []
     for layer in image.layers:
-        entry = store.get(layer_step(layer.digest).key)
+        entry = store.get(layer_step(layer).key)
         if entry is None:
             msg = f"layer {layer.digest} of {image.ref} is not in the store (gc?): resolve the image again"
             raise StoreError(msg)

@@ -7,7 +7,11 @@ uncompressed digest is checked against the config's diff_id. Nothing reaches the
 :meth:`Importer.commit`: a bad blob anywhere in an image leaves the store as it was.
 
 Store entries: ``oci-blob`` (``blob``: an index, manifest or config, keyed by its digest) and
-``oci-layer`` (``layer.tar``: the *uncompressed* layer, keyed by the layer blob's digest).
+``oci-layer`` (``layer.tar``: the *uncompressed* layer, keyed by the layer blob's digest and its
+diff_id). Both are content-addressed: the digest in the step names the one output, so a shared
+cache behind the store's substituter (:meth:`~eifbuild.store.Store.substitute`) can serve them
+unsigned. A registry image's blobs missing from the store are asked of it before the registry is;
+those it serves are committed at once (verified by their digests, as the store's own are read).
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ def blob_step(digest: str) -> Step:
     return Step(BLOB_KIND, STEP_VERSION, {"digest": digest})
 
 
-def layer_step(digest: str) -> Step:
-    return Step(LAYER_KIND, STEP_VERSION, {"digest": digest})
+def layer_step(layer: Layer) -> Step:
+    """The uncompressed ``layer.tar`` of a layer blob: its diff_id in the step names its content."""
+    return Step(LAYER_KIND, STEP_VERSION, {"digest": layer.digest, "diff_id": layer.diff_id})
 
 
 # -- verified streaming -------------------------------------------------------------------------------
@@ -142,6 +147,9 @@ class Importer:
         self.pending: list[tuple[Step, str, Path]] = []
         self.downloads = BlobDownloads(store)
         self.downloaded: list[str] = []  # digests of blobs in downloads/, removed once committed
+        # a registry's blobs are asked of the store's substituter first; local ones are read in place
+        self.asks_substituter = isinstance(source, RegistrySource)
+        self.substituted: list[str] = []  # keys the substituter filled in this import
         self._work: Path | None = None
         self._lock = contextlib.ExitStack()
 
@@ -166,12 +174,26 @@ class Importer:
     def _staged(self, name: str) -> Path:
         return self.work / f"{len(self.pending)}.{name}"
 
+    @property
+    def fetched(self) -> bool:
+        """Whether this import brought anything into the store (staged, or substituted)."""
+        return bool(self.pending or self.substituted)
+
+    def _stored(self, step: Step) -> StoreEntry | None:
+        """The store's entry for ``step``, or (a registry's blob) the one its substituter fills."""
+        entry = self.store.get(step.key)
+        if entry is None and self.asks_substituter:
+            entry = self.store.substitute(step)
+            if entry is not None:
+                self.substituted.append(step.key)
+        return entry
+
     def json(self, desc: Descriptor, *, manifest: bool, what: str) -> Any:
         """The parsed JSON blob ``desc`` (from the store, or fetched, verified and staged)."""
         if desc.digest in self.docs:
             return self.docs[desc.digest]
         algorithm = desc.digest.partition(":")[0]
-        entry = self.store.get(blob_step(desc.digest).key)
+        entry = self._stored(blob_step(desc.digest))
         if entry is not None:
             data = entry.file("blob").read_bytes()
             if digest_of(data, algorithm) != desc.digest:
@@ -208,7 +230,7 @@ class Importer:
 
     def _layer(self, layer: Layer, number: int) -> LayerFile:
         what = f"layer {layer.digest} (layer {number} of the image)"
-        entry = self.store.get(layer_step(layer.digest).key)
+        entry = self._stored(layer_step(layer))
         if entry is None:
             staged = self._staged("layer.tar")
             found = self._open_blob(layer, what)
@@ -230,7 +252,7 @@ class Importer:
         if not isinstance(self.source, RegistrySource):
             return self.source.open(layer.digest, manifest=False)
         with self.downloads.lock(layer.digest):
-            entry = self.store.get(layer_step(layer.digest).key)
+            entry = self.store.get(layer_step(layer).key)
             if entry is not None:
                 return entry
             self.downloaded.append(layer.digest)
@@ -249,7 +271,7 @@ class Importer:
             what = f"{what}: uncompressed ({compression})"
             raise HashMismatch(what, expected=layer.diff_id, actual=actual)
         log.info(f"oci: {what}: {compression}, verified")
-        self.pending.append((layer_step(layer.digest), "layer.tar", staged))
+        self.pending.append((layer_step(layer), "layer.tar", staged))
         return LayerFile(layer.digest, staged)
 
     def _decompress(self, counted: _Counted, staged: Path, diff: StreamHasher, bar: log.Progress) -> str:
@@ -273,8 +295,10 @@ class Importer:
         return compression
 
     def commit(self) -> None:
+        """Move the staged blobs into the store (the substituter, asked already, is not again)."""
         for step, name, staged in self.pending:
-            self.store.realize(step, functools.partial(_move_into, staged, name))
+            move = functools.partial(_move_into, staged, name)
+            self.store.realize(step, move, substitute=not self.asks_substituter)
         self.pending.clear()
         for digest in self.downloaded:  # their layers are in the store now
             self.downloads.remove(digest)

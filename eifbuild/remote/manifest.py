@@ -7,7 +7,8 @@ signature is ed25519 over ``SIGNED_PREFIX + canonical_json(BODY)``. Keys are wri
 ``name:base64`` (the secret file holds the 32-byte seed, the public key its 32 bytes).
 
 An entry is used only if a trusted key signed it, or if it is content-addressed: a pinned source
-file or an OCI blob whose one output is the file its own hash names (:func:`content_addressed`).
+file, an OCI blob or an uncompressed OCI layer (keyed with its diff_id) whose one output is the file
+its own hash names (:func:`content_addressed`).
 Everything here is pure: bytes in, records or :class:`ManifestRefused` out.
 """
 
@@ -231,13 +232,16 @@ def _unsigned_reason(signatures: Any) -> str:
     return f"no valid signature by a trusted key (signed by: {', '.join(map(str, names))})"
 
 
+# An image's store entries: kind -> (the one output, the step parameter holding its digest)
+IMAGE_ENTRIES: Final = {"oci-blob": ("blob", "digest"), "oci-layer": ("layer.tar", "diff_id")}
+
+
 def content_addressed(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> bool:
     """True when the entry's own hash is its trust: a pinned source file taken as downloaded (its
-    one output and every digest in ``meta`` are the sha256 pin) or an OCI blob (its digest)."""
-    if step.kind == "oci-blob":
-        digest = str(step.params.get("digest", ""))
-        blob = outputs.get("blob", {})
-        return set(outputs) == {"blob"} and digest == f"sha256:{blob.get('sha256')}" and not meta
+    one output and every digest in ``meta`` are the sha256 pin), an OCI blob (its digest) or an
+    uncompressed OCI layer (its diff_id)."""
+    if step.kind in IMAGE_ENTRIES:
+        return _image_entry(step, outputs, meta)
     if step.kind != "source":
         return False
     pin, params = step.inputs.get("sha256"), step.params
@@ -255,3 +259,12 @@ def content_addressed(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta
         and meta.get("tree") is False
         and meta.get("filename") == name
     )
+
+
+def _image_entry(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> bool:
+    """One plain file, named by the digest in the step (which the caller's key already vouches for)."""
+    name, param = IMAGE_ENTRIES[step.kind]
+    out = outputs.get(name, {})
+    digest = str(step.params.get(param, ""))
+    named = digest == f"sha256:{out.get('sha256')}"
+    return set(outputs) == {name} and named and not out.get("executable") and not meta
