@@ -11,6 +11,7 @@ import codecs
 import contextlib
 import io
 import os
+import re
 import selectors
 import subprocess
 import time
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 PANIC_MARKER: Final = "Kernel panic"
 KILL_GRACE: Final = 2.0
 INIT_LINE: Final = "eifbuild-init:"
+_QEMU_ERROR: Final = re.compile(r"^qemu-system-[\w-]+: (.+)$", re.MULTILINE)
 _KEEP: Final = 1 << 16  # console bytes kept for the verdict (the tail)
 
 
@@ -223,8 +225,15 @@ def _exit_verdict(watch: _Watch, returncode: int | None) -> tuple[str, str]:
     reason = watch.init_lines("cannot run")  # says more than the status that follows it
     if status or reason:
         return "app-failed", (reason or status)[-1]
+    complaint = _qemu_complaint(watch.text) if returncode else ""
     if watch.expect:
-        return "no-expect", f"QEMU exited (status {returncode}) before {watch.expect!r} appeared"
+        return "no-expect", f"QEMU exited (status {returncode}) before {watch.expect!r} appeared{complaint}"
     if returncode != 0:
-        return "exited", f"QEMU exited with status {returncode}"
+        return "exited", f"QEMU exited with status {returncode}{complaint}"
     return "shutdown", "the machine shut down"
+
+
+def _qemu_complaint(console: str) -> str:
+    """``: <QEMU's last error line>`` (e.g. the EIF loader's CRC mismatch), or ``""``."""
+    lines = [m[1] for m in _QEMU_ERROR.finditer(console)]
+    return f": {lines[-1].strip()}" if lines else ""

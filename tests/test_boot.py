@@ -366,3 +366,11 @@ def test_the_verdict_names_the_machine(tmp_path: Path) -> None:
     noted = dataclasses.replace(result, notes=("-M nitro-enclave", "heartbeat answered"))
     assert noted.verdict.startswith("PASS: saw 'ok' (")
     assert noted.verdict.endswith(" s, -M nitro-enclave, heartbeat answered)")
+
+
+def test_qemu_s_own_error_line_is_in_the_verdict(tmp_path: Path) -> None:
+    script = (
+        "sys.stderr.write('qemu-system-x86_64: CRC mismatch. Expected 1 but header has 2\\n'); sys.exit(1)"
+    )
+    result = run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
+    assert result.detail == "QEMU exited with status 1: CRC mismatch. Expected 1 but header has 2"
