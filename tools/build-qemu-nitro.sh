@@ -31,7 +31,7 @@ prefix="${prefix:-${XDG_CACHE_HOME:-$HOME/.cache}/eifbuild/qemu-nitro/${version/
 binary="$prefix/bin/qemu-system-x86_64"
 
 has_nitro_enclave() {
-    [[ -x "$1" ]] && "$1" -M help 2>/dev/null | grep -q '^nitro-enclave '
+    [[ -x "$1" ]] && grep -q '^nitro-enclave ' <<<"$("$1" -M help 2>/dev/null)"
 }
 
 if has_nitro_enclave "$binary"; then
