@@ -34,7 +34,22 @@ has_nitro_enclave() {
     [[ -x "$1" ]] && grep -q '^nitro-enclave ' <<<"$("$1" -M help 2>/dev/null)"
 }
 
+# The binary looks for firmware in ../share/qemu: link Debian's there (qemu-system-data has qboot.rom
+# and linuxboot_dma.bin, seabios the bios*.bin of -M pc/q35), as Debian's --firmwarepath does.
+link_firmware() {
+    local dir="$prefix/share/qemu" src file
+    if [[ -L "$dir" ]]; then rm "$dir"; fi
+    mkdir -p "$dir"
+    for src in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
+        [[ -d "$src" ]] || continue
+        for file in "$src"/*; do
+            [[ -e "$dir/${file##*/}" ]] || ln -s "$file" "$dir/${file##*/}"
+        done
+    done
+}
+
 if has_nitro_enclave "$binary"; then
+    link_firmware
     echo "build-qemu-nitro: reusing $binary" >&2
     echo "$binary"
     exit 0
@@ -97,10 +112,8 @@ sed -i 's/unpack_edk2_blobs = bzip2.found()/unpack_edk2_blobs = false/' meson.bu
     exit 1
 }
 ninja -C build qemu-system-x86_64 >build.log 2>&1 || { tail -30 build.log >&2; exit 1; }
-mkdir -p "$prefix/bin" "$prefix/share"
-# Firmware (qboot.rom, linuxboot_dma.bin, bios*.bin) comes from Debian's qemu-system-data and
-# seabios: the binary finds it at ../share/qemu without -L.
-ln -sfn /usr/share/qemu "$prefix/share/qemu"
+mkdir -p "$prefix/bin"
+link_firmware
 install -m 0755 build/qemu-system-x86_64 "$binary.tmp"
 mv "$binary.tmp" "$binary"
 
