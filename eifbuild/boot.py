@@ -1,42 +1,48 @@
 """``eifbuild boot``: smoke-test an EIF under QEMU (TCG) and report one verdict.
 
-The EIF's kernel and its ramdisks (concatenated, each zero-padded to 4 bytes: the kernel only finds
-an uncompressed cpio at a 4-byte aligned offset) are written to a temp dir and booted with
-``qemu-system-x86_64 -M microvm`` (or ``pc``) or ``qemu-system-aarch64 -M virt -cpu cortex-a57``,
-``-nographic -no-reboot``, the serial console on a pipe. The kernel command line is the EIF's plus
-what a local run needs: ``eifbuild.local=1`` (eifbuild's init then skips a missing vsock peer and
-ends the machine when the command exits), ``console=ttyAMA0`` on aarch64 (QEMU's virt board has a
-PL011, not the ttyS0 Nitro uses), ``reboot=t`` on microvm (no keyboard controller to reset
-through), and ``panic=-1`` (reboot at once on a panic, which ``-no-reboot`` turns into an exit).
+Two machines. x86_64 EIFs boot by default on QEMU's ``nitro-enclave`` machine when the QEMU has it
+(see :mod:`eifbuild.qemu`): QEMU reads the EIF file itself (``-kernel app.eif``), checks its CRC and
+measures it into its emulated NSM; eifbuild's vhost-user-vsock back-end (:mod:`eifbuild.vsock`)
+answers the enclave heartbeat, so the EIF boots with its production command line and any init
+that keeps AWS's boot contract. Only ``reboot=t panic=-1`` (and ``eifbuild.attest=1`` with
+``--attest``) are appended, after QEMU measured the command line.
 
-The console is streamed to a callback while it is watched for: the ``expect`` text (success), a
-kernel panic, the timeout, or QEMU exiting. QEMU is always killed before :func:`boot` returns.
-With ``local_init`` the bootstrap ramdisk is replaced by one holding eifbuild's init compiled for
-the EIF's arch, plus the original ``nsm.ko`` if there was one.
+Otherwise (``--machine microvm``/``pc``/``q35``, or aarch64's ``virt``) the EIF's kernel and its
+ramdisks (concatenated, each zero-padded to 4 bytes: the kernel only finds an uncompressed cpio at
+a 4-byte aligned offset) are written to a temp dir and booted directly. The command line is the
+EIF's plus what a local run needs: ``eifbuild.local=1`` (eifbuild's init then skips a missing vsock
+peer and ends the machine when the command exits), ``console=ttyAMA0`` on aarch64 (QEMU's virt
+board has a PL011, not the ttyS0 Nitro uses), ``reboot=t`` on microvm (no keyboard controller to
+reset through), and ``panic=-1`` (reboot at once on a panic, which ``-no-reboot`` turns into an
+exit). With ``local_init`` the bootstrap ramdisk is replaced by one holding eifbuild's init
+compiled for the EIF's arch, plus the original ``nsm.ko`` if there was one.
 """
 
 from __future__ import annotations
 
-import codecs
-import contextlib
 import gzip
 import io
-import os
-import selectors
-import shutil
-import subprocess
 import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 from . import log
-from .arch import info
+from .attest import ATTEST_FLAG, compare
 from .build import EIFBUILD_INIT_C
-from .eif import EifImage, iter_section, min_enclave_memory_mib, read_eif
-from .errors import ArchiveError, InputError, ToolError, UsageError
+from .console import BootResult, run_qemu
+from .eif import EifImage, iter_section, measure, min_enclave_memory_mib, read_eif
+from .errors import ArchiveError, InputError, UsageError
+from .qemu import (
+    NITRO_ENCLAVE,
+    find_qemu,
+    has_nitro_enclave,
+    nitro_command,
+    no_nitro_enclave,
+    unpacked_command,
+)
 from .ramdisk import bootstrap_entries, read_cpio, write_cpio
+from .vsock import HEARTBEAT_PORT, VsockBackend, parse_forwards
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -45,17 +51,15 @@ if TYPE_CHECKING:
     from .store import Store
 
 LOCAL_FLAG: Final = "eifbuild.local=1"
+NITRO_APPEND: Final = "reboot=t panic=-1"  # after the measured command line: no PCR moves
 DEFAULT_TIMEOUT: Final = 60.0
-DEFAULT_MACHINES: Final[dict[Arch, str]] = {"x86_64": "microvm", "aarch64": "virt"}
-MACHINES: Final[dict[Arch, tuple[str, ...]]] = {"x86_64": ("microvm", "pc", "q35"), "aarch64": ("virt",)}
+MACHINES: Final[dict[Arch, tuple[str, ...]]] = {
+    "x86_64": (NITRO_ENCLAVE, "microvm", "pc", "q35"),
+    "aarch64": ("virt",),
+}
 MIN_MEMORY_MIB: Final = 256
 ACCELS: Final = ("tcg", "kvm")
-PANIC_MARKER: Final = "Kernel panic"
 ALIGN: Final = 4
-KILL_GRACE: Final = 2.0
-_QEMU_PACKAGE: Final[dict[Arch, str]] = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm"}  # Debian
-_INIT_LINE: Final = "eifbuild-init:"
-_KEEP: Final = 1 << 16  # console bytes kept for the verdict (the tail)
 
 
 @dataclass(frozen=True)
@@ -63,27 +67,13 @@ class BootOptions:
     expect: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     local_init: bool = False
-    machine: str | None = None
+    machine: str | None = None  # default: nitro-enclave for x86_64 if the QEMU has it, else microvm; virt
     memory_mib: int | None = None
     accel: str = "tcg"
-    qemu: str | None = None  # the QEMU binary; default from the EIF's arch, looked up on PATH
-
-
-@dataclass(frozen=True)
-class BootResult:
-    """How a boot ended. ``reason``: expected, shutdown (both ok), panic, timeout, app-failed,
-    no-expect, exited."""
-
-    ok: bool
-    reason: str
-    detail: str
-    seconds: float
-    returncode: int | None
-    console: str  # the last 64 KiB of console output
-
-    @property
-    def verdict(self) -> str:
-        return f"{'PASS' if self.ok else 'FAIL'}: {self.detail} ({self.seconds:.1f} s)"
+    qemu: str | None = None  # the QEMU binary; default $EIFBUILD_QEMU_<ARCH>, else from PATH
+    attest: bool = False  # nitro-enclave only: compare the PCRs the guest reads from its NSM
+    vsock_forwards: tuple[str, ...] = ()  # nitro-enclave only: PORT=tcp:HOST:PORT | PORT=unix:PATH
+    extra_initrd: Path | None = None  # nitro-enclave only: QEMU measures it too (a negative control)
 
 
 # -- preparing the files ----------------------------------------------------------------------------
@@ -162,44 +152,10 @@ def prepare(image: EifImage, work: Path, *, init: Path | None = None) -> tuple[P
     return kernel, initrd
 
 
-# -- QEMU -------------------------------------------------------------------------------------------
-def find_qemu(arch: Arch, override: str | None = None) -> str:
-    package = _QEMU_PACKAGE[arch]
-    name = override or info(arch).qemu_system
-    found = shutil.which(name)
-    if found is None:
-        msg = (
-            f"{name} not found: install QEMU to boot {arch} images "
-            f"(Debian/Ubuntu: apt-get install {package}; Fedora: dnf install qemu-system-{arch})"
-        )
-        raise ToolError(msg, cmd=[name])
-    return found
-
-
-def qemu_command(
-    qemu: str,
-    arch: Arch,
-    *,
-    kernel: Path,
-    initrd: Path,
-    cmdline: str,
-    machine: str,
-    memory_mib: int,
-    accel: str,
-) -> list[str]:
-    cmd = [qemu, "-M", machine]
-    if arch == "aarch64":
-        cmd += ["-cpu", "cortex-a57"]
-    cmd += ["-accel", accel, "-m", str(memory_mib), "-smp", "1"]
-    cmd += ["-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"]
-    cmd += ["-kernel", str(kernel), "-initrd", str(initrd), "-append", cmdline]
-    return cmd
-
-
-def _check_options(arch: Arch, options: BootOptions) -> str:
-    machine = options.machine or DEFAULT_MACHINES[arch]
-    if machine.split(",")[0] not in MACHINES[arch]:
-        msg = f"machine {machine!r} for {arch}: expected one of {', '.join(MACHINES[arch])}"
+# -- choosing the machine ---------------------------------------------------------------------------
+def _check_options(arch: Arch, options: BootOptions) -> None:
+    if options.machine is not None and _base(options.machine) not in MACHINES[arch]:
+        msg = f"machine {options.machine!r} for {arch}: expected one of {', '.join(MACHINES[arch])}"
         raise UsageError(msg, key="--machine")
     if options.accel not in ACCELS:
         msg = f"accelerator {options.accel!r}: expected one of {', '.join(ACCELS)}"
@@ -210,6 +166,46 @@ def _check_options(arch: Arch, options: BootOptions) -> str:
     if options.expect == "":
         msg = "the expected text is empty"
         raise UsageError(msg, key="--expect")
+    parse_forwards(list(options.vsock_forwards))
+
+
+def _base(machine: str) -> str:
+    """The machine type without its options (``microvm,x-option-roms=off`` → ``microvm``)."""
+    return machine.split(",", maxsplit=1)[0]
+
+
+def _nitro_only(options: BootOptions) -> list[tuple[str, str]]:
+    """(option, what) pairs the options ask for that only nitro-enclave can do."""
+    wanted = [("--attest", "the NSM device"), ("--vsock-forward", "vsock")]
+    given = [options.attest, bool(options.vsock_forwards)]
+    found = [pair for pair, on in zip(wanted, given, strict=True) if on]
+    if options.extra_initrd is not None:
+        found.append(("extra_initrd", "measuring it"))
+    return found
+
+
+def choose_machine(arch: Arch, qemu: str, options: BootOptions) -> str:
+    """The machine to boot on: --machine, else nitro-enclave where available (x86_64), else the
+    unpacked boot's default. Options that need nitro-enclave get it or a clear error."""
+    needs = _nitro_only(options)
+    machine = options.machine
+    if machine is None:
+        if arch == "aarch64":
+            machine = "virt"
+        elif options.local_init:
+            machine = "microvm"  # --local-init changes the ramdisk: only an unpacked boot can
+        else:
+            machine = NITRO_ENCLAVE if needs or has_nitro_enclave(qemu) else "microvm"
+    is_nitro = _base(machine) == NITRO_ENCLAVE
+    if not is_nitro and needs:
+        option, what = needs[0]
+        msg = f"{option} needs QEMU's {NITRO_ENCLAVE} machine ({what}; x86_64 only), not {machine}"
+        raise UsageError(msg, key=option)
+    if is_nitro and options.local_init:
+        msg = f"--local-init changes the ramdisks; {NITRO_ENCLAVE} boots the EIF as it is (use -M microvm)"
+        raise UsageError(msg, key="--local-init")
+    if is_nitro and not has_nitro_enclave(qemu):
+        raise no_nitro_enclave(qemu)
     return machine
 
 
@@ -220,6 +216,7 @@ def memory_for(image: EifImage, requested: int | None) -> int:
     return max(MIN_MEMORY_MIB, min_enclave_memory_mib(image.file_size))
 
 
+# -- booting ------------------------------------------------------------------------------------------
 def boot(
     path: Path,
     options: BootOptions,
@@ -234,195 +231,95 @@ def boot(
     """
     image = read_eif(path)
     arch = image.arch
-    machine = _check_options(arch, options)
+    _check_options(arch, options)
     qemu = find_qemu(arch, options.qemu)
+    machine = choose_machine(arch, qemu, options)
+    log.step(f"boot: {Path(qemu).name} -M {machine} ({arch}, {options.accel}, timeout {options.timeout:g} s)")
+    if _base(machine) == NITRO_ENCLAVE:
+        return _boot_nitro(image, qemu, options, console)
+    return _boot_unpacked(image, qemu, machine=machine, options=options, store=store, console=console)
+
+
+def _boot_unpacked(
+    image: EifImage,
+    qemu: str,
+    *,
+    machine: str,
+    options: BootOptions,
+    store: Store | None,
+    console: Callable[[str], None] | None,
+) -> BootResult:
     init = None
     if options.local_init:
         if store is None:
             msg = "--local-init needs a store to compile eifbuild's init into"
             raise UsageError(msg, key="--local-init")
-        init = eifbuild_init(store, arch)
+        init = eifbuild_init(store, image.arch)
     with tempfile.TemporaryDirectory(prefix="eifbuild-boot.") as tmp:
         kernel, initrd = prepare(image, Path(tmp), init=init)
-        cmd = qemu_command(
+        cmd = unpacked_command(
             qemu,
-            arch,
+            image.arch,
             kernel=kernel,
             initrd=initrd,
-            cmdline=local_cmdline(image.cmdline, arch, machine.split(",")[0]),
+            cmdline=local_cmdline(image.cmdline, image.arch, _base(machine)),
             machine=machine,
             memory_mib=memory_for(image, options.memory_mib),
             accel=options.accel,
         )
-        log.step(
-            f"boot: {Path(qemu).name} -M {machine} ({arch}, {options.accel}, timeout {options.timeout:g} s)"
-        )
-        return run_qemu(cmd, expect=options.expect, timeout=options.timeout, console=console)
+        result = run_qemu(cmd, expect=options.expect, timeout=options.timeout, console=console)
+    return replace(result, notes=(f"-M {machine}",))
 
 
-# -- watching the console ---------------------------------------------------------------------------
-class _Watch:
-    """Scans the console text as it arrives (matches may span chunks)."""
-
-    def __init__(self, expect: str | None) -> None:
-        self.expect = expect
-        self.text = ""  # the tail kept for the verdict
-        self.scanned = 0  # offset in self.text up to which markers were searched
-        self.found_expect = False
-        self.panic_at: int | None = None
-
-    def feed(self, chunk: str) -> None:
-        self.text += chunk
-        longest = max(len(PANIC_MARKER), len(self.expect or ""))
-        start = max(0, self.scanned - longest)
-        if self.expect and not self.found_expect and self.expect in self.text[start:]:
-            self.found_expect = True
-        if self.panic_at is None:
-            at = self.text.find(PANIC_MARKER, start)
-            if at >= 0:
-                self.panic_at = at
-        self.scanned = len(self.text)
-        if len(self.text) > 2 * _KEEP and self.panic_at is None:
-            drop = len(self.text) - _KEEP
-            self.text = self.text[drop:]
-            self.scanned -= drop
-
-    def panic_line(self) -> str:
-        if self.panic_at is None:
-            return ""
-        return self.text[self.panic_at :].splitlines()[0].strip()
-
-    def init_lines(self, word: str) -> list[str]:
-        return [ln.strip() for ln in self.text.splitlines() if _INIT_LINE in ln and word in ln]
-
-
-def run_qemu(
-    cmd: list[str], *, expect: str | None, timeout: float, console: Callable[[str], None] | None = None
+def _boot_nitro(
+    image: EifImage, qemu: str, options: BootOptions, console: Callable[[str], None] | None
 ) -> BootResult:
-    """Run ``cmd`` (QEMU with the serial console on stdout), watch it, kill it, judge it."""
-    start = time.monotonic()
-    watch = _Watch(expect)
-    try:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    append = f"{NITRO_APPEND} {ATTEST_FLAG}" if options.attest else NITRO_APPEND
+    with tempfile.TemporaryDirectory(prefix="eifbuild-boot.") as tmp:
+        forwards = parse_forwards(list(options.vsock_forwards))
+        backend = VsockBackend(Path(tmp) / "vsock.sock", forwards=forwards)
+        cmd = nitro_command(
+            qemu,
+            eif=image.path,
+            vsock_socket=backend.socket_path,
+            append=append,
+            memory_mib=memory_for(image, options.memory_mib),
+            accel=options.accel,
+            extra_initrd=options.extra_initrd,
         )
-    except OSError as exc:
-        msg = f"cannot run {cmd[0]}: {exc.strerror or exc}"
-        raise ToolError(msg, cmd=cmd) from None
-    reader = _Console(proc, watch, console)
-    try:
-        timed_out = reader.follow(start + timeout)
-    finally:
-        returncode = _stop(proc, exiting=reader.eof)
-    seconds = time.monotonic() - start
-    return _judge(watch, timed_out=timed_out, returncode=returncode, seconds=seconds, timeout=timeout)
-
-
-class _Console:
-    """QEMU's stdout, decoded (any bytes, CRLF) and fed to the watcher and the caller's sink."""
-
-    def __init__(
-        self, proc: subprocess.Popen[bytes], watch: _Watch, sink: Callable[[str], None] | None
-    ) -> None:
-        if proc.stdout is None:
-            msg = "QEMU was started without a pipe for its console"
-            raise ToolError(msg)
-        self.fd = proc.stdout.fileno()
-        self.watch = watch
-        self.sink = sink
-        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.newlines = io.IncrementalNewlineDecoder(None, translate=True)
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.fd, selectors.EVENT_READ)
-        self.eof = False
-
-    def follow(self, deadline: float) -> bool:
-        """Read until a verdict is possible or QEMU exits; True when the deadline passed first."""
+        backend.start()
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                if not self.read(min(left, 0.5)):
-                    return False
-                if self.watch.panic_at is not None:
-                    self.drain(0.5)  # the panic's own lines, for the verdict
-                    return False
-                if self.watch.found_expect:
-                    return False
-            return True
+            result = run_qemu(
+                cmd,
+                expect=options.expect,
+                timeout=options.timeout,
+                console=console,
+                abort=lambda: backend.error,
+            )
         finally:
-            self.selector.close()
-
-    def read(self, wait: float) -> bool:
-        """Read what arrived within ``wait`` seconds; False at end of output (QEMU exited)."""
-        if not self.selector.select(wait):
-            return True
-        data = os.read(self.fd, 1 << 16)
-        if not data:
-            self.eof = True
-            return False
-        text = self.newlines.decode(self.utf8.decode(data))
-        if self.sink is not None:
-            self.sink(text)
-        self.watch.feed(text)
-        return True
-
-    def drain(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0 and self.read(left):
-            pass
+            backend.stop()
+    return _judge_nitro(result, backend, image if options.attest else None)
 
 
-def _stop(proc: subprocess.Popen[bytes], *, exiting: bool) -> int | None:
-    """Kill QEMU if it still runs; its exit status, or None when it had to be killed.
-
-    ``exiting``: its output ended, so it is exiting by itself; give it a moment to finish.
-    """
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(KILL_GRACE if exiting else 0)
-    if proc.returncode is not None:
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
-    proc.terminate()
-    try:
-        proc.wait(KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-    return None
-
-
-def _judge(
-    watch: _Watch, *, timed_out: bool, returncode: int | None, seconds: float, timeout: float
-) -> BootResult:
-    reason, detail = _verdict(watch, timed_out=timed_out, returncode=returncode, timeout=timeout)
-    ok = reason in {"expected", "shutdown"}
-    return BootResult(ok, reason, detail, seconds, returncode, watch.text)
-
-
-def _verdict(watch: _Watch, *, timed_out: bool, returncode: int | None, timeout: float) -> tuple[str, str]:
-    """(reason, detail) of a finished run; the order decides which of several signs wins."""
-    if watch.panic_at is not None:
-        fatal = watch.init_lines("fatal:")
-        why = f" after {fatal[-1]!r}" if fatal else ""
-        return "panic", f"kernel panic{why}: {watch.panic_line()}"
-    if watch.found_expect:
-        return "expected", f"saw {watch.expect!r}"
-    if timed_out:
-        want = f" waiting for {watch.expect!r}" if watch.expect else ""
-        return "timeout", f"timed out after {timeout:g} s{want}"
-    return _exit_verdict(watch, returncode)
-
-
-def _exit_verdict(watch: _Watch, returncode: int | None) -> tuple[str, str]:
-    """QEMU exited by itself: did the app fail (per init's lines), was the text missing?"""
-    status = [ln for ln in watch.init_lines("command ") if "signal" in ln or "status 0" not in ln]
-    reason = watch.init_lines("cannot run")  # says more than the status that follows it
-    if status or reason:
-        return "app-failed", (reason or status)[-1]
-    if watch.expect:
-        return "no-expect", f"QEMU exited (status {returncode}) before {watch.expect!r} appeared"
-    if returncode != 0:
-        return "exited", f"QEMU exited with status {returncode}"
-    return "shutdown", "the machine shut down"
+def _judge_nitro(result: BootResult, backend: VsockBackend, attest_image: EifImage | None) -> BootResult:
+    """Add what only nitro-enclave can tell: the back-end's health, the heartbeat, the PCRs."""
+    notes = [f"-M {NITRO_ENCLAVE}"]
+    beat = backend.heartbeats > 0
+    notes.append("heartbeat answered" if beat else "no heartbeat")
+    if backend.error is not None and result.reason != "vsock":
+        return replace(result, ok=False, reason="vsock", detail=backend.error, notes=tuple(notes))
+    if not result.ok:
+        detail = result.detail
+        if not beat and result.reason in {"timeout", "no-expect", "exited"}:
+            detail += f"; the enclave sent no heartbeat (vsock CID 3 port {HEARTBEAT_PORT})"
+        return replace(result, detail=detail, notes=tuple(notes))
+    if not beat:
+        why = f"{result.detail}, but the enclave sent no heartbeat (vsock CID 3 port {HEARTBEAT_PORT})"
+        return replace(result, ok=False, reason="no-heartbeat", detail=why, notes=tuple(notes))
+    if attest_image is not None:
+        attestation = compare(result.console, measure(attest_image))
+        notes.append(attestation.detail)
+        if not attestation.ok:
+            detail = f"{attestation.detail} ({result.detail})"
+            return replace(result, ok=False, reason="attest", detail=detail, notes=tuple(notes[:-1]))
+    return replace(result, notes=tuple(notes))

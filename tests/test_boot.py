@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from eifbuild import boot
+from eifbuild import boot, qemu
 from eifbuild.cli import main
+from eifbuild.console import run_qemu
 from eifbuild.eif import make_metadata, read_eif, write_eif
-from eifbuild.errors import ToolError
+from eifbuild.errors import ToolError, UsageError
 from eifbuild.ramdisk import bootstrap_entries, read_cpio, write_cpio_file
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def test_local_init_without_nsm_adds_none(tmp_path: Path) -> None:
 
 def test_qemu_command_per_arch(tmp_path: Path) -> None:
     k, i = tmp_path / "k", tmp_path / "i"
-    x86 = boot.qemu_command(
+    x86 = qemu.unpacked_command(
         "qemu-system-x86_64",
         "x86_64",
         kernel=k,
@@ -126,7 +127,7 @@ def test_qemu_command_per_arch(tmp_path: Path) -> None:
     assert "-cpu" not in x86
     at = x86.index("-no-reboot")
     assert x86[at : at + 4] == ["-no-reboot", "-nodefaults", "-serial", "stdio"]
-    arm = boot.qemu_command(
+    arm = qemu.unpacked_command(
         "qemu-system-aarch64",
         "aarch64",
         kernel=k,
@@ -143,7 +144,7 @@ def test_qemu_command_per_arch(tmp_path: Path) -> None:
 
 def test_missing_qemu_gives_an_install_hint(tmp_path: Path) -> None:
     with pytest.raises(ToolError) as err:
-        boot.find_qemu("aarch64", "no-such-qemu-binary")
+        qemu.find_qemu("aarch64", "no-such-qemu-binary")
     assert str(err.value) == (
         "no-such-qemu-binary not found: install QEMU to boot aarch64 images "
         "(Debian/Ubuntu: apt-get install qemu-system-arm; Fedora: dnf install qemu-system-aarch64)"
@@ -155,6 +156,7 @@ def test_cli_without_qemu_exits_2_with_the_hint(
 ) -> None:
     eif = _eif(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("EIFBUILD_QEMU_X86_64", raising=False)
     assert main(["boot", str(eif), "--cache", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     assert err == (
@@ -200,7 +202,7 @@ def test_expect_stops_at_the_text_even_split_across_reads_and_kills_qemu(tmp_pat
     pidfile = tmp_path / "pid"
     script = "say('Booting...\\r\\nHel'); time.sleep(0.3); say('lo from the enclave\\r\\n'); time.sleep(60)"
     seen: list[str] = []
-    result = boot.run_qemu(_console(script, pidfile), expect="Hello from", timeout=30, console=seen.append)
+    result = run_qemu(_console(script, pidfile), expect="Hello from", timeout=30, console=seen.append)
     assert (result.ok, result.reason, result.detail) == (True, "expected", "saw 'Hello from'")
     assert result.returncode is None  # killed, not exited
     assert _gone(pidfile)
@@ -215,7 +217,7 @@ def test_a_panic_fails_with_init_s_last_words(tmp_path: Path) -> None:
         "say('[    1.2] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000200\\r\\n');"
         "time.sleep(60)"
     )
-    result = boot.run_qemu(_console(script, pidfile), expect="never", timeout=30)
+    result = run_qemu(_console(script, pidfile), expect="never", timeout=30)
     assert not result.ok
     assert result.reason == "panic"
     assert result.detail == (
@@ -228,7 +230,7 @@ def test_a_panic_fails_with_init_s_last_words(tmp_path: Path) -> None:
 
 def test_timeout_kills_a_silent_qemu(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
-    result = boot.run_qemu(_console("time.sleep(60)", pidfile), expect="x", timeout=0.5)
+    result = run_qemu(_console("time.sleep(60)", pidfile), expect="x", timeout=0.5)
     assert (result.ok, result.reason, result.detail) == (
         False,
         "timeout",
@@ -241,14 +243,14 @@ def test_timeout_kills_a_silent_qemu(tmp_path: Path) -> None:
 def test_timeout_kills_a_qemu_that_ignores_sigterm(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     script = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nsay('.')\ntime.sleep(60)"
-    result = boot.run_qemu(_console(script, pidfile), expect=None, timeout=0.5)
+    result = run_qemu(_console(script, pidfile), expect=None, timeout=0.5)
     assert result.reason == "timeout"
     assert _gone(pidfile)
 
 
 def test_a_clean_shutdown_without_expect_passes(tmp_path: Path) -> None:
     script = "say('Hello\\neifbuild-init: command exited with status 0\\neifbuild-init: rebooting\\n')"
-    result = boot.run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
+    result = run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
     assert (result.ok, result.reason, result.returncode) == (True, "shutdown", 0)
     assert result.verdict.startswith("PASS: the machine shut down (")
 
@@ -266,18 +268,109 @@ def test_a_clean_shutdown_without_expect_passes(tmp_path: Path) -> None:
     ],
 )
 def test_a_failed_command_fails_the_boot(tmp_path: Path, output: str, detail: str) -> None:
-    result = boot.run_qemu(_console(f"say({output!r})", tmp_path / "pid"), expect=None, timeout=30)
+    result = run_qemu(_console(f"say({output!r})", tmp_path / "pid"), expect=None, timeout=30)
     assert (result.ok, result.reason, result.detail) == (False, "app-failed", detail)
 
 
 def test_exit_before_the_expected_text_fails(tmp_path: Path) -> None:
-    result = boot.run_qemu(_console("say('booted\\n')", tmp_path / "pid"), expect="Hello", timeout=30)
+    result = run_qemu(_console("say('booted\\n')", tmp_path / "pid"), expect="Hello", timeout=30)
     assert (result.ok, result.reason) == (False, "no-expect")
     assert result.detail == "QEMU exited (status 0) before 'Hello' appeared"
 
 
 def test_qemu_failing_to_start_the_guest_fails(tmp_path: Path) -> None:
     script = "sys.stderr.write('qemu: could not load kernel\\n'); sys.exit(1)"
-    result = boot.run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
+    result = run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
     assert (result.ok, result.detail) == (False, "QEMU exited with status 1")
     assert "could not load kernel" in result.console
+
+
+# -- the nitro-enclave machine --------------------------------------------------------------------------
+def _fake_qemu(tmp_path: Path, machines: str) -> str:
+    """A script answering ``-M help`` like a QEMU with these machines."""
+    script = tmp_path / "qemu-system-x86_64"
+    lines = "".join(f"echo '{m}  a machine'\n" for m in machines.split())
+    script.write_text(f"#!/bin/sh\necho 'Supported machines are:'\n{lines}")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_x86_boots_on_nitro_enclave_where_the_qemu_has_it(tmp_path: Path) -> None:
+    with_it = _fake_qemu(tmp_path, "microvm nitro-enclave pc")
+    assert boot.choose_machine("x86_64", with_it, boot.BootOptions()) == "nitro-enclave"
+    assert boot.choose_machine("x86_64", with_it, boot.BootOptions(machine="microvm")) == "microvm"
+    assert boot.choose_machine("x86_64", with_it, boot.BootOptions(local_init=True)) == "microvm"
+    assert boot.choose_machine("aarch64", with_it, boot.BootOptions()) == "virt"
+    (tmp_path / "old").mkdir()
+    without = _fake_qemu(tmp_path / "old", "microvm pc")
+    assert boot.choose_machine("x86_64", without, boot.BootOptions()) == "microvm"
+
+
+def test_nitro_only_options_need_that_machine(tmp_path: Path) -> None:
+    with_it = _fake_qemu(tmp_path, "microvm nitro-enclave")
+    with pytest.raises(UsageError, match="--attest needs QEMU's nitro-enclave machine"):
+        boot.choose_machine("x86_64", with_it, boot.BootOptions(attest=True, machine="microvm"))
+    with pytest.raises(UsageError, match="--vsock-forward needs QEMU's nitro-enclave machine"):
+        boot.choose_machine("aarch64", with_it, boot.BootOptions(vsock_forwards=("5=unix:/x",)))
+    with pytest.raises(UsageError, match="--local-init changes the ramdisks"):
+        boot.choose_machine("x86_64", with_it, boot.BootOptions(local_init=True, machine="nitro-enclave"))
+
+
+def test_a_qemu_without_the_machine_says_how_to_get_one(tmp_path: Path) -> None:
+    without = _fake_qemu(tmp_path, "microvm pc")
+    with pytest.raises(ToolError) as err:
+        boot.choose_machine("x86_64", without, boot.BootOptions(attest=True))
+    assert str(err.value) == (
+        f"{without} has no nitro-enclave machine (QEMU >= 9.2 built with libcbor; Debian's builds lack it): "
+        "build one with tools/build-qemu-nitro.sh and pass --qemu PATH or set EIFBUILD_QEMU_X86_64"
+    )
+
+
+def test_the_qemu_comes_from_the_option_then_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _fake_qemu(tmp_path, "nitro-enclave")
+    monkeypatch.setenv("EIFBUILD_QEMU_X86_64", fake)
+    assert qemu.find_qemu("x86_64") == fake
+    assert qemu.find_qemu("x86_64", sys.executable) == sys.executable
+
+
+def test_the_nitro_command_boots_the_eif_file_itself(tmp_path: Path) -> None:
+    cmd = qemu.nitro_command(
+        "qemu",
+        eif=tmp_path / "app.eif",
+        vsock_socket=tmp_path / "v.sock",
+        append="reboot=t panic=-1",
+        memory_mib=512,
+        accel="tcg",
+    )
+    text = " ".join(cmd)
+    assert "-M nitro-enclave,vsock=vsock0,id=eifbuild-boot -accel tcg -m 512 -smp 1" in text
+    assert f"-chardev socket,id=vsock0,path={tmp_path / 'v.sock'}" in text
+    assert cmd[-4:] == ["-kernel", str(tmp_path / "app.eif"), "-append", "reboot=t panic=-1"]
+    assert "-initrd" not in cmd
+    extra = qemu.nitro_command(
+        "qemu",
+        eif=tmp_path / "a",
+        vsock_socket=tmp_path / "s",
+        append="",
+        memory_mib=1,
+        accel="tcg",
+        extra_initrd=tmp_path / "more.cpio",
+    )
+    assert extra[extra.index("-initrd") + 1] == str(tmp_path / "more.cpio")
+
+
+def test_the_verdict_names_the_machine(tmp_path: Path) -> None:
+    result = run_qemu(_console("say('ok\\n')", tmp_path / "pid"), expect="ok", timeout=30)
+    noted = dataclasses.replace(result, notes=("-M nitro-enclave", "heartbeat answered"))
+    assert noted.verdict.startswith("PASS: saw 'ok' (")
+    assert noted.verdict.endswith(" s, -M nitro-enclave, heartbeat answered)")
+
+
+def test_qemu_s_own_error_line_is_in_the_verdict(tmp_path: Path) -> None:
+    script = (
+        "sys.stderr.write('qemu-system-x86_64: CRC mismatch. Expected 1 but header has 2\\n'); sys.exit(1)"
+    )
+    result = run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
+    assert result.detail == "QEMU exited with status 1: CRC mismatch. Expected 1 but header has 2"

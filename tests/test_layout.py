@@ -13,7 +13,7 @@ import pytest
 from eifbuild.util.lazy import type_checking_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "eifbuild"
-SUBPACKAGES = ("eif", "ramdisk", "inspect", "sources", "oci", "toolchain", "remote", "build")
+SUBPACKAGES = ("eif", "ramdisk", "vsock", "inspect", "sources", "oci", "toolchain", "remote", "build")
 PRIVATE = ("util",)  # helpers any package may use directly; no public face
 MAX_LINES = 600
 MAX_ROOT_MODULES = 16

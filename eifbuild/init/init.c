@@ -36,6 +36,12 @@
  *     PID 1 exits. A missing /cmd or /env is a clean fatal error (AWS's init crashes on it), and a
  *     command that cannot be run prints "eifbuild-init: cannot run <cmd>: <why>".
  *   - The command's exit status or signal is printed before the reboot.
+ *   - Attestation check: when the kernel command line contains the word "eifbuild.attest=1"
+ *     (added by `eifbuild boot --attest` through QEMU's -append, which is not measured), init
+ *     reads PCR0, 1, 2 and 8 from /dev/nsm with DescribePCR requests (NSM_IOCTL_RAW, CBOR) after
+ *     the heartbeat and prints one line per PCR: "eifbuild-init: attest: PCR<n> locked|unlocked
+ *     <hex>", or "eifbuild-init: attest: unavailable: <why>" without an NSM device. It changes
+ *     nothing else: the command runs either way.
  *   - setpgid(0, 0) after setsid() is not called: setsid() already made the child a process group
  *     leader (and setpgid would fail with EPERM).
  *
@@ -50,6 +56,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
@@ -66,9 +74,13 @@
 #define VSOCK_READY_PORT 9000
 #define HEARTBEAT 0xB7
 #define LOCAL_FLAG "eifbuild.local=1"
+#define ATTEST_FLAG "eifbuild.attest=1"
+#define NSM_DEVICE "/dev/nsm"
+#define NSM_RESPONSE_MAX 0x3000
 #define MAX_LINE_FILE (16u << 20) /* /cmd and /env: more than this is not a command line */
 
 static int local_mode;
+static int attest_mode;
 
 static void vsay(const char *prefix, const char *fmt, va_list ap, int err)
 {
@@ -153,15 +165,14 @@ static void open_console(void)
         close(out);
 }
 
-/* Whether the kernel command line contains LOCAL_FLAG as a whole word. */
-static int cmdline_is_local(void)
+/* Set local_mode and attest_mode from the kernel command line (whole words only). */
+static void read_cmdline_flags(void)
 {
     char buf[4096];
     int created = mkdir("/proc", 0555) == 0;
-    int found = 0;
     if (mount("proc", "/proc", "proc", MS_NODEV | MS_NOSUID | MS_NOEXEC, NULL) != 0) {
         say("cannot mount proc to read the kernel command line (%s): not a local run", strerror(errno));
-        return 0;
+        return;
     }
     int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -169,16 +180,18 @@ static int cmdline_is_local(void)
         close(fd);
         if (n > 0) {
             buf[n] = '\0';
-            for (char *tok = strtok(buf, " \t\n"); tok; tok = strtok(NULL, " \t\n"))
+            for (char *tok = strtok(buf, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
                 if (strcmp(tok, LOCAL_FLAG) == 0)
-                    found = 1;
+                    local_mode = 1;
+                if (strcmp(tok, ATTEST_FLAG) == 0)
+                    attest_mode = 1;
+            }
         }
     }
     if (umount("/proc") != 0)
         die("umount /proc");
     if (created)
         rmdir("/proc");
-    return found;
 }
 
 static void load_nsm(void)
@@ -225,6 +238,160 @@ static void heartbeat(void)
     if (byte != HEARTBEAT)
         die_plain("heartbeat: the parent answered 0x%02x, expected 0x%02x", byte, HEARTBEAT);
     close(fd);
+}
+
+/* -- attestation check (eifbuild.attest=1): DescribePCR over NSM_IOCTL_RAW --------------------- */
+struct nsm_iovec {
+    uint64_t addr;
+    uint64_t len;
+};
+struct nsm_raw {
+    struct nsm_iovec request;
+    struct nsm_iovec response;
+};
+#define NSM_IOCTL_RAW _IOWR(0x0A, 0, struct nsm_raw) /* include/uapi/linux/nsm.h */
+
+/* A cursor over CBOR bytes: definite lengths only, which is all the NSM sends. */
+struct cbor {
+    const unsigned char *p, *end;
+};
+
+/* Read an item's head: its major type and argument (a length, a count or a value). */
+static int cbor_head(struct cbor *c, unsigned *major, uint64_t *arg)
+{
+    if (c->p >= c->end)
+        return -1;
+    unsigned char first = *c->p++;
+    unsigned info = first & 31, size = info < 24 ? 0 : info == 24 ? 1 : info == 25 ? 2 : info == 26 ? 4 : 8;
+    *major = first >> 5;
+    if (info > 27 || (size_t)(c->end - c->p) < size)
+        return -1;
+    *arg = info < 24 ? info : 0;
+    for (unsigned i = 0; i < size; i++)
+        *arg = *arg << 8 | *c->p++;
+    return 0;
+}
+
+static int cbor_skip(struct cbor *c, int depth)
+{
+    unsigned major;
+    uint64_t arg;
+    if (depth > 8 || cbor_head(c, &major, &arg) != 0)
+        return -1;
+    if (major == 2 || major == 3) {
+        if (arg > (uint64_t)(c->end - c->p))
+            return -1;
+        c->p += arg;
+    } else if (major == 4 || major == 5) {
+        for (uint64_t i = 0; i < (major == 5 ? 2 * arg : arg); i++)
+            if (cbor_skip(c, depth + 1) != 0)
+                return -1;
+    } else if (major == 6) {
+        return cbor_skip(c, depth + 1);
+    }
+    return 0;
+}
+
+/* A text or byte string of the given major type; its bytes stay in the buffer. */
+static int cbor_string(struct cbor *c, unsigned want, const unsigned char **s, size_t *len)
+{
+    unsigned major;
+    uint64_t arg;
+    if (cbor_head(c, &major, &arg) != 0 || major != want || arg > (uint64_t)(c->end - c->p))
+        return -1;
+    *s = c->p;
+    *len = (size_t)arg;
+    c->p += arg;
+    return 0;
+}
+
+static int cbor_key_is(struct cbor *c, const char *key)
+{
+    const unsigned char *s;
+    size_t len;
+    return cbor_string(c, 3, &s, &len) == 0 && len == strlen(key) && memcmp(s, key, len) == 0;
+}
+
+/* Parse {"DescribePCR": {"lock": bool, "data": bytes}}; an {"Error": text} is put in `error`. */
+static int parse_describe_pcr(struct cbor *c, int *lock, const unsigned char **data, size_t *len,
+                              char *error, size_t error_size)
+{
+    unsigned major;
+    uint64_t count, inner;
+    if (cbor_head(c, &major, &count) != 0 || major != 5 || count != 1)
+        return -1;
+    const unsigned char *key = c->p;
+    if (!cbor_key_is(c, "DescribePCR")) {
+        struct cbor text = {key, c->end};
+        const unsigned char *s;
+        size_t n;
+        if (cbor_key_is(&text, "Error") && cbor_string(&text, 3, &s, &n) == 0)
+            snprintf(error, error_size, "the NSM answered %.*s", (int)n, (const char *)s);
+        return -1;
+    }
+    if (cbor_head(c, &major, &inner) != 0 || major != 5)
+        return -1;
+    *lock = -1;
+    *data = NULL;
+    for (uint64_t i = 0; i < inner; i++) {
+        const unsigned char *k;
+        size_t klen;
+        if (cbor_string(c, 3, &k, &klen) != 0)
+            return -1;
+        if (klen == 4 && memcmp(k, "lock", 4) == 0) {
+            uint64_t value;
+            if (cbor_head(c, &major, &value) != 0 || major != 7 || (value != 20 && value != 21))
+                return -1;
+            *lock = value == 21;
+        } else if (klen == 4 && memcmp(k, "data", 4) == 0) {
+            if (cbor_string(c, 2, data, len) != 0)
+                return -1;
+        } else if (cbor_skip(c, 0) != 0) {
+            return -1;
+        }
+    }
+    return *lock < 0 || !*data ? -1 : 0;
+}
+
+static void describe_pcr(int nsm, unsigned index)
+{
+    /* {"DescribePCR": {"index": index}} for index < 24: a fixed CBOR prefix and one byte. */
+    unsigned char request[] = {0xA1, 0x6B, 'D', 'e', 's', 'c', 'r', 'i', 'b', 'e', 'P', 'C', 'R',
+                               0xA1, 0x65, 'i', 'n', 'd', 'e', 'x', (unsigned char)index};
+    static unsigned char response[NSM_RESPONSE_MAX];
+    struct nsm_raw raw = {{(uintptr_t)request, sizeof request}, {(uintptr_t)response, sizeof response}};
+    if (ioctl(nsm, NSM_IOCTL_RAW, &raw) != 0) {
+        say("attest: PCR%u error: ioctl NSM_IOCTL_RAW: %s", index, strerror(errno));
+        return;
+    }
+    struct cbor c = {response, response + (raw.response.len < sizeof response ? raw.response.len : sizeof response)};
+    char error[128] = "cannot parse the NSM's answer";
+    const unsigned char *data;
+    size_t len;
+    int lock;
+    if (parse_describe_pcr(&c, &lock, &data, &len, error, sizeof error) != 0 || len > 64) {
+        say("attest: PCR%u error: %s", index, error);
+        return;
+    }
+    char hex[129];
+    for (size_t i = 0; i < len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", data[i]);
+    hex[2 * len] = '\0';
+    say("attest: PCR%u %s %s", index, lock ? "locked" : "unlocked", hex);
+}
+
+/* Print PCR0, 1, 2 and 8 as the NSM holds them, for `eifbuild boot --attest` to compare. */
+static void attest(void)
+{
+    static const unsigned indexes[] = {0, 1, 2, 8};
+    int nsm = open(NSM_DEVICE, O_RDWR | O_CLOEXEC);
+    if (nsm < 0) {
+        say("attest: unavailable: open " NSM_DEVICE ": %s", strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < sizeof indexes / sizeof *indexes; i++)
+        describe_pcr(nsm, indexes[i]);
+    close(nsm);
 }
 
 /* Read a newline-separated list (one entry per line, a final newline optional) and delete the
@@ -458,11 +625,13 @@ int main(void)
 
     mount_dev("");
     open_console();
-    local_mode = cmdline_is_local();
+    read_cmdline_flags();
     if (local_mode)
         say("local run (" LOCAL_FLAG ")");
     load_nsm();
     heartbeat();
+    if (attest_mode)
+        attest();
 
     char **env = read_lines("/env");
     char **cmd = read_lines("/cmd");
