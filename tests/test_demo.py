@@ -3,7 +3,7 @@
 This is the auditor's promise in one test: the same commit, built on another machine, at another
 path, with another store, must produce the same bytes. When a change alters the EIF on purpose
 (eifbuild's version is in the metadata, so a release does), update examples/demo-expected.json in
-the same commit and say why.
+the same commit and say why (tools/update-demo-expected.py rewrites it from a clean build).
 """
 
 from __future__ import annotations
