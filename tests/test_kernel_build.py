@@ -1,8 +1,8 @@
 """Proof that the committed demo kernels are reproducible from source: rebuild both, compare bytes.
 
 Minutes per arch, so opt-in: ``pytest --run-kernel-build tests/test_kernel_build.py -s``. Uses an
-installed ``/usr/src/linux-source-6.1.tar.xz`` when it is the tarball the recipe records, else
-fetches Debian's linux-source-6.1 .deb (139 MB) with ``apt-get download``.
+installed ``/usr/src/linux-source-6.12.tar.xz`` when it is the tarball the recipe records, else
+fetches Debian's linux-source-6.12 .deb (154 MB) with ``apt-get download``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.kernel_build
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.toml"
-INSTALLED = Path("/usr/src/linux-source-6.1.tar.xz")  # where Debian's linux-source-6.1 puts it
+INSTALLED = Path("/usr/src/linux-source-6.12.tar.xz")  # where Debian's linux-source-6.12 puts it
 
 
 @pytest.mark.parametrize("arch", ARCHES)

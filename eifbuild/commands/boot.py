@@ -77,7 +77,9 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--source", type=Path, metavar="TARBALL", help="this kernel source tarball instead of the recipe's"
     )
-    p.add_argument("--output", type=Path, metavar="DIR", help="copy <arch>/<image> and <image>.config here")
+    p.add_argument(
+        "--output", type=Path, metavar="DIR", help="copy <arch>/<image>, <image>.config and modules here"
+    )
     p.add_argument(
         "--check", action="store_true", help="fail unless the image has the sha256 the recipe pins"
     )
@@ -100,12 +102,14 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
         built = build_from_recipe(args.recipe, arch, store=store, tarball=args.source, jobs=args.jobs)
         image = built.build.image
         if args.output is not None:
-            for src in (image, built.build.config):
+            for src in (image, built.build.config, *built.build.modules.values()):
                 dest = args.output / arch / src.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with fsutil.atomic_write(dest) as fh:
                     fh.write(src.read_bytes())
         print(f"{built.build.image_sha256}  {arch}/{image.name}")
+        for name, module in built.build.modules.items():
+            print(f"{fsutil.hash_file(module)}  {arch}/{name}")
         if args.check and built.matches is not True:
             pinned = built.expected_sha256 or "nothing"
             print(f"MISMATCH: {arch}/{image.name}: the recipe pins {pinned}", file=sys.stderr)
