@@ -2,7 +2,8 @@
 
 Minutes per arch, so opt-in: ``pytest --run-kernel-build tests/test_kernel_build.py -s``. Uses an
 installed ``/usr/src/linux-source-6.12.tar.xz`` when it is the tarball the recipe records, else
-fetches Debian's linux-source-6.12 .deb (154 MB) with ``apt-get download``.
+fetches Debian's linux-source-6.12 .deb (154 MB) with ``apt-get download``. Every build is also
+linted (``build_from_recipe``): the demo kernels must come out clean.
 """
 
 from __future__ import annotations
@@ -41,3 +42,4 @@ def test_demo_kernel_rebuilds_bit_identical(tmp_path: Path, arch: Arch) -> None:
     assert built.build.image_sha256 == kr.expected_sha256
     assert built.build.image.read_bytes() == (committed / image).read_bytes()
     assert built.build.config.read_bytes() == (committed / f"{image}.config").read_bytes()
+    assert built.lint.findings == ()
