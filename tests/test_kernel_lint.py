@@ -97,6 +97,8 @@ def test_nsm_built_in_or_as_a_module_with_module_loading() -> None:
     module = {**base, "CONFIG_NSM": "m"}
     assert _options(lint_config(module, "x86_64").errors) == ["CONFIG_MODULES"]
     module["CONFIG_MODULES"] = "y"
+    # nsm.ko depends on rng-core: as a module too, init (which loads nsm.ko alone) fails
+    assert _options(lint_config({**module, "CONFIG_HW_RANDOM": "m"}, "x86_64").errors) == ["CONFIG_HW_RANDOM"]
     assert lint_config(module, "x86_64").findings == ()
     assert lint_config(module, "x86_64", modules=["drivers/misc/nsm.ko"]).findings == ()
     missing = lint_config(module, "x86_64", modules=[])

@@ -110,7 +110,7 @@ def test_the_nsm_module_recipe_is_the_demo_build_with_nsm_m(arch: Arch) -> None:
     fragment = kr.recipe.source("fragment", arch)
     assert fragment.local_path == demo.recipe.source("fragment", arch).local_path
     assert fragment.pins == demo.recipe.source("fragment", arch).pins
-    assert dict(kr.options) == {"CONFIG_MODULES": "y", "CONFIG_NSM": "m"}
+    assert dict(kr.options) == {"CONFIG_MODULES": "y", "CONFIG_NSM": "m", "CONFIG_HW_RANDOM": "y"}
     assert kr.modules == ("drivers/misc/nsm.ko",)
 
 

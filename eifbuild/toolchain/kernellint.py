@@ -102,6 +102,11 @@ RULES: Final[tuple[Rule, ...]] = (
         "with CONFIG_NSM=m, init loads nsm.ko",
         when=("CONFIG_NSM", frozenset({"m"})),
     ),
+    _needs(
+        "CONFIG_HW_RANDOM",
+        "with CONFIG_NSM=m, nsm.ko needs rng-core built in (init loads nsm.ko alone)",
+        when=("CONFIG_NSM", frozenset({"m"})),
+    ),
     _needs("CONFIG_ARM_ARCH_TIMER", "the clock: the Arm generic timer", arches=_AARCH64),
     _needs("CONFIG_ARM_PSCI_FW", "CPU bring-up and power-off go through PSCI", arches=_AARCH64),
     # -- what widens the attack surface (warnings) --
