@@ -11,6 +11,7 @@ import io
 import struct
 import tarfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from conftest import require_tool
@@ -29,6 +30,9 @@ from eifbuild.toolchain.kernel import (
     set_text_offset,
 )
 from eifbuild.util.fsutil import hash_file
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 TOOL = {"clang": "test clang 1.0", "ld.lld": "test lld 1.0"}
 
@@ -204,6 +208,24 @@ def test_an_option_olddefconfig_drops_is_an_error_naming_it(tmp_path: Path) -> N
         "CONFIG_NEEDS_DEP=y (got not set)"
     )
     assert list(store.keys()) == []
+
+
+def test_check_config_sees_the_final_config_and_can_stop_the_build(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    spec = _fake_spec(tmp_path, "CONFIG_A=y\n")
+    seen: list[dict[str, str]] = []
+
+    def refuse(config: Mapping[str, str]) -> None:
+        seen.append(dict(config))
+        msg = "kernel lint (x86_64): 1 error(s): CONFIG_NSM is not set"
+        raise ConfigError(msg)
+
+    with pytest.raises(ConfigError, match="CONFIG_NSM is not set"):
+        build_kernel(store, spec, tool=TOOL, check_config=refuse)
+    assert seen == [{"CONFIG_BASE": "y", "CONFIG_A": "y", "CONFIG_LLVM": "1 CONFIG_WHO=eifbuild"}]
+    assert list(store.keys()) == []
+    build_kernel(store, spec, tool=TOOL, check_config=seen.append)
+    assert len(seen) == 2
 
 
 def test_a_failing_make_reports_its_output_tail_and_stores_nothing(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Proof that the committed demo kernels are reproducible from source: rebuild both, compare bytes.
 
 Minutes per arch, so opt-in: ``pytest --run-kernel-build tests/test_kernel_build.py -s``. Uses an
-installed ``/usr/src/linux-source-6.1.tar.xz`` when it is the tarball the recipe records, else
-fetches Debian's linux-source-6.1 .deb (139 MB) with ``apt-get download``.
+installed ``/usr/src/linux-source-6.12.tar.xz`` when it is the tarball the recipe records, else
+fetches Debian's linux-source-6.12 .deb (154 MB) with ``apt-get download``. Every build is also
+linted (``build_from_recipe``): the demo kernels must come out clean.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.kernel_build
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.toml"
-INSTALLED = Path("/usr/src/linux-source-6.1.tar.xz")  # where Debian's linux-source-6.1 puts it
+INSTALLED = Path("/usr/src/linux-source-6.12.tar.xz")  # where Debian's linux-source-6.12 puts it
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -41,3 +42,4 @@ def test_demo_kernel_rebuilds_bit_identical(tmp_path: Path, arch: Arch) -> None:
     assert built.build.image_sha256 == kr.expected_sha256
     assert built.build.image.read_bytes() == (committed / image).read_bytes()
     assert built.build.config.read_bytes() == (committed / f"{image}.config").read_bytes()
+    assert built.lint.findings == ()

@@ -22,8 +22,8 @@ from eifbuild.util.fsutil import hash_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.toml"
-LINUX_SOURCE = REPO / "recipes" / "linux-source-6.1.toml"
 AWS = REPO / "recipes" / "aws-kernel-6.6.79.toml"
+NSM_MODULE = REPO / "recipes" / "demo-nsm-module.toml"
 KERNELS = REPO / "examples" / "kernel"
 
 
@@ -83,17 +83,35 @@ def test_committed_kernel_headers() -> None:
 @pytest.mark.parametrize("arch", ARCHES)
 def test_demo_kernel_build_uses_debian_linux_source(arch: Arch) -> None:
     kr = parse_kernel_build(load_recipe(DEMO), arch)
-    assert kr.source_recipe.name == "linux-source-6.1"
+    assert kr.source_recipe.name == "linux-source-6.12"
     source = kr.source_recipe.source(kr.source, arch)
     assert (source.apt, source.version, source.member) == (
-        "linux-source-6.1",
-        "6.1.192-2",
-        "usr/src/linux-source-6.1.tar.xz",
+        "linux-source-6.12",
+        "6.12.118-1~deb12u1",
+        "usr/src/linux-source-6.12.tar.xz",
     )
-    assert source.pins.sha256 == "ae95fe63d4c553f8d0e6c86cb1ab566f3894a43743eb19ab585cd97d82f26514"
-    assert kr.tarball_sha256 == "4d415b3d364834fd818270e88813e90323bbfce4f519a0e6bd4940ddcd7df693"
+    assert source.pins.sha256 == "896aff3b39299fa0dd36fef4f5db56ab189182e39abbbb1227dafdc7fcfe3fc3"
+    assert kr.tarball_sha256 == "c93391b6a4884e6428ffbfbb8ce6340229ad28dc421e9f19bc081740b1ab34b2"
+    # Debian's snapshot archive as the mirror, for when the version has left the archive
+    assert source.mirrors == (
+        "https://snapshot.debian.org/archive/debian-security/20261204T120000Z/pool/updates/main/l/"
+        "linux-6.12/linux-source-6.12_6.12.118-1~deb12u1_all.deb",
+    )
     assert (kr.base, kr.fragment, kr.patches, kr.modules) == ("tinyconfig", "fragment", (), ())
     assert kr.expected_sha256 == hash_file(KERNELS / arch / info(arch).kernel_image)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_nsm_module_recipe_is_the_demo_build_with_nsm_m(arch: Arch) -> None:
+    demo = parse_kernel_build(load_recipe(DEMO), arch)
+    kr = parse_kernel_build(load_recipe(NSM_MODULE), arch)
+    assert kr.source_recipe.path == demo.source_recipe.path
+    assert (kr.source, kr.base, kr.fragment) == (demo.source, demo.base, demo.fragment)
+    fragment = kr.recipe.source("fragment", arch)
+    assert fragment.local_path == demo.recipe.source("fragment", arch).local_path
+    assert fragment.pins == demo.recipe.source("fragment", arch).pins
+    assert dict(kr.options) == {"CONFIG_MODULES": "y", "CONFIG_NSM": "m", "CONFIG_HW_RANDOM": "y"}
+    assert kr.modules == ("drivers/misc/nsm.ko",)
 
 
 @pytest.mark.parametrize("arch", ARCHES)
@@ -169,9 +187,9 @@ def test_a_recipe_without_kernel_build_says_so(tmp_path: Path) -> None:
 
 def test_a_local_tarball_must_match_the_recorded_sha256(tmp_path: Path) -> None:
     kr = parse_kernel_build(load_recipe(DEMO), "x86_64")
-    tarball = tmp_path / "linux-source-6.1.tar.xz"
+    tarball = tmp_path / "linux-source-6.12.tar.xz"
     tarball.write_bytes(b"not the tarball")
-    with pytest.raises(ConfigError, match="records tarball_sha256 4d415b3d"):
+    with pytest.raises(ConfigError, match="records tarball_sha256 c93391b6"):
         resolve(kr, store=Store(tmp_path / "store"), tarball=tarball)
 
 

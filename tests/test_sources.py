@@ -271,6 +271,34 @@ member = "usr/src/linux-source-6.1.tar.xz"
     assert tarball.sha256 == hashlib.sha256(payload).hexdigest()
 
 
+def test_an_apt_source_falls_back_to_its_mirrors(tmp_path: Path) -> None:
+    """A version gone from the archive index: the .deb comes from a mirror (snapshot.debian.org)."""
+    require_tool("apt-get")
+    require_tool("dpkg-deb")
+    payload = b"pretend linux-source tarball"
+    deb = make_deb(tmp_path / "linux-source.deb", {"usr/src/linux-source-6.12.tar.xz": payload})
+    text = f"""
+[recipe]
+name = "debian-kernel"
+[sources.tarball]
+apt = "hostname"
+version = "0.0-eifbuild-none"
+mirrors = ["{deb.as_uri()}"]
+sha256 = "{hashlib.sha256(deb.read_bytes()).hexdigest()}"
+member = "usr/src/linux-source-6.12.tar.xz"
+"""
+    recipe = load_recipe(write(tmp_path / "r.toml", text))
+    assert recipe.source("tarball", "x86_64").origins == ("apt:hostname=0.0-eifbuild-none", deb.as_uri())
+    got = fetch_recipe(recipe, "x86_64", store=Store(tmp_path / "store"), cache=SourceCache(tmp_path / "c"))
+    assert got["tarball"].path.read_bytes() == payload
+
+
+def test_mirrors_need_a_url_or_an_apt_package(tmp_path: Path) -> None:
+    text = '[recipe]\nname = "r"\n[sources.x]\npath = "x"\nmirrors = ["https://example.invalid/x"]\n'
+    with pytest.raises(ConfigError, match=r"key 'sources.x.mirrors': mirrors need a url or an apt package"):
+        load_recipe(write(tmp_path / "r.toml", text))
+
+
 def test_apt_download_failure_is_a_tool_error(tmp_path: Path) -> None:
     require_tool("apt-get")
     with pytest.raises(ToolError, match=r"^apt-get download hostname=0\.0-eifbuild-none failed: E: "):

@@ -1,4 +1,4 @@
-"""``boot`` (run an EIF under QEMU) and ``kernel`` (build a kernel from a recipe)."""
+"""``boot`` (run an EIF under QEMU) and ``kernel`` (build a kernel from a recipe, or lint a config)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..arch import parse_arch
+from ..errors import UsageError
 from ..util import fsutil
 from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
+from .kernellint import cmd_kernel_lint, print_build_lint
 
 if TYPE_CHECKING:
     import argparse
@@ -91,16 +93,28 @@ def _cmd_boot(args: argparse.Namespace) -> int:
 def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "kernel",
-        help="build a recipe's kernel from source, reproducibly (minutes per arch)",
+        help="build a recipe's kernel from source, reproducibly (minutes per arch); or lint a config",
+        usage="%(prog)s [-h] RECIPE.toml [--arch ARCH] [--source TARBALL] [--output DIR] [--check] "
+        "[-j N] [--cache DIR]\n       %(prog)s lint CONFIG [--arch ARCH] [--waive CONFIG_NAME]",
         description="Build the kernel a recipe's [defaults.kernel_build] describes, through the "
-        "store. Needs clang, lld, llvm, make, flex, bison, bc and libelf-dev.",
+        "store, and lint its config (errors stop the build). Needs clang, lld, llvm, make, flex, "
+        "bison, bc and libelf-dev. `kernel lint CONFIG` checks a .config for what an enclave kernel "
+        "needs (errors: exit 1) and what widens its attack surface (warnings: exit 0).",
     )
-    p.add_argument("recipe", type=Path, metavar="RECIPE.toml")
-    p.add_argument("--arch", action="append", help="x86_64 or aarch64; repeatable (default: the recipe's)")
+    p.add_argument("recipe", type=Path, metavar="RECIPE.toml", help="the recipe to build, or `lint`")
+    p.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="with lint: the .config to check")
+    p.add_argument(
+        "--arch",
+        action="append",
+        help="x86_64 or aarch64; repeatable (default: the recipe's; lint: the config's)",
+    )
+    p.add_argument("--waive", action="append", metavar="CONFIG_NAME", help="with lint: accept this warning")
     p.add_argument(
         "--source", type=Path, metavar="TARBALL", help="this kernel source tarball instead of the recipe's"
     )
-    p.add_argument("--output", type=Path, metavar="DIR", help="copy <arch>/<image> and <image>.config here")
+    p.add_argument(
+        "--output", type=Path, metavar="DIR", help="copy <arch>/<image>, <image>.config and modules here"
+    )
     p.add_argument(
         "--check", action="store_true", help="fail unless the image has the sha256 the recipe pins"
     )
@@ -113,6 +127,12 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
     from ..sources import load_recipe  # noqa: PLC0415
     from ..toolchain import build_from_recipe  # noqa: PLC0415
 
+    if args.recipe == Path("lint"):
+        return cmd_kernel_lint(args)
+    for value, flag in ((args.config, "CONFIG"), (args.waive, "--waive")):
+        if value is not None:
+            msg = f"{flag} only applies to kernel lint (a recipe waives warnings in its kernel_build)"
+            raise UsageError(msg, key=flag)
     if args.arch:
         arches = tuple(parse_arch(a, where="--arch") for a in args.arch)
     else:
@@ -123,12 +143,15 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
         built = build_from_recipe(args.recipe, arch, store=store, tarball=args.source, jobs=args.jobs)
         image = built.build.image
         if args.output is not None:
-            for src in (image, built.build.config):
+            for src in (image, built.build.config, *built.build.modules.values()):
                 dest = args.output / arch / src.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with fsutil.atomic_write(dest) as fh:
                     fh.write(src.read_bytes())
         print(f"{built.build.image_sha256}  {arch}/{image.name}")
+        for name, module in built.build.modules.items():
+            print(f"{fsutil.hash_file(module)}  {arch}/{name}")
+        print_build_lint(built.lint, f"{arch}/{image.name}")
         if args.check and built.matches is not True:
             pinned = built.expected_sha256 or "nothing"
             print(f"MISMATCH: {arch}/{image.name}: the recipe pins {pinned}", file=sys.stderr)

@@ -339,7 +339,7 @@ def _download_origin(
 ) -> Downloaded:
     part = cache.partial(name)
     algorithms = source.pins.file_algorithms
-    if source.apt is not None and source.version is not None:
+    if source.apt is not None and source.version is not None and origin == source.origin:
         deb = apt_download(source.apt, source.version, cache.scratch(name))
         hashers = StreamHasher(algorithms)
         with open(deb, "rb") as fh:

@@ -15,7 +15,7 @@ mirrors = ["https://…"]
 sha256 = "…"
 ```
 
-A source has exactly one origin (``url`` (+ ``mirrors``), ``path`` or ``apt`` + ``version``), its
+A source has exactly one origin (``url`` or ``apt`` + ``version``, each + ``mirrors``, or ``path``), its
 pins (``sha256``, ``hash`` (SRI), ``nar_hash`` (SRI of the unpacked tree's NAR)) and what to take
 from it (``unpack``, ``strip``, ``member``). Validation errors name the file and the key.
 """
@@ -147,7 +147,8 @@ class Source:
 
     @property
     def origins(self) -> tuple[str, ...]:
-        return (self.url, *self.mirrors) if self.url else (self.origin,)
+        """The primary location, then the mirrors (URLs of the same file; also for apt sources)."""
+        return (self.origin, *self.mirrors) if self.url or self.apt else (self.origin,)
 
     @property
     def local_path(self) -> Path | None:
@@ -323,12 +324,12 @@ def parse_source(
         raise ConfigError(msg, path=path, key=where)
     url = check.optional_string(table, "url", where)
     mirrors = check.string_list(table.get("mirrors", []), f"{prefix}mirrors")
-    for i, u in enumerate((url, *mirrors) if url else ()):
-        _check_url(u, path, f"{prefix}{'url' if i == 0 else 'mirrors'}")
-    if mirrors and not url:
-        msg = "mirrors need a url"
-        raise ConfigError(msg, path=path, key=f"{prefix}mirrors")
+    for i, u in enumerate((url, *mirrors) if url else mirrors):
+        _check_url(u, path, f"{prefix}{'url' if url and i == 0 else 'mirrors'}")
     apt, version = check.optional_string(table, "apt", where), check.optional_string(table, "version", where)
+    if mirrors and not (url or apt):
+        msg = "mirrors need a url or an apt package (they are other locations of the same file)"
+        raise ConfigError(msg, path=path, key=f"{prefix}mirrors")
     _check_apt(apt, version, path, prefix)
     unpack = check.boolean(table.get("unpack", False), f"{prefix}unpack")
     member = check.optional_string(table, "member", where)

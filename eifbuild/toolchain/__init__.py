@@ -1,4 +1,4 @@
-"""Toolchains: zig cross-compiles, ELF checks, reproducible kernel builds."""
+"""Toolchains: zig cross-compiles, ELF checks, reproducible kernel builds and their config lint."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         fragment_mismatches,
         parse_config,
     )
+    from .kernellint import RULES, Finding, LintReport, Rule, check_waivers, config_arch, lint_config
     from .kernelrecipe import KernelRecipe, RecipeKernel, build_from_recipe, parse_kernel_build
     from .zig import (
         INIT_CFLAGS,
@@ -34,23 +35,30 @@ if TYPE_CHECKING:
 __all__ = [
     "INIT_CFLAGS",
     "PREREQUISITES",
+    "RULES",
     "ZIG_CACHE_ENV",
     "Binary",
     "CompileSource",
     "ElfInfo",
+    "Finding",
     "KernelBuild",
     "KernelRecipe",
     "KernelSpec",
+    "LintReport",
     "RecipeKernel",
+    "Rule",
     "build_from_recipe",
     "build_kernel",
     "check_static_executable",
+    "check_waivers",
     "compile_c",
     "compile_c_binary",
     "compile_step",
     "compile_to",
+    "config_arch",
     "fragment_mismatches",
     "init_from_source",
+    "lint_config",
     "parse_config",
     "parse_kernel_build",
     "read_elf",

@@ -9,7 +9,8 @@ identity (``clang --version``, ``ld.lld --version``). The build:
 2. makes the base config (``make tinyconfig``) or copies the given ``.config``, merges the fragment
    over it and runs ``make olddefconfig``;
 3. checks that every fragment option ended up as asked (an option whose dependencies are missing
-   is silently dropped by Kconfig: that is an error here, naming the options);
+   is silently dropped by Kconfig: that is an error here, naming the options), then hands the
+   final config to the caller's check (recipe builds: the kernel lint), which may stop the build;
 4. runs ``make LLVM=1 -j<cpus> <image> [modules]`` with ``KBUILD_BUILD_TIMESTAMP``, ``_USER``,
    ``_HOST`` and ``_VERSION`` fixed and nothing else from the caller's environment but ``PATH``;
 5. outputs ``bzImage``/``Image``, ``<image>.config`` and any requested modules. On aarch64 the
@@ -41,7 +42,7 @@ from ..store import Step, Store, StoreEntry
 from ..util.fsutil import hash_file
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from ..arch import Arch
 
@@ -264,7 +265,12 @@ def _hash_input(path: Path, what: str) -> str:
 
 # -- the build ------------------------------------------------------------------------------------
 def build_kernel(
-    store: Store, spec: KernelSpec, *, jobs: int | None = None, tool: Mapping[str, str] | None = None
+    store: Store,
+    spec: KernelSpec,
+    *,
+    jobs: int | None = None,
+    tool: Mapping[str, str] | None = None,
+    check_config: Callable[[Mapping[str, str]], object] | None = None,
 ) -> KernelBuild:
     """Build (or find in the store) the kernel of ``spec``.
 
@@ -272,7 +278,8 @@ def build_kernel(
     that did not survive ``olddefconfig`` raises :class:`ConfigError`. Nothing enters the store
     on failure. ``jobs`` (default: CPU count) does not change the output, so it is not in the key.
     ``tool`` is the toolchain identity; by default it is probed (``clang``/``ld.lld --version``)
-    and every prerequisite is checked first.
+    and every prerequisite is checked first. ``check_config`` sees the final config after
+    ``olddefconfig``, before the long ``make`` (the kernel lint: it raises to stop the build).
     """
     fragment = _read_fragment(spec.fragment) if spec.fragment is not None else {}
     fragment.update(spec.options)
@@ -282,7 +289,7 @@ def build_kernel(
         if tool is None:
             check_prerequisites()
         _check_source(spec)
-        build = _Build(spec, fragment, jobs or os.cpu_count() or 1)
+        build = _Build(spec, fragment, jobs or os.cpu_count() or 1, check_config)
         entry = store.realize(step, build.run)
     return KernelBuild.from_entry(entry, spec)
 
@@ -318,8 +325,15 @@ def build_environment() -> dict[str, str]:
 
 
 class _Build:
-    def __init__(self, spec: KernelSpec, fragment: Mapping[str, str], jobs: int) -> None:
+    def __init__(
+        self,
+        spec: KernelSpec,
+        fragment: Mapping[str, str],
+        jobs: int,
+        check_config: Callable[[Mapping[str, str]], object] | None = None,
+    ) -> None:
         self.spec = spec
+        self.check_config = check_config
         self.fragment = fragment
         self.jobs = jobs
         self.linux_arch = info(spec.arch).linux_arch
@@ -368,6 +382,8 @@ class _Build:
                 + ", ".join(wrong)
             )
             raise ConfigError(msg, path=self.spec.fragment)
+        if self.check_config is not None:
+            self.check_config(final)
 
     def make(self, src: Path, obj: Path, args: Sequence[str]) -> None:
         cmd = ["make", "-C", str(src), "O=eifbuild-obj", f"ARCH={self.linux_arch}", "LLVM=1", *args]

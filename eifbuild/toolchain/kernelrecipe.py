@@ -10,7 +10,11 @@ fragment = "fragment"                    # optional: a source with options merge
 options = { CONFIG_NSM = "m" }           # optional: more options, merged after the fragment
 patches = ["nsm-patch"]                  # optional: sources applied with patch -p1, in order
 modules = ["drivers/misc/nsm.ko"]        # optional: modules to build and output
+waive = ["CONFIG_IO_URING"]              # optional: kernel lint warnings this kernel accepts
 ```
+
+Every build is linted (:mod:`~eifbuild.toolchain.kernellint`) after ``olddefconfig``, before the
+long ``make``: a lint error stops it (:class:`ConfigError`), warnings not waived are reported.
 
 Every source name may be per-arch in its recipe (``[sources.fragment.x86_64]``). The recipe's
 ``kernel`` default names the pinned built kernel, which ``--check`` compares the build against.
@@ -27,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ..errors import ConfigError
 from ..sources import Recipe, fetch_source, load_recipe
 from ..util.tomltable import TomlTables
-from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel
+from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel, parse_config
+from .kernellint import LintReport, check_waivers, lint_config
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,7 +43,17 @@ if TYPE_CHECKING:
     from ..store import Store
 
 TABLE: Final = "kernel_build"
-KEYS: Final = ("source_recipe", "source", "base", "base_config", "fragment", "options", "patches", "modules")
+KEYS: Final = (
+    "source_recipe",
+    "source",
+    "base",
+    "base_config",
+    "fragment",
+    "options",
+    "patches",
+    "modules",
+    "waive",
+)
 _OPTION: Final = re.compile(r"CONFIG_[A-Za-z0-9_]+")
 
 
@@ -56,6 +71,7 @@ class KernelRecipe:
     options: Mapping[str, str] = field(default_factory=dict)
     patches: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
+    waive: frozenset[str] = frozenset()
 
     @property
     def expected_sha256(self) -> str | None:
@@ -101,6 +117,7 @@ def parse_kernel_build(recipe: Recipe, arch: Arch) -> KernelRecipe:
         options=ctx.options(table),
         patches=ctx.strings(table, "patches"),
         modules=ctx.strings(table, "modules"),
+        waive=check_waivers(ctx.strings(table, "waive"), path=recipe.path, key=f"{prefix}.waive"),
     )
     _check_names(parsed)
     return parsed
@@ -198,6 +215,7 @@ class RecipeKernel:
 
     build: KernelBuild
     expected_sha256: str | None
+    lint: LintReport
 
     @property
     def matches(self) -> bool | None:
@@ -215,7 +233,24 @@ def build_from_recipe(
     jobs: int | None = None,
     lock: Lock | None = None,
 ) -> RecipeKernel:
-    """Parse ``path``'s kernel build for ``arch``, fetch its sources and build it (or find it)."""
+    """Parse ``path``'s kernel build for ``arch``, fetch its sources and build it (or find it).
+
+    The config is linted before ``make`` and again once built (a stored kernel too): a lint error
+    is a :class:`ConfigError`; the report (warnings, option count, size) is in the result.
+    """
     kr = parse_kernel_build(load_recipe(path), arch)
     spec = resolve(kr, store=store, tarball=tarball, lock=lock)
-    return RecipeKernel(build_kernel(store, spec, jobs=jobs), kr.expected_sha256)
+    built = build_kernel(store, spec, jobs=jobs, check_config=lambda config: lint_kernel(kr, config))
+    config = parse_config(built.config.read_text(encoding="utf-8"))
+    report = lint_kernel(kr, config, image_size=built.image.stat().st_size)
+    return RecipeKernel(built, kr.expected_sha256, report)
+
+
+def lint_kernel(kr: KernelRecipe, config: Mapping[str, str], *, image_size: int | None = None) -> LintReport:
+    """Lint ``config`` with the recipe's waivers and modules; a :class:`ConfigError` on errors."""
+    report = lint_config(config, kr.arch, waive=kr.waive, modules=kr.modules, image_size=image_size)
+    if report.errors:
+        listed = "; ".join(str(finding) for finding in report.errors)
+        msg = f"kernel lint ({kr.arch}): {len(report.errors)} error(s): {listed}"
+        raise ConfigError(msg, path=kr.recipe.path)
+    return report
