@@ -29,8 +29,8 @@ DODO: Final = (
     "from eifbuild.tasks import *  # noqa: F403\n"
 )
 _RECIPES: Final[dict[Bootstrap, tuple[str, ...]]] = {
-    # linux-source-6.1 is what `eifbuild kernel recipes/demo.toml --check` rebuilds the kernels from
-    "demo": ("recipes/demo.toml", "recipes/linux-source-6.1.toml"),
+    # linux-source-6.12 is what `eifbuild kernel recipes/demo.toml --check` rebuilds the kernels from
+    "demo": ("recipes/demo.toml", "recipes/linux-source-6.12.toml"),
     "aws": ("recipes/aws-nitro-cli-1.5.0.toml",),
 }
 _DEMO_KERNELS: Final = "examples/kernel"
