@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 import pytest
+from s3_helpers import THROWAWAY_AWS_ENV, MotoServer
 from source_helpers import LocalServer
 
 if TYPE_CHECKING:
@@ -78,3 +79,16 @@ def server() -> Iterator[LocalServer]:
 @pytest.fixture(scope="session")
 def vectors_dir() -> Path:
     return VECTORS
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    """moto's server (S3, KMS) on 127.0.0.1, with throw-away AWS credentials in the environment."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in THROWAWAY_AWS_ENV.items():
+            mp.setenv(name, value)
+        server = MotoServer().start()
+        try:
+            yield server
+        finally:
+            server.stop()

@@ -21,7 +21,6 @@ from test_dag import DODO, EIF_TOML, Project, Run, seeded
 from eifbuild.build.selfcheck import RANDOMIZED_NOTE
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from source_helpers import LocalServer
@@ -109,17 +108,6 @@ def assert_check_cannot_sign(project: Project, expected: str, secrets: tuple[str
 
 
 # --- AWS KMS on moto ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    server = MotoServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

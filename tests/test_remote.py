@@ -65,18 +65,6 @@ class Recorder:
         return [line for line in self.lines if line.startswith("warning:")]
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in THROWAWAY_AWS_ENV.items():
-            mp.setenv(name, value)
-        server = MotoServer().start()
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
 @pytest.fixture(autouse=True)
 def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in THROWAWAY_AWS_ENV.items():

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,6 @@ from test_dag import ALL_X86, DODO, EIF_TOML, Project, seeded
 
 from eifbuild.remote import generate_key
 from eifbuild.store import Store
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in THROWAWAY_AWS_ENV.items():
-            mp.setenv(name, value)
-        server = MotoServer().start()
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 @pytest.fixture
