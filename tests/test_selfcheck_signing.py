@@ -99,3 +99,12 @@ def test_doit_start_up_imports_no_signing_sdk() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert not set(result.stdout.split()) & {"boto3", "botocore", "pkcs11"}
+
+
+def test_doit_start_up_loads_neither_the_self_check_nor_zig() -> None:
+    """doit loads every task on every run: `doit eif` must not pay for `doit check`'s code (and
+    through it the toolchain) nor for zig's; only running those steps imports them."""
+    script = "import sys; import eifbuild.tasks; print(' '.join(sorted(m for m in sys.modules if m.startswith('eifbuild'))))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded = set(result.stdout.split())
+    assert not loaded & {"eifbuild.build.selfcheck", "eifbuild.toolchain.zig", "eifbuild.toolchain.kernel"}

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from .config import (
         CONFIG_NAME,
         EIFBUILD_INIT_C,
+        FAILURE_FILE_ENV,
         LOCK_NAME,
         App,
         Builtin,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .ramdisks import AppRamdisk, BootstrapRamdisk, RamdiskNode
     from .scaffold import ScaffoldApp, init_project
-    from .selfcheck import FAILURE_FILE_ENV, CheckReport, self_check
+    from .selfcheck import CheckReport, self_check
     from .treedigest import FileDigests, tree_digest
 
 __all__ = [

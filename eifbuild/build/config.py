@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 CONFIG_NAME: Final = "eif.toml"
 LOCK_NAME: Final = "eif.lock"  # the default [eif] lock_file
+# Set by `doit check` for its rebuild: where a failing task writes "<error kind> <message>" (tasks.py)
+FAILURE_FILE_ENV: Final = "EIFBUILD_FAILURE_FILE"
 BUILTIN_SOURCES: Final = frozenset({"eifbuild-init"})
 EIFBUILD_INIT_C: Final = Path(__file__).parent.parent / "init" / "init.c"  # the "eifbuild-init" source
 _REF_RE: Final = re.compile(r"^(?P<recipe>[A-Za-z0-9][A-Za-z0-9._+-]*)\.(?P<source>[A-Za-z0-9_-]+)$")

@@ -28,6 +28,7 @@ from ..errors import FetchError, SigningError, ToolError
 from ..remote import REMOTE_ENV
 from ..store import Store
 from ..util.fsutil import hash_file, remove_tree
+from .config import FAILURE_FILE_ENV
 from .inputs import OciNode
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ _SKIP = frozenset(
     {".git", ".hg", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis"}
 )
 CHECK_UMASK = 0o077
-FAILURE_FILE_ENV = "EIFBUILD_FAILURE_FILE"  # where a task writes "<error kind> <message>" on failure
 CHECK_ENV = {"TZ": "Pacific/Kiritimati", "LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8"}
 
 
