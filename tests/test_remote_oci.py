@@ -18,7 +18,7 @@ from oci_registry import CountingProxy, Registry
 from s3_helpers import MotoServer
 from source_helpers import LocalServer
 from test_dag import Project
-from test_remote_dag import checkout, env, moto  # noqa: F401 - fixtures shared with the doit tests
+from test_remote_dag import checkout, env  # noqa: F401 - fixtures shared with the doit tests
 
 from eifbuild.store import Store
 
@@ -108,7 +108,7 @@ def test_b_takes_the_image_from_the_remote_with_no_registry_running(
 def test_a_layer_changed_in_the_bucket_is_refused_and_fetched_from_the_registry(
     tmp_path: Path,
     server: LocalServer,
-    moto: MotoServer,  # noqa: F811
+    moto: MotoServer,
     env: dict[str, str],  # noqa: F811
     image: tuple[Registry, Built],
 ) -> None:
@@ -143,7 +143,7 @@ def test_a_layer_changed_in_the_bucket_is_refused_and_fetched_from_the_registry(
         assert all(r.get("substituted") for r in image_records(strict).values())
 
 
-def _tamper(moto: MotoServer, table: str, sha256: str) -> None:  # noqa: F811
+def _tamper(moto: MotoServer, table: str, sha256: str) -> None:
     """Change one byte of the blob ``sha256`` in the bucket."""
     match = re.search(r's3://([^/"]+)/([^"]*)"', table)
     assert match is not None
