@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from ..eif import HASH_ALGOS
 from ..store import Store
 
 if TYPE_CHECKING:
@@ -32,3 +33,8 @@ def default_store() -> Store:
 def store_of(args: argparse.Namespace) -> Store:
     """The store a command uses: ``--cache DIR``, else :func:`default_store`."""
     return Store(args.cache) if args.cache else default_store()
+
+
+def add_algo(p: argparse.ArgumentParser) -> None:
+    """``--algo``: the hash PCRs are computed with (the hypervisor's is SHA-384)."""
+    p.add_argument("--algo", default="sha384", choices=HASH_ALGOS, help="PCR hash (default sha384)")

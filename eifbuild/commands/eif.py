@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 
 from .. import log
 from ..arch import parse_arch
-from ..eif import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, HASH_ALGOS, JsonValue, parse_algo
+from ..eif import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue, parse_algo
 from ..eif import dumps as json_dumps
 from ..errors import UsageError
 from ..util import fsutil
-from .common import EXIT_FAILED, EXIT_OK, Adder
+from .common import EXIT_FAILED, EXIT_OK, Adder, add_algo
 
 if TYPE_CHECKING:
     import argparse
@@ -51,10 +51,6 @@ def _signer(certificate: Path | None, private_key: str | None) -> Signer | None:
 KEY_HELP = "…and this key: an EC private key PEM file, an AWS KMS key ARN (arn:aws:kms:…) or a pkcs11: URI"
 
 
-def _add_algo(p: argparse.ArgumentParser) -> None:
-    p.add_argument(*_both("algo"), default="sha384", choices=HASH_ALGOS, help="PCR hash (default sha384)")
-
-
 def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "pack",
@@ -87,7 +83,7 @@ def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(*_both("img-kernel"), metavar="V", help="KernelVersion (default: --kernel_config's)")
     p.add_argument(*_both("signing-certificate"), type=Path, metavar="PEM", help="sign with this cert…")
     p.add_argument(*_both("private-key"), metavar="KEY", help=KEY_HELP)
-    _add_algo(p)
+    add_algo(p)
     p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
     p.set_defaults(func=_cmd_pack)
 
@@ -126,7 +122,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 def _add_describe(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("describe", help="print an EIF's header, PCRs, signer and metadata (nitro-cli's JSON)")
     p.add_argument("eif", type=Path, metavar="FILE")
-    _add_algo(p)
+    add_algo(p)
     p.set_defaults(func=_cmd_describe)
 
 
@@ -164,7 +160,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _add_pcrs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pcrs", help="print the PCRs of an existing EIF")
     p.add_argument("eif", type=Path, metavar="FILE")
-    _add_algo(p)
+    add_algo(p)
     p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
     p.set_defaults(func=_cmd_pcrs)
 
@@ -196,7 +192,7 @@ def _add_sign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     how.add_argument("--signature", type=Path, metavar="SIG", help="attach this signature (DER or raw r||s)")
     how.add_argument("--export-payload", type=Path, metavar="OUT", help="write the bytes to sign to OUT")
     p.add_argument(*_both("output"), type=Path, metavar="FILE", help="write the signed EIF here instead")
-    _add_algo(p)
+    add_algo(p)
     p.add_argument(*_both("pcrs-out"), type=Path, metavar="FILE", help="also write the PCR JSON here")
     p.set_defaults(func=_cmd_sign)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import log
-from ..eif import HASH_ALGOS, parse_algo
 from ..eif import dumps as json_dumps
-from .common import EXIT_FAILED, EXIT_OK, Adder
+from ..eif import parse_algo
+from .common import EXIT_FAILED, EXIT_OK, Adder, add_algo
 
 if TYPE_CHECKING:
     import argparse
@@ -24,7 +24,7 @@ def _add_diff(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("a", type=Path, metavar="A.eif")
     p.add_argument("b", type=Path, metavar="B.eif")
-    p.add_argument("--algo", default="sha384", choices=HASH_ALGOS, help="PCR hash (default sha384)")
+    add_algo(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (schema in the README)")
     p.set_defaults(func=_cmd_diff)
 
