@@ -74,14 +74,18 @@ class Plan:
         if isinstance(node, EifNode):
             self.write_roots()
 
-    def write_roots(self) -> None:
-        """Record every store entry this project's build uses, so ``eifbuild store gc`` keeps them."""
+    def store_keys(self) -> set[str]:
+        """The store entries of every node that is built."""
         keys: set[str] = set()
         for node in self.nodes():
             result = node.cached()
             if result is not None:
                 keys |= result.store_keys()
-        self.store.write_roots(self.roots_file.stem, keys)
+        return keys
+
+    def write_roots(self) -> None:
+        """Record every store entry this project's build uses, so ``eifbuild store gc`` keeps them."""
+        self.store.write_roots(self.roots_file.stem, self.store_keys())
 
     def _load_recipes(self) -> dict[str, Recipe]:
         recipes: dict[str, Recipe] = {}

@@ -51,15 +51,8 @@ def _plan_and_remote(args: argparse.Namespace) -> tuple[Plan, RemoteCache]:
 
 def _plan_keys(plan: Plan) -> tuple[list[str], int]:
     """Store keys the plan uses that this store has, and how many nodes are not built yet."""
-    keys: set[str] = set()
-    unbuilt = 0
-    for node in plan.nodes():
-        result = node.cached()
-        if result is not None:
-            keys |= result.store_keys()
-        elif node.key() is not None:
-            unbuilt += 1
-    return sorted(k for k in keys if k in plan.store), unbuilt
+    unbuilt = sum(1 for node in plan.nodes() if node.cached() is None and node.key() is not None)
+    return sorted(k for k in plan.store_keys() if k in plan.store), unbuilt
 
 
 def _cmd_push(args: argparse.Namespace) -> int:

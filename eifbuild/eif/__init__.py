@@ -15,9 +15,19 @@ from ..util.lazy import lazy_exports
 if TYPE_CHECKING:
     from .checker import describe, load_expected_pcrs, verify
     from .detached import DetachedSigner, export_payload
-    from .format import HEADER_SIZE, SECTION_HEADER_SIZE, SectionType, pcr_role
+    from .format import (
+        DEFAULT_CPUS,
+        DEFAULT_MEM,
+        EIF_VERSION,
+        FLAG_AARCH64,
+        HEADER_SIZE,
+        SECTION_HEADER_SIZE,
+        SectionType,
+        pcr_role,
+    )
     from .keyspec import key_kind, open_signer, signs_deterministically
     from .metadata import (
+        CUSTOM_METADATA_MAX_SIZE,
         EIF_BUILD_TOOL,
         EIF_BUILD_TOOL_VERSION,
         EifMetadata,
@@ -33,9 +43,14 @@ if TYPE_CHECKING:
     from .writer import PackRequest, SectionSource, min_enclave_memory_mib, pack, sign_eif, write_eif
 
 __all__ = [
+    "CUSTOM_METADATA_MAX_SIZE",
     "DEFAULT_ALGO",
+    "DEFAULT_CPUS",
+    "DEFAULT_MEM",
     "EIF_BUILD_TOOL",
     "EIF_BUILD_TOOL_VERSION",
+    "EIF_VERSION",
+    "FLAG_AARCH64",
     "HASH_ALGOS",
     "HEADER_SIZE",
     "SECTION_HEADER_SIZE",

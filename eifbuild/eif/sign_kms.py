@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
     from .sign import SigningCertificate
 
-# KMS key spec -> (the curve, KMS's signing algorithm with COSE's hash for that curve)
+# KMS key spec -> KMS's signing algorithm with COSE's hash for that curve
 KMS_KEY_SPECS: Final = {
-    "ECC_NIST_P256": ("secp256r1", "ECDSA_SHA_256"),
-    "ECC_NIST_P384": ("secp384r1", "ECDSA_SHA_384"),
-    "ECC_NIST_P521": ("secp521r1", "ECDSA_SHA_512"),
+    "ECC_NIST_P256": "ECDSA_SHA_256",
+    "ECC_NIST_P384": "ECDSA_SHA_384",
+    "ECC_NIST_P521": "ECDSA_SHA_512",
 }
 _EXTRA_HINT: Final = "pip install 'eifbuild[kms]'"
 
@@ -79,7 +79,7 @@ def _check_key(arn: str, metadata: dict[str, Any]) -> str:
     if state != "Enabled":
         msg = f"{arn}: the KMS key is {state}, not Enabled"
         raise SigningError(msg)
-    return KMS_KEY_SPECS[spec][1]
+    return KMS_KEY_SPECS[spec]
 
 
 def _client(arn: str) -> Any:

@@ -13,7 +13,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ..eif import HEADER_SIZE, SectionType, dumps, read_eif
+from ..eif import (
+    CUSTOM_METADATA_MAX_SIZE,
+    DEFAULT_CPUS,
+    DEFAULT_MEM,
+    EIF_VERSION,
+    FLAG_AARCH64,
+    HEADER_SIZE,
+    SectionType,
+    dumps,
+    read_eif,
+)
 from ..errors import FileAccessError, UsageError
 from ..util import fsutil
 from .diff import certificate_facts
@@ -34,9 +44,9 @@ _NAMES: Final = {
     SectionType.SIGNATURE: "signature-section.cbor",
 }
 _CANONICAL_HEADER: Final = {
-    "version": 4,
-    "default_mem": 1 << 30,
-    "default_cpus": 2,
+    "version": EIF_VERSION,
+    "default_mem": DEFAULT_MEM,
+    "default_cpus": DEFAULT_CPUS,
     "reserved": 0,
     "unused": 0,
 }
@@ -189,7 +199,7 @@ def _pack_differences(image: EifImage) -> list[str]:
         for name, value in _CANONICAL_HEADER.items()
         if getattr(header, name) != value
     ]
-    if header.flags not in (0, 1):
+    if header.flags & ~FLAG_AARCH64:
         found.append(f"header flags {header.flags:#06x}: pack writes only the arch bit")
     kinds = [s.type for s in image.sections if s.type != SectionType.SIGNATURE]
     expected = [SectionType.KERNEL, SectionType.CMDLINE, SectionType.METADATA]
@@ -223,7 +233,9 @@ def _metadata_problem(image: EifImage) -> list[str]:
     if metadata.docker_info is not None:
         found.append("DockerInfo is not null (nitro-cli's; pack writes null)")
     custom = metadata.custom
-    if custom is not None and (not isinstance(custom, dict) or len(dumps(custom).encode()) > 4096):
+    if custom is not None and (
+        not isinstance(custom, dict) or len(dumps(custom).encode()) > CUSTOM_METADATA_MAX_SIZE
+    ):
         found.append("CustomMetadata is not an object of at most 4096 bytes")
     rebuilt = dataclasses.replace(metadata, docker_info=None).to_bytes()
     if not found and rebuilt != image.metadata_bytes:

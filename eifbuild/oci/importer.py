@@ -295,10 +295,11 @@ class Importer:
         return compression
 
     def commit(self) -> None:
-        """Move the staged blobs into the store (the substituter, asked already, is not again)."""
+        """Move the staged blobs into the store: verified already, so the substituter is not asked
+        (for a registry image it was asked before the download; a local image is read in place)."""
         for step, name, staged in self.pending:
             move = functools.partial(_move_into, staged, name)
-            self.store.realize(step, move, substitute=not self.asks_substituter)
+            self.store.realize(step, move, substitute=False)
         self.pending.clear()
         for digest in self.downloaded:  # their layers are in the store now
             self.downloads.remove(digest)

@@ -29,11 +29,14 @@ class Pushed:
     new: bool  # False: the remote had this entry already
 
 
-def push_entry(cache: RemoteCache, store: Store, entry: StoreEntry, key: SecretKey) -> Pushed:
-    """Upload ``entry``'s missing blobs, then its manifest signed by ``key``."""
+def push_entry(
+    cache: RemoteCache, store: Store, entry: StoreEntry, key: SecretKey, *, check: bool = True
+) -> Pushed:
+    """Upload ``entry``'s missing blobs, then its manifest signed by ``key``; ``check=False`` for an
+    entry the store hashed a moment ago (right after building it)."""
     if cache.bucket.exists(manifest_name(entry.key)):
         return Pushed(entry.key, 0, new=False)
-    problems = store.check(entry)
+    problems = store.check(entry) if check else []
     if problems:
         msg = f"not pushed, it is corrupt ({problems[0]}); run 'eifbuild store verify --repair'"
         raise StoreError(msg, key=entry.key)
@@ -58,7 +61,7 @@ def push_after_build(cache: RemoteCache, store: Store, key: SecretKey, entry: St
     if cache.down is not None:
         return
     try:
-        pushed = push_entry(cache, store, entry, key)
+        pushed = push_entry(cache, store, entry, key, check=False)  # _publish just hashed it
     except RemoteCacheError as exc:
         cache.unreachable(exc)
         return
