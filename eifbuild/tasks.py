@@ -48,6 +48,7 @@ from .build import (
     load_project,
 )
 from .errors import EifbuildError, ToolError
+from .remote import REMOTE_ENV
 from .store import Store
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def _plan() -> Plan:
 def _attach_remote(plan: Plan) -> None:
     """Pull from (and maybe push to) the remote cache; boto3 is imported only when one is set."""
     settings = plan.project.cache
-    if not settings.enabled and not os.environ.get("EIFBUILD_REMOTE_CACHE"):
+    if not settings.enabled and not os.environ.get(REMOTE_ENV):
         return
     from . import remote  # noqa: PLC0415
 

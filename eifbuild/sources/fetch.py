@@ -91,11 +91,8 @@ def fetch_source(
     step = source.step()
     entry = store.get(step.key)
     local = source.local_path
-    if entry is not None and local is not None:  # the project's file is the source, not the store
-        if not local.is_dir():
-            _local_blob(source, local, tmp_dir=(cache or SourceCache()).root / "partial")
-        elif not local.exists():
-            raise _missing_path(source, local)
+    if entry is not None and local is not None and not local.is_dir():  # the project's file, not the store
+        _local_blob(source, local, tmp_dir=(cache or SourceCache()).root / "partial")
     if entry is None:
         log.step(f"fetch {source.label}")
         entry = store.realize(step, lambda out: _materialise(source, out, cache, downloader))

@@ -88,10 +88,6 @@ class VsockBackend:
             self._thread.join(5)
         self._close()
 
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
     def _run(self) -> None:
         try:
             while not self._stopping:
@@ -300,7 +296,7 @@ class VsockBackend:
                 self._send([request.reply(Op.RST)])
                 return
             self._note(f"guest port {request.src_port} connected: {forward}")
-        stream = Stream(request.src_port, request.dst_port, request.src_cid, request.dst_cid, host, forward)
+        stream = Stream(request.src_port, request.dst_port, request.src_cid, request.dst_cid, host)
         stream.note_peer(request)
         self._streams[stream.key] = stream
         self._send([stream.packet(Op.RESPONSE)])

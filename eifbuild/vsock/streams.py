@@ -16,7 +16,6 @@ from .packet import SHUTDOWN_RCV, SHUTDOWN_SEND, Op, Packet
 if TYPE_CHECKING:
     import socket
 
-    from .forward import Forward
 
 BUF_ALLOC: Final = 256 << 10  # what we buffer per connection, guest -> host
 MAX_PAYLOAD: Final = 4096 - 44  # fits a guest rx buffer of one page, header included
@@ -30,7 +29,6 @@ class Stream:
     guest_cid: int
     parent_cid: int
     host: socket.socket | None  # None: the heartbeat, answered here
-    forward: Forward | None = None
     to_host: bytearray = field(default_factory=bytearray)
     fwd_cnt: int = 0  # guest bytes consumed (written to the host, or answered)
     reported_fwd_cnt: int = 0

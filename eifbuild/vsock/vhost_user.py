@@ -75,8 +75,8 @@ class Message:
 
 
 # -- message codec ----------------------------------------------------------------------------------
-def encode(request: int, payload: bytes, *, reply: bool = True) -> bytes:
-    flags = FLAG_VERSION | (FLAG_REPLY if reply else 0)
+def encode(request: int, payload: bytes) -> bytes:
+    flags = FLAG_VERSION | FLAG_REPLY  # the back-end only ever sends replies
     return HEADER.pack(request, flags, len(payload)) + payload
 
 
