@@ -141,7 +141,7 @@ def test_an_unknown_arch_in_eif_lock_is_a_config_error(tmp_path: Path) -> None:
         Lock.load(path)
     assert (
         str(err.value)
-        == "key 'sources.r.n.sparc': unknown architecture 'sparc': expected one of x86_64, aarch64"
+        == f"{path}, key 'sources.r.n.sparc': unknown architecture 'sparc': expected one of x86_64, aarch64"
     )
 
 

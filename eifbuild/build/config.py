@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from ..arch import ARCHES, Arch, parse_arch
+from ..arch import ARCHES, Arch
 from ..eif import key_kind, signs_deterministically
-from ..errors import ConfigError, FileAccessError, InputError, UsageError
+from ..errors import ConfigError, FileAccessError, InputError
 from ..remote import CacheSettings, parse_cache_table
 from ..repro import pinned_epoch, rfc3339
 from ..util.tomlfile import parse_toml
@@ -256,11 +256,7 @@ def _arches(value: Any, ctx: _Ctx) -> tuple[Arch, ...]:
         raise ctx.error("eif.arch", "expected 'x86_64', 'aarch64' or an array of them")
     arches: list[Arch] = []
     for i, item in enumerate(raw):
-        name = ctx.string(item, f"eif.arch[{i}]")
-        try:
-            arch = parse_arch(name)
-        except UsageError as exc:
-            raise ctx.error(f"eif.arch[{i}]", exc.reason) from None
+        arch = ctx.arch(ctx.string(item, f"eif.arch[{i}]"), f"eif.arch[{i}]")
         if arch in arches:
             raise ctx.error(f"eif.arch[{i}]", f"{arch} is listed twice")
         arches.append(arch)

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from ..arch import parse_arch
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError
 from ..util.fsutil import atomic_write
 from ..util.tomlfile import read_toml
 from ..util.tomltable import TomlTables
@@ -196,11 +195,8 @@ def _parse(data: Mapping[str, Any], path: Path) -> dict[EntryKey, LockEntry]:
                 entries[(recipe, name, None)] = _parse_entry(table, check, where)
                 continue
             for arch_key, sub in table.items():
-                try:
-                    arch = parse_arch(arch_key, where=f"{where}.{arch_key}")
-                except UsageError as exc:  # a key of eif.lock, not an argument
-                    raise ConfigError(exc.reason, key=exc.key) from None
                 sub_where = f"{where}.{arch_key}"
+                arch = check.arch(arch_key, sub_where)
                 entries[(recipe, name, arch)] = _parse_entry(
                     check.table(sub, sub_where, say_type=False), check, sub_where
                 )
@@ -216,11 +212,7 @@ def _parse_images(raw: Any, check: TomlTables) -> dict[str, ImageEntry]:
         manifests: dict[Arch, str] = {}
         for arch_key, digest in check.table(table.get("manifests", {}), f"{where}.manifests").items():
             key = f"{where}.manifests.{arch_key}"
-            try:
-                arch = parse_arch(arch_key, where=key)
-            except UsageError as exc:  # a key of eif.lock, not an argument
-                raise ConfigError(exc.reason, path=check.path, key=exc.key) from None
-            manifests[arch] = _image_digest(digest, check, key)
+            manifests[check.arch(arch_key, key)] = _image_digest(digest, check, key)
         images[ref] = ImageEntry(_image_digest(table.get("digest"), check, f"{where}.digest"), manifests)
     return images
 

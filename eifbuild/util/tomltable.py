@@ -12,11 +12,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ..errors import ConfigError, did_you_mean
+from ..arch import parse_arch
+from ..errors import ConfigError, UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping
     from pathlib import Path
+
+    from ..arch import Arch
 
 HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -57,6 +60,13 @@ class TomlTables:
 
     def error(self, key: str | None, message: str) -> ConfigError:
         return ConfigError(message, path=self.path, key=key)
+
+    def arch(self, name: str, key: str) -> Arch:
+        """The architecture ``name`` names, where it is a key or value of this file (not an option)."""
+        try:
+            return parse_arch(name)
+        except UsageError as exc:
+            raise self.error(key, exc.reason) from None
 
     def only_keys(
         self,
