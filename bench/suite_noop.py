@@ -1,6 +1,6 @@
 """No-op rebuild: ``doit eif`` on a project whose rootfs has 50,000 files, when nothing changed.
 
-The project (made like tests/test_dag.py makes one: eif.toml, the two-line dodo.py, stand-in kernel
+The project (made like tests/plan/test_dag.py makes one: eif.toml, the two-line dodo.py, stand-in kernel
 and init given by ``{ path = ... }``, a generated rootfs of small files) is built once, then
 ``python -m doit eif`` runs again and again: every run must skip every task. Three reference rows
 show the floor under it: the interpreter starting (``python -c pass``), doit with a dodo.py whose

@@ -6,7 +6,7 @@ An app repo's ``dodo.py`` is two lines::
     from eifbuild.tasks import *  # noqa: F403
 
 doit runs dodo.py from its own directory, so the project is ``./eif.toml`` (``$EIFBUILD_CONFIG``
-names another file). Each node of the build plan (:mod:`eifbuild.build`) becomes one task whose
+names another file). Each node of the build plan (:mod:`eifbuild.plan`) becomes one task whose
 up-to-date check asks the store, never a file timestamp: a no-op run computes keys and stats files.
 doit's own dependency file (sqlite3) lives in the store directory.
 
@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Final
 from doit.exceptions import InvalidDodoFile, TaskError, TaskFailed
 
 from . import log
-from .build import (
+from .errors import EifbuildError, ToolError
+from .plan import (
     CONFIG_NAME,
     FAILURE_FILE_ENV,
     CompileNode,
@@ -47,16 +48,15 @@ from .build import (
     SourceNode,
     load_project,
 )
-from .errors import EifbuildError, ToolError
-from .remote import REMOTE_ENV
 from .store import Store
+from .store.remote import REMOTE_ENV
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import TracebackType
 
-    from .build import Node
-    from .remote import RemoteCache
+    from .plan import Node
+    from .store.remote import RemoteCache
 
 __all__ = ["DOIT_CONFIG", "task_check", "task_compile", "task_eif", "task_fetch", "task_ramdisk"]
 
@@ -124,7 +124,7 @@ def _attach_remote(plan: Plan) -> None:
     settings = plan.project.cache
     if not settings.enabled and not os.environ.get(REMOTE_ENV):
         return
-    from . import remote  # noqa: PLC0415
+    from .store import remote  # noqa: PLC0415
 
     cache = remote.attach(plan.store, settings)
     if cache is not None:
@@ -225,7 +225,7 @@ def task_check() -> dict[str, Any]:
 
     def check() -> TaskFailed | TaskError | None:
         # doit loads every task on every run: only running `doit check` imports the self-check
-        from .build import self_check  # noqa: PLC0415
+        from .plan import self_check  # noqa: PLC0415
 
         with log.use(log.StderrReporter()):
             try:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from eifbuild import boot, cli
-from eifbuild.build import parse_project
+from eifbuild import cli
 from eifbuild.eif import PackRequest, load_expected_pcrs, make_metadata, pack, write_eif
 from eifbuild.errors import (
     ConfigError,
@@ -19,6 +18,8 @@ from eifbuild.errors import (
     LocatedError,
     UsageError,
 )
+from eifbuild.plan import parse_project
+from eifbuild.runtime import boot
 from eifbuild.sources import Lock, load_recipe
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def test_cli_fetch_of_a_missing_recipe_exits_2(tmp_path: Path, capsys: Capture) 
 )
 def test_bad_boot_options_are_usage_errors(tmp_path: Path, options: boot.BootOptions, message: str) -> None:
     with pytest.raises(UsageError) as err:
-        boot.boot(_eif(tmp_path), options)
+        boot.boot_eif(_eif(tmp_path), options)
     assert str(err.value).startswith(message)
     assert err.value.key == message.split("'")[1]
 

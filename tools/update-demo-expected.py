@@ -1,7 +1,7 @@
 """Rebuild the repo's demo from a clean copy and rewrite examples/demo-expected.json.
 
 Run it only when a change moves the demo's EIFs on purpose (a new kernel, init or eifbuild version),
-and say why in the same commit; tests/test_demo.py then checks every later build against the file.
+and say why in the same commit; tests/plan/test_demo.py then checks every later build against the file.
 
     python3 tools/update-demo-expected.py
 """

@@ -62,9 +62,9 @@ def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_boot(args: argparse.Namespace) -> int:
-    from .. import boot as booting  # noqa: PLC0415
+    from ..runtime import BootOptions, boot_eif  # noqa: PLC0415
 
-    options = booting.BootOptions(
+    options = BootOptions(
         expect=args.expect,
         timeout=args.timeout,
         local_init=args.local_init,
@@ -83,7 +83,7 @@ def _cmd_boot(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    result = booting.boot(args.eif, options, store=store, console=None if args.quiet else show)
+    result = boot_eif(args.eif, options, store=store, console=None if args.quiet else show)
     if shown and shown[-1] != "\n":
         sys.stdout.write("\n")
     print(result.verdict)
@@ -124,8 +124,8 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _cmd_kernel(args: argparse.Namespace) -> int:
+    from ..plan import build_from_recipe  # noqa: PLC0415
     from ..sources import load_recipe  # noqa: PLC0415
-    from ..toolchain import build_from_recipe  # noqa: PLC0415
 
     if args.recipe == Path("lint"):
         return cmd_kernel_lint(args)

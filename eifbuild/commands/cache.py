@@ -13,8 +13,8 @@ from .common import EXIT_FAILED, EXIT_OK, STORE_HELP, Adder, store_of
 if TYPE_CHECKING:
     import argparse
 
-    from ..build import Plan
-    from ..remote import RemoteCache
+    from ..plan import Plan
+    from ..store.remote import RemoteCache
 
 
 def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,8 +41,8 @@ def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _plan_and_remote(args: argparse.Namespace) -> tuple[Plan, RemoteCache]:
-    from ..build import Plan, find_project_dir, load_project  # noqa: PLC0415
-    from ..remote import RemoteCache, with_environment  # noqa: PLC0415
+    from ..plan import Plan, find_project_dir, load_project  # noqa: PLC0415
+    from ..store.remote import RemoteCache, with_environment  # noqa: PLC0415
 
     project = load_project(args.config or find_project_dir())
     plan = Plan(project, store_of(args) if args.cache else None)
@@ -56,7 +56,7 @@ def _plan_keys(plan: Plan) -> tuple[list[str], int]:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from ..remote import push_entry  # noqa: PLC0415
+    from ..store.remote import push_entry  # noqa: PLC0415
 
     plan, cache = _plan_and_remote(args)
     key = cache.signing_key()
@@ -74,7 +74,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from ..remote import verify_remote_entry  # noqa: PLC0415
+    from ..store.remote import verify_remote_entry  # noqa: PLC0415
 
     plan, cache = _plan_and_remote(args)
     keys, _ = _plan_keys(plan)
@@ -89,7 +89,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    from ..remote import generate_key  # noqa: PLC0415
+    from ..store.remote import generate_key  # noqa: PLC0415
 
     secret, public = generate_key(args.name)
     secret_path, public_path = args.dir / f"{args.name}.secret", args.dir / f"{args.name}.pub"

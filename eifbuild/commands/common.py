@@ -25,7 +25,7 @@ STORE_HELP: Final = (
 
 def default_store() -> Store:
     """``$EIFBUILD_CACHE``, else ``cache/`` of the project around the current directory (else ./cache)."""
-    from ..build import find_project_dir  # noqa: PLC0415 - eif.toml's rules only when needed
+    from ..plan import find_project_dir  # noqa: PLC0415 - eif.toml's rules only when needed
 
     return Store.for_project(find_project_dir())
 

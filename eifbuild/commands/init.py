@@ -41,7 +41,7 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from ..build import ScaffoldApp, init_project  # noqa: PLC0415
+    from ..plan import ScaffoldApp, init_project  # noqa: PLC0415
 
     app = ScaffoldApp(oci=args.oci, rootfs=args.rootfs, cmd=tuple(args.cmd))
     written = init_project(args.directory, bootstrap=args.bootstrap, app=app, name=args.name)

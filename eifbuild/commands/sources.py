@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _lock_path(args: argparse.Namespace) -> Path:
-    from ..build import default_lock_path  # noqa: PLC0415
+    from ..plan import default_lock_path  # noqa: PLC0415
 
     return Path(args.lock_file) if args.lock_file else default_lock_path()
 
@@ -68,7 +68,7 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
-    from ..build import lock_project  # noqa: PLC0415
+    from ..plan import lock_project  # noqa: PLC0415
 
     lock_path, results, images = lock_project(
         args.recipes, args.lock_file, trust_on_first_use=args.trust_on_first_use

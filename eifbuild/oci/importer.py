@@ -1,7 +1,7 @@
 """Fetching image blobs into the store: verified while streaming, staged, committed all at once.
 
 Every blob is hashed while it streams and checked against its digest and declared size (a
-registry's layer blobs stream from the store's downloads/, see :mod:`eifbuild.oci.downloads`); layers
+registry's layer blobs stream from the store's downloads/, see :mod:`eifbuild.store.blobs`); layers
 are decompressed (gzip, zstd or plain tar, told apart by their magic bytes) on the way and their
 uncompressed digest is checked against the config's diff_id. Nothing reaches the store until
 :meth:`Importer.commit`: a bad blob anywhere in an image leaves the store as it was.
@@ -31,9 +31,8 @@ from typing import IO, TYPE_CHECKING, Any, Final, cast
 from .. import log
 from ..errors import ArchiveError, HashMismatch, StoreError
 from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
-from ..store import Step, Store, StoreEntry
+from ..store import BlobDownloads, Step, Store, StoreEntry, check_blob
 from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
-from .downloads import BlobDownloads, check_blob
 from .layers import LayerFile
 from .registry import DIGEST_RE, digest_of
 from .transport import MAX_JSON, ImageSource, RegistrySource

@@ -36,12 +36,12 @@ from urllib3.util.retry import Retry
 
 from .. import log
 from ..errors import FetchError, FileAccessError, InputError
-from ..sources import Downloader, failure_reason
+from ..store import Downloader, failure_reason
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
 
-    from ..sources import Downloaded
+    from ..store import Downloaded
 
 OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"

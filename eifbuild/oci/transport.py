@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-    from ..sources import Downloaded
+    from ..store import Downloaded
 
 ImageSourceKind = Literal["registry", "oci-layout", "oci-archive", "docker-archive"]
 

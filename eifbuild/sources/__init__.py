@@ -1,8 +1,7 @@
 """Pinned sources: recipes, eif.lock, downloads, archives, NAR hashes, fetching into the store.
 
 - :mod:`.recipe`: recipe files (sources by name and arch, their pins);
-- :mod:`.lock`: the eif.lock model (``eifbuild lock`` itself is :mod:`eifbuild.build.locking`);
-- :mod:`.download`: getting bytes (HTTP(S), file://, apt) and the shared download cache;
+- :mod:`.lock`: the eif.lock model (``eifbuild lock`` itself is :mod:`eifbuild.plan.locking`);
 - :mod:`.archive`, :mod:`.nar`: reading source archives safely; Nix archive hashes;
 - :mod:`.fetch`: a pinned source into the store, verified.
 """
@@ -23,14 +22,6 @@ if TYPE_CHECKING:
         unpack,
         zstd_reader,
     )
-    from .download import (
-        Downloaded,
-        Downloader,
-        HttpOptions,
-        SourceCache,
-        apt_download,
-        failure_reason,
-    )
     from .fetch import (
         Blob,
         FetchedSource,
@@ -49,10 +40,7 @@ __all__ = [
     "ZSTD_ERROR",
     "ZSTD_MAGIC",
     "Blob",
-    "Downloaded",
-    "Downloader",
     "FetchedSource",
-    "HttpOptions",
     "ImageEntry",
     "Lock",
     "LockEntry",
@@ -60,11 +48,8 @@ __all__ = [
     "Pins",
     "Recipe",
     "Source",
-    "SourceCache",
-    "apt_download",
     "detect_format",
     "extract_member",
-    "failure_reason",
     "fetch_all",
     "fetch_recipe",
     "fetch_source",

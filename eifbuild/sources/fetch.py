@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import log
 from ..errors import ArchiveError, ConfigError, FetchError, FileAccessError, HashMismatch, ToolError
+from ..store import Downloaded, Downloader, SourceCache, apt_download
 from ..util.fsutil import StreamHasher, copy_hashed
 from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
-from .download import Downloaded, Downloader, SourceCache, apt_download
 from .lock import LOCK_COMMAND
 from .nar import to_sri
 

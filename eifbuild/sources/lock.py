@@ -16,7 +16,7 @@ manifests = { x86_64 = "sha256:…" }     # the platform manifest each arch of e
 Builds apply these pins (:meth:`Lock.apply`, :meth:`Lock.image`) and refuse an unpinned source or
 image tag without an entry. Files without ``[images]`` (older eifbuild) read as before.
 This module is the file's model; ``eifbuild lock`` (check every source is pinned somewhere, record
-the missing pins on trust) is :mod:`eifbuild.build.locking`.
+the missing pins on trust) is :mod:`eifbuild.plan.locking`.
 """
 
 from __future__ import annotations

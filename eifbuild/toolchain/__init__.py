@@ -8,7 +8,9 @@ from ..util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .elf import ElfInfo, check_static_executable, read_elf
+    from .init import EIFBUILD_INIT_C, INIT_CFLAGS, init_from_source
     from .kernel import (
+        BASE_TARGETS,
         PREREQUISITES,
         KernelBuild,
         KernelSpec,
@@ -17,9 +19,7 @@ if TYPE_CHECKING:
         parse_config,
     )
     from .kernellint import RULES, Finding, LintReport, Rule, check_waivers, config_arch, lint_config
-    from .kernelrecipe import KernelRecipe, RecipeKernel, build_from_recipe, parse_kernel_build
     from .zig import (
-        INIT_CFLAGS,
         ZIG_CACHE_ENV,
         Binary,
         CompileSource,
@@ -27,12 +27,13 @@ if TYPE_CHECKING:
         compile_c_binary,
         compile_step,
         compile_to,
-        init_from_source,
         zig_cache_dir,
         zig_global_cache_dir,
     )
 
 __all__ = [
+    "BASE_TARGETS",
+    "EIFBUILD_INIT_C",
     "INIT_CFLAGS",
     "PREREQUISITES",
     "RULES",
@@ -42,12 +43,9 @@ __all__ = [
     "ElfInfo",
     "Finding",
     "KernelBuild",
-    "KernelRecipe",
     "KernelSpec",
     "LintReport",
-    "RecipeKernel",
     "Rule",
-    "build_from_recipe",
     "build_kernel",
     "check_static_executable",
     "check_waivers",
@@ -60,7 +58,6 @@ __all__ = [
     "init_from_source",
     "lint_config",
     "parse_config",
-    "parse_kernel_build",
     "read_elf",
     "zig_cache_dir",
     "zig_global_cache_dir",

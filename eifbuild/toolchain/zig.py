@@ -46,9 +46,6 @@ KIND: Final = "zig-cc"
 KIND_VERSION: Final = 1
 PINNED_ZIG: Final = "0.17.1"  # keep equal to the ziglang pin in pyproject.toml
 BASE_FLAGS: Final = ("-mcpu=baseline", "-static", "-O2", "-s")
-# Upstream's warnings for AWS init.c; clang also wants -Wno-missing-field-initializers for its ops[].
-INIT_CFLAGS: Final = ("-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers")
-INIT_OUTPUT: Final = "init"
 ZIG_CACHE: Final = "zig-cache"
 ZIG_CACHE_ENV: Final = "EIFBUILD_ZIG_CACHE"
 SOURCE_DATE_EPOCH: Final = "0"
@@ -298,11 +295,6 @@ def compile_c_binary(
 ) -> Binary:
     """:func:`compile_c`, returning the binary's path (read-only, in the store) and sha256."""
     return Binary.from_entry(compile_c(store, sources, arch=arch, cflags=cflags, output_name=output_name))
-
-
-def init_from_source(store: Store, init_c: Path, arch: Arch, *, cflags: Sequence[str] = ()) -> StoreEntry:
-    """Compile an init (AWS's init.c or any other) with upstream's strict warnings into output ``init``."""
-    return compile_c(store, [init_c], arch=arch, cflags=[*INIT_CFLAGS, *cflags], output_name=INIT_OUTPUT)
 
 
 # -- running zig -------------------------------------------------------------------------------

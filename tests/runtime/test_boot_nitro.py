@@ -1,0 +1,273 @@
+"""Real boots on QEMU's nitro-enclave machine (x86_64, TCG): the EIF file itself, measured by QEMU,
+eifbuild's vsock back-end answering the heartbeat, --vsock-forward, --attest and negative controls.
+
+Needs a QEMU with the machine: ``EIFBUILD_QEMU_X86_64`` (``.ci/run`` builds one with
+``tools/build-qemu-nitro.sh``) or a ``qemu-system-x86_64`` on PATH that has it. The attestation
+tests need a kernel with the NSM driver (``CONFIG_NSM=y``) as the committed demo kernel.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from conftest import IN_CI
+from cryptography.hazmat.primitives.asymmetric import ec
+from signing_helpers import certificate_for, pem_key
+
+from eifbuild.cli import main
+from eifbuild.eif import PemSigner, make_metadata, write_eif
+from eifbuild.errors import ToolError
+from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
+from eifbuild.runtime import boot, qemu
+from eifbuild.store import Store
+from eifbuild.toolchain import compile_c_binary, init_from_source
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from eifbuild.eif import Signer
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+KERNEL_DIR = REPO / "examples" / "kernel" / "x86_64"
+HELLO_C = REPO / "examples" / "hello" / "hello.c"
+HELLO_LINE = "Hello from the enclave, nitro!"
+DEMO_HAS_NSM = "CONFIG_NSM=y" in (KERNEL_DIR / "bzImage.config").read_text()
+needs_nsm = pytest.mark.skipif(
+    not DEMO_HAS_NSM,
+    reason="the committed x86_64 demo kernel has no NSM driver (CONFIG_NSM=y): /dev/nsm cannot exist",
+)
+
+SILENT_INIT_C = r"""
+#include <stdio.h>
+#include <unistd.h>
+int main(void) { printf("silent init: no heartbeat\n"); fflush(stdout); for (;;) pause(); }
+"""
+
+VSOCK_CLIENT_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/vm_sockets.h>
+int main(void)
+{
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK, .svm_cid = 3, .svm_port = 5000};
+    char buf[128] = {0};
+    int fd = socket(AF_VSOCK, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) { perror("connect"); return 1; }
+    const char *ping = "ping from the enclave\n";
+    if (write(fd, ping, strlen(ping)) < 0) { perror("write"); return 1; }
+    ssize_t got = 0, n;
+    while ((n = read(fd, buf + got, sizeof buf - 1 - (size_t)got)) > 0) got += n;
+    printf("host said: %s\n", buf);
+    close(fd);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def nitro_qemu() -> str:
+    try:
+        found = qemu.find_qemu("x86_64")
+    except ToolError as exc:
+        found = str(exc)
+    if not qemu.has_nitro_enclave(found):
+        why = f"no QEMU with the nitro-enclave machine ({found}): build one with tools/build-qemu-nitro.sh"
+        if IN_CI:
+            pytest.fail(f"{why}; .ci/run must set EIFBUILD_QEMU_X86_64")
+        pytest.skip(why)
+    return found
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return Store(tmp_path_factory.mktemp("store"))
+
+
+def _compile(store: Store, tmp_path: Path, source: str, name: str) -> Path:
+    path = tmp_path / f"{name}.c"
+    path.write_text(source)
+    return compile_c_binary(store, [path], arch="x86_64", output_name=name).path
+
+
+def _init(store: Store) -> Path:
+    return init_from_source(store, boot.EIFBUILD_INIT_C, "x86_64").file("init")
+
+
+def _hello_app(store: Store) -> list[Entry]:
+    hello = compile_c_binary(store, [HELLO_C], arch="x86_64", output_name="hello").path
+    return app_entries([], ["/bin/hello"], {"HELLO_NAME": "nitro"}, files={"bin/hello": hello})
+
+
+def _eif(
+    tmp_path: Path,
+    bootstrap: Sequence[Entry],
+    app: Sequence[Entry],
+    *,
+    name: str = "app",
+    signer: Signer | None = None,
+) -> Path:
+    """An EIF as the demo is made: the committed demo kernel and its production cmdline."""
+    kernel = KERNEL_DIR / "bzImage"
+    ramdisks = []
+    for part, entries in (("bootstrap", bootstrap), ("app", app)):
+        path = tmp_path / f"{name}-{part}.cpio"
+        write_cpio_file(entries, path, mtime=0)
+        ramdisks.append(path)
+    out = tmp_path / f"{name}.eif"
+    write_eif(
+        out,
+        kernel=kernel,
+        cmdline=(KERNEL_DIR / "cmdline").read_text().strip(),
+        ramdisks=ramdisks,
+        metadata=make_metadata(kernel=kernel),
+        arch="x86_64",
+        signer=signer,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_eif(tmp_path_factory: pytest.TempPathFactory, store: Store) -> Path:
+    return _eif(tmp_path_factory.mktemp("demo"), bootstrap_entries(_init(store)), _hello_app(store))
+
+
+def _boot(eif: Path, qemu_path: str, **options: object) -> boot.BootResult:
+    return boot.boot_eif(eif, boot.BootOptions(qemu=qemu_path, timeout=120, **options))  # type: ignore[arg-type]
+
+
+# -- booting as on Nitro ----------------------------------------------------------------------------------
+def test_the_demo_boots_with_its_production_cmdline_and_the_heartbeat_answered(
+    demo_eif: Path, nitro_qemu: str
+) -> None:
+    result = _boot(demo_eif, nitro_qemu)
+    assert (result.ok, result.reason) == (True, "shutdown"), result.console
+    assert result.notes == ("-M nitro-enclave", "heartbeat answered")
+    assert HELLO_LINE in result.console
+    assert "eifbuild-init: local run" not in result.console  # the heartbeat was real, not skipped
+    cmdline = (KERNEL_DIR / "cmdline").read_text().strip()
+    assert f"Command line: {cmdline} reboot=t panic=-1" in result.console
+    assert "eifbuild.local=1" not in result.console
+
+
+def test_the_cli_verdict_names_the_machine(
+    demo_eif: Path, nitro_qemu: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["boot", str(demo_eif), "--qemu", nitro_qemu, "--expect", HELLO_LINE, "--timeout", "120"]
+    assert main([*args, "--cache", str(tmp_path / "store")]) == 0
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert verdict.startswith(f"PASS: saw {HELLO_LINE!r} (")
+    assert verdict.endswith(" s, -M nitro-enclave, heartbeat answered)")
+
+
+def test_microvm_stays_available(demo_eif: Path, nitro_qemu: str) -> None:
+    result = _boot(demo_eif, nitro_qemu, machine="microvm")
+    assert (result.ok, result.notes) == (True, ("-M microvm",)), result.console
+    assert "eifbuild-init: local run (eifbuild.local=1)" in result.console
+
+
+# -- negative controls ----------------------------------------------------------------------------------
+def test_one_flipped_byte_is_refused_by_qemu_s_crc_check(
+    demo_eif: Path, nitro_qemu: str, tmp_path: Path
+) -> None:
+    data = bytearray(demo_eif.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped = tmp_path / "flipped.eif"
+    flipped.write_bytes(bytes(data))
+    result = _boot(flipped, nitro_qemu)
+    assert (result.ok, result.reason) == (False, "exited"), result.console
+    assert "CRC mismatch" in result.detail
+    assert result.detail.endswith("; the enclave sent no heartbeat (vsock CID 3 port 9000)")
+
+
+def test_an_init_that_never_sends_the_heartbeat_fails(store: Store, nitro_qemu: str, tmp_path: Path) -> None:
+    silent = _compile(store, tmp_path, SILENT_INIT_C, "silent-init")
+    eif = _eif(tmp_path, bootstrap_entries(silent), _hello_app(store))
+    timed = boot.boot_eif(eif, boot.BootOptions(qemu=nitro_qemu, timeout=15))
+    assert (timed.ok, timed.reason) == (False, "timeout"), timed.console
+    assert timed.detail == "timed out after 15 s; the enclave sent no heartbeat (vsock CID 3 port 9000)"
+    assert "silent init: no heartbeat" in timed.console
+    seen = _boot(eif, nitro_qemu, expect="silent init")
+    assert (seen.ok, seen.reason) == (False, "no-heartbeat"), seen.console
+    assert seen.verdict.startswith(
+        "FAIL: saw 'silent init', but the enclave sent no heartbeat (vsock CID 3 port 9000) ("
+    )
+
+
+# -- vsock to the host ----------------------------------------------------------------------------------
+@pytest.fixture
+def pong_server() -> Iterator[int]:
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            received.append(conn.recv(100))
+            conn.sendall(b"pong")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    thread.join(5)
+    server.close()
+    assert received == [b"ping from the enclave\n"]
+
+
+def test_an_app_talks_to_the_host_through_vsock_forward(
+    store: Store, nitro_qemu: str, tmp_path: Path, pong_server: int
+) -> None:
+    client = _compile(store, tmp_path, VSOCK_CLIENT_C, "vsock-client")
+    app = app_entries([], ["/bin/client"], {}, files={"bin/client": client})
+    eif = _eif(tmp_path, bootstrap_entries(_init(store)), app)
+    result = _boot(eif, nitro_qemu, vsock_forwards=(f"5000=tcp:127.0.0.1:{pong_server}",))
+    assert (result.ok, result.reason) == (True, "shutdown"), result.console
+    assert "host said: pong" in result.console
+
+
+# -- --attest -------------------------------------------------------------------------------------------
+@pytest.mark.skipif(DEMO_HAS_NSM, reason="the demo kernel has the NSM driver")
+def test_attest_without_an_nsm_driver_says_so(demo_eif: Path, nitro_qemu: str) -> None:
+    result = _boot(demo_eif, nitro_qemu, attest=True)
+    assert (result.ok, result.reason) == (False, "attest"), result.console
+    assert result.detail.startswith(
+        "attestation impossible: the guest has no NSM device "
+        "(unavailable: open /dev/nsm: No such file or directory) (the machine shut down)"
+    )
+
+
+@needs_nsm
+def test_attest_passes_on_the_demo(demo_eif: Path, nitro_qemu: str) -> None:
+    result = _boot(demo_eif, nitro_qemu, attest=True)
+    assert result.ok, result.console
+    assert result.notes[-1] == "attested: PCR0, PCR1, PCR2 equal the EIF's and are locked"
+
+
+@needs_nsm
+def test_attest_passes_for_a_signed_eif_with_pcr8(store: Store, nitro_qemu: str, tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    signer = PemSigner.from_files(
+        certificate_for(key.public_key(), tmp_path / "cert.pem"), pem_key(key, tmp_path / "key.pem")
+    )
+    eif = _eif(tmp_path, bootstrap_entries(_init(store)), _hello_app(store), signer=signer)
+    result = _boot(eif, nitro_qemu, attest=True)
+    assert result.ok, result.console
+    assert result.notes[-1] == "attested: PCR0, PCR1, PCR2, PCR8 equal the EIF's and are locked"
+
+
+@needs_nsm
+def test_an_extra_measured_initrd_moves_pcr0_and_pcr2(
+    demo_eif: Path, nitro_qemu: str, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra.cpio"
+    write_cpio_file([Entry.file("extra", b"not in the EIF\n")], extra, mtime=0)
+    result = _boot(demo_eif, nitro_qemu, attest=True, extra_initrd=extra)
+    assert (result.ok, result.reason) == (False, "attest"), result.console
+    assert result.detail.startswith("attestation failed: PCR0, PCR2 differ from the EIF's (")

@@ -1,0 +1,439 @@
+"""The remote cache against a real S3 API on 127.0.0.1 (moto in server mode): signed manifests,
+pull through the store's substituter hook, push, tampered entries, a remote that goes away and
+racing pushers. Two separate stores stand for two machines."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from s3_helpers import THROWAWAY_AWS_ENV, CuttingProxy, MotoServer, free_port
+
+from eifbuild import log
+from eifbuild.errors import ConfigError, RemoteCacheError
+from eifbuild.plan import parse_project
+from eifbuild.store import Step, Store
+from eifbuild.store.remote import (
+    CacheSettings,
+    ManifestRefused,
+    RemoteCache,
+    SecretKey,
+    attach,
+    blob_name,
+    body_of,
+    generate_key,
+    manifest_name,
+    open_manifest,
+    parse_s3_url,
+    push_entry,
+    sign,
+    with_environment,
+)
+from eifbuild.store.remote.manifest import trusted_keys
+
+PAYLOAD = b"zig output " * 5000
+
+
+@dataclass
+class Recorder:
+    lines: list[str] = field(default_factory=list)
+
+    def step(self, message: str) -> None:
+        self.lines.append(f"* {message}")
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        self.lines.append(f"warning: {message}")
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[log.Progress]:
+        yield log.NullReporter().progress(description, total).__enter__()
+
+    @property
+    def warnings(self) -> list[str]:
+        return [line for line in self.lines if line.startswith("warning:")]
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in THROWAWAY_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in ("EIFBUILD_REMOTE_CACHE", "EIFBUILD_REMOTE_CACHE_PUSH", "EIFBUILD_REQUIRE_REMOTE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@dataclass
+class Keys:
+    secret: SecretKey
+    public: str
+    path: Path
+
+
+def make_key(tmp_path: Path, name: str) -> Keys:
+    secret_text, public = generate_key(name)
+    path = tmp_path / f"{name}.secret"
+    path.write_text(secret_text)
+    return Keys(SecretKey.load(path), public, path)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    return make_key(tmp_path, "ci-1")
+
+
+@pytest.fixture
+def remote(moto: MotoServer, keys: Keys) -> CacheSettings:
+    bucket = moto.bucket(f"cache-{uuid.uuid4().hex[:12]}")
+    return CacheSettings(
+        remote=parse_s3_url(f"s3://{bucket}/team/eif"),
+        endpoint_url=moto.endpoint,
+        region="us-east-1",
+        trusted_keys=(keys.public,),
+        signing_key_file=str(keys.path),
+    )
+
+
+STEP = Step("compile", 1, {"cflags": ["-O2"]}, {"init.c": "ab" * 32}, {"zig": "0.17.1"})
+
+
+def build_into(calls: list[Path]) -> object:
+    def build(out: Path) -> dict[str, str]:
+        calls.append(out)
+        (out / "bin").mkdir()
+        (out / "bin" / "init").write_bytes(PAYLOAD)
+        (out / "bin" / "init").chmod(0o755)
+        (out / "empty").mkdir()
+        (out / "init").symlink_to("bin/init")
+        return {"note": "built"}
+
+    return build
+
+
+def pushed_store(tmp_path: Path, settings: CacheSettings, keys: Keys) -> Store:
+    """Machine A: builds STEP and pushes it."""
+    store = Store(tmp_path / "a")
+    entry = store.realize(STEP, build_into([]))  # type: ignore[arg-type]
+    result = push_entry(RemoteCache(settings), store, entry, keys.secret)
+    assert result.new
+    assert result.uploaded_bytes == len(PAYLOAD)
+    return store
+
+
+def pull(tmp_path: Path, settings: CacheSettings, name: str = "b") -> tuple[Store, list[Path], Recorder]:
+    """Machine B: an empty store with the remote attached; realizes STEP and records what ran."""
+    store = Store(tmp_path / name)
+    attach(store, settings, environ={})
+    calls: list[Path] = []
+    recorder = Recorder()
+    with log.use(recorder):
+        store.realize(STEP, build_into(calls))  # type: ignore[arg-type]
+    return store, calls, recorder
+
+
+def test_an_entry_built_and_pushed_on_one_machine_is_pulled_not_built_on_another(
+    tmp_path: Path, remote: CacheSettings, keys: Keys
+) -> None:
+    a = pushed_store(tmp_path, remote, keys)
+    b, calls, recorder = pull(tmp_path, remote)
+    assert calls == []  # nothing was built on B
+    theirs, ours = a.get(STEP.key), b.get(STEP.key)
+    assert theirs is not None
+    assert ours is not None
+    assert ours.outputs == theirs.outputs
+    assert ours.meta == {"note": "built"}
+    assert ours.record["substituted"] == str(remote.remote)
+    assert (ours.path / "empty").is_dir()
+    assert ours.file("bin/init").read_bytes() == PAYLOAD
+    assert b.check(ours) == []
+    assert any("pulled compile" in line and "trusted by ci-1" in line for line in recorder.lines)
+    assert recorder.warnings == []
+
+
+def test_a_miss_builds_locally_quietly(tmp_path: Path, remote: CacheSettings) -> None:
+    _, calls, recorder = pull(tmp_path, remote)
+    assert len(calls) == 1
+    assert recorder.warnings == []
+
+
+def test_a_required_remote_makes_a_miss_an_error(tmp_path: Path, remote: CacheSettings) -> None:
+    store = Store(tmp_path / "b")
+    attach(store, remote, environ={"EIFBUILD_REQUIRE_REMOTE": "1"})
+    with pytest.raises(RemoteCacheError, match="forbids building it here"):
+        store.realize(STEP, build_into([]))  # type: ignore[arg-type]
+    assert STEP.key not in store
+
+
+def _tamper_blob(moto: MotoServer, settings: CacheSettings) -> None:
+    assert settings.remote is not None
+    name = settings.remote.object_key(blob_name(_sha(PAYLOAD)))
+    changed = bytearray(PAYLOAD)
+    changed[100] ^= 1
+    moto.client().put_object(Bucket=settings.remote.bucket, Key=name, Body=bytes(changed))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest(moto: MotoServer, settings: CacheSettings) -> tuple[str, dict[str, object]]:
+    assert settings.remote is not None
+    name = settings.remote.object_key(manifest_name(STEP.key))
+    body = moto.client().get_object(Bucket=settings.remote.bucket, Key=name)["Body"].read()
+    return name, json.loads(body)
+
+
+def _refused_and_rebuilt(tmp_path: Path, settings: CacheSettings, reason: str) -> None:
+    store, calls, recorder = pull(tmp_path, settings)
+    assert len(calls) == 1, "the refused entry must be built locally"
+    assert len(recorder.warnings) == 1, recorder.lines
+    warning = recorder.warnings[0]
+    assert str(settings.remote) in warning
+    assert reason in warning
+    assert "building locally" in warning
+    entry = store.get(STEP.key)
+    assert entry is not None
+    assert "substituted" not in entry.record
+
+
+def test_a_blob_changed_in_the_bucket_is_refused_and_rebuilt(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    pushed_store(tmp_path, remote, keys)
+    _tamper_blob(moto, remote)
+    _refused_and_rebuilt(tmp_path, remote, "with sha256")
+
+
+def test_a_manifest_resigned_by_an_untrusted_key_is_refused(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    a = pushed_store(tmp_path, remote, keys)
+    entry = a.get(STEP.key)
+    assert entry is not None
+    assert remote.remote is not None
+    mallory = make_key(tmp_path, "mallory")
+    body = body_of(entry)
+    body["meta"] = {"note": "evil"}
+    name, _ = _manifest(moto, remote)
+    moto.client().put_object(Bucket=remote.remote.bucket, Key=name, Body=sign(body, mallory.secret))
+    _refused_and_rebuilt(tmp_path, remote, "signed by: mallory")
+
+
+def test_a_manifest_pointing_at_a_missing_blob_is_refused(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    pushed_store(tmp_path, remote, keys)
+    assert remote.remote is not None
+    moto.client().delete_object(
+        Bucket=remote.remote.bucket, Key=remote.remote.object_key(blob_name(_sha(PAYLOAD)))
+    )
+    _refused_and_rebuilt(tmp_path, remote, "is missing")
+
+
+def test_an_unreachable_remote_warns_once_and_builds_locally(tmp_path: Path, remote: CacheSettings) -> None:
+    closed = CacheSettings(remote=remote.remote, endpoint_url=f"http://127.0.0.1:{free_port()}")
+    store = Store(tmp_path / "b")
+    attach(store, closed, environ={})
+    recorder = Recorder()
+    calls: list[Path] = []
+    with log.use(recorder):
+        store.realize(STEP, build_into(calls))  # type: ignore[arg-type]
+        store.realize(Step("other", 1), build_into(calls))  # type: ignore[arg-type]
+    assert len(calls) == 2
+    assert len(recorder.warnings) == 1, recorder.lines
+    assert str(remote.remote) in recorder.warnings[0]
+    assert "testing-not-a" not in "\n".join(recorder.lines)  # no credentials in messages
+
+
+def test_the_remote_going_away_mid_download_builds_locally(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    pushed_store(tmp_path, remote, keys)
+    with CuttingProxy(moto.port) as proxy:
+        via_proxy = CacheSettings(
+            remote=remote.remote, endpoint_url=proxy.endpoint, trusted_keys=remote.trusted_keys
+        )
+        store, calls, recorder = pull(tmp_path, via_proxy)
+    assert proxy.cuts >= 1
+    assert len(calls) == 1
+    assert len(recorder.warnings) == 1, recorder.lines
+    entry = store.get(STEP.key)
+    assert entry is not None
+    assert store.check(entry) == []
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_two_pushers_racing_the_same_key_leave_one_valid_entry(
+    tmp_path: Path, remote: CacheSettings, keys: Keys
+) -> None:
+    stores = [Store(tmp_path / n) for n in ("a", "b")]
+    entries = [s.realize(STEP, build_into([])) for s in stores]  # type: ignore[arg-type]
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def push(i: int) -> None:
+        barrier.wait()
+        results.append(push_entry(RemoteCache(remote), stores[i], entries[i], keys.secret))
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2
+    assert sum(r.new for r in results) >= 1  # type: ignore[attr-defined]
+    _, calls, recorder = pull(tmp_path, remote, "c")
+    assert calls == []
+    assert recorder.warnings == []
+
+
+# -- manifests, keys and settings (no server) -----------------------------------------------------
+def _entry(tmp_path: Path) -> tuple[Store, str]:
+    store = Store(tmp_path / "s")
+    entry = store.realize(STEP, build_into([]))  # type: ignore[arg-type]
+    return store, entry.key
+
+
+def test_manifest_verifies_with_the_trusted_key_only(tmp_path: Path, keys: Keys) -> None:
+    store, key = _entry(tmp_path)
+    entry = store.get(key)
+    assert entry is not None
+    data = sign(body_of(entry), keys.secret)
+    manifest = open_manifest(data, key=key, trusted=trusted_keys([keys.public]))
+    assert manifest.trusted_by == "ci-1"
+    assert manifest.dirs == ("bin", "empty")
+    with pytest.raises(ManifestRefused, match="signed by: ci-1"):
+        open_manifest(data, key=key, trusted={})
+    with pytest.raises(ManifestRefused, match="not for key"):
+        open_manifest(data, key="0" * 64, trusted=trusted_keys([keys.public]))
+    doc = json.loads(data)
+    doc["manifest"]["outputs"]["bin/init"]["size"] += 1
+    with pytest.raises(ManifestRefused, match="no valid signature"):
+        open_manifest(json.dumps(doc).encode(), key=key, trusted=trusted_keys([keys.public]))
+    doc = json.loads(data)
+    doc["manifest"]["outputs"]["../escape"] = doc["manifest"]["outputs"].pop("bin/init")
+    with pytest.raises(ManifestRefused, match="malformed"):
+        open_manifest(json.dumps(doc).encode(), key=key, trusted=trusted_keys([keys.public]))
+
+
+def test_a_pinned_source_file_needs_no_signature_but_its_hash_must_hold() -> None:
+    pin = _sha(b"kernel")
+    step = Step(
+        "source",
+        1,
+        {"tree": False, "filename": "bzImage", "member": None, "strip": 0, "unpack": False},
+        {"sha256": pin},
+    )
+    meta = {"tree": False, "filename": "bzImage", "sha256": pin, "size": 6, "fetched_sha256": pin}
+    body = {
+        "format": 1,
+        "key": step.key,
+        "step": step.describe(),
+        "outputs": {"bzImage": {"type": "file", "sha256": pin, "size": 6, "executable": False}},
+        "dirs": [],
+        "meta": meta,
+    }
+    data = json.dumps({"manifest": body, "signatures": []}).encode()
+    assert open_manifest(data, key=step.key, trusted={}).trusted_by == "content-addressed"
+    body["outputs"]["bzImage"]["sha256"] = "0" * 64  # type: ignore[index]
+    with pytest.raises(ManifestRefused, match="not signed"):
+        open_manifest(json.dumps({"manifest": body}).encode(), key=step.key, trusted={})
+
+
+def _image_manifest(step: Step, name: str, data: bytes, **extra: object) -> bytes:
+    out = {"type": "file", "sha256": _sha(data), "size": len(data), "executable": False, **extra}
+    body = {
+        "format": 1,
+        "key": step.key,
+        "step": step.describe(),
+        "outputs": {name: out},
+        "dirs": [],
+        "meta": {},
+    }
+    return json.dumps({"manifest": body, "signatures": []}).encode()
+
+
+def test_image_blobs_and_uncompressed_layers_need_no_signature_but_their_digest_must_hold() -> None:
+    tar = b"an uncompressed layer"
+    diff_id = f"sha256:{_sha(tar)}"
+    layer = Step("oci-layer", 1, {"digest": f"sha256:{_sha(b'gzipped')}", "diff_id": diff_id})
+    data = _image_manifest(layer, "layer.tar", tar)
+    assert open_manifest(data, key=layer.key, trusted={}).trusted_by == "content-addressed"
+    blob = Step("oci-blob", 1, {"digest": f"sha256:{_sha(b'{}')}"})
+    assert open_manifest(_image_manifest(blob, "blob", b"{}"), key=blob.key, trusted={}).trusted_by
+    refused = [
+        _image_manifest(layer, "layer.tar", b"other bytes"),  # not what the diff_id names
+        _image_manifest(layer, "blob", tar),  # not the layer's output
+        _image_manifest(layer, "layer.tar", tar, executable=True),
+        _image_manifest(Step("oci-layer", 1, {"digest": diff_id}), "layer.tar", tar),  # no diff_id
+    ]
+    for bad in refused:
+        key = json.loads(bad)["manifest"]["key"]
+        with pytest.raises(ManifestRefused, match="not signed"):
+            open_manifest(bad, key=key, trusted={})
+
+
+def test_keygen_writes_nix_style_keys(tmp_path: Path) -> None:
+    secret, public = generate_key("team-ci")
+    name, _, raw = public.partition(":")
+    assert name == "team-ci"
+    assert len(base64.b64decode(raw)) == 32
+    path = tmp_path / "k"
+    path.write_text(secret)
+    assert SecretKey.load(path).public_text() == public
+    with pytest.raises(ConfigError, match="key name"):
+        generate_key("bad name")
+
+
+TOML = """
+[eif]
+name = "hello"
+arch = "x86_64"
+[app]
+rootfs = "rootfs"
+cmd = ["/bin/app"]
+"""
+
+
+def test_cache_table_is_validated_like_the_rest_of_eif_toml(tmp_path: Path, keys: Keys) -> None:
+    path = tmp_path / "eif.toml"
+    project = parse_project(
+        TOML + f'[cache]\nremote = "s3://bkt/p/"\nregion = "eu-west-1"\ntrusted_keys = ["{keys.public}"]\n',
+        path,
+    )
+    assert str(project.cache.remote) == "s3://bkt/p"
+    assert project.cache.trusted_keys == (keys.public,)
+    with pytest.raises(ConfigError, match=r"key 'cache.remot'.*did you mean 'remote'"):
+        parse_project(TOML + '[cache]\nremot = "s3://b"\n', path)
+    with pytest.raises(ConfigError, match=r"key 'cache.remote': expected an 's3://bucket/prefix'"):
+        parse_project(TOML + '[cache]\nremote = "https://b"\n', path)
+    with pytest.raises(ConfigError, match=r"key 'cache.trusted_keys\[0\]'"):
+        parse_project(TOML + '[cache]\ntrusted_keys = ["ci:AAAA"]\n', path)
+
+
+def test_environment_sets_overrides_or_turns_off_the_remote() -> None:
+    base = CacheSettings(remote=parse_s3_url("s3://from-toml"))
+    assert str(with_environment(base, {"EIFBUILD_REMOTE_CACHE": "s3://env/x"}).remote) == "s3://env/x"
+    assert not with_environment(base, {"EIFBUILD_REMOTE_CACHE": ""}).enabled
+    assert with_environment(base, {"EIFBUILD_REMOTE_CACHE_PUSH": "1"}).push
+    assert with_environment(CacheSettings(), {}).remote is None
+    with pytest.raises(ConfigError, match="EIFBUILD_REMOTE_CACHE"):
+        with_environment(base, {"EIFBUILD_REMOTE_CACHE": "bucket"})
+
+
+def test_without_boto3_a_configured_remote_is_one_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(RemoteCacheError, match=r"pip install 'eifbuild\[s3\]'"):
+        attach(Store(tmp_path), CacheSettings(remote=parse_s3_url("s3://bkt")), environ={})
