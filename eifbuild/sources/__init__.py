@@ -1,4 +1,5 @@
-"""Pinned sources: recipes, eif.lock, downloads, archives, NAR hashes, fetching into the store.
+"""Pinned sources: recipes, eif.lock, archives, NAR hashes, fetching into the store (the bytes come
+through :mod:`eifbuild.store`'s downloader and shared download cache).
 
 - :mod:`.recipe`: recipe files (sources by name and arch, their pins);
 - :mod:`.lock`: the eif.lock model (``eifbuild lock`` itself is :mod:`eifbuild.plan.locking`);

@@ -1,4 +1,4 @@
-"""Toolchains: zig cross-compiles, ELF checks, reproducible kernel builds and their config lint."""
+"""Toolchains: zig cross-compiles, the enclave's init, ELF checks, reproducible kernel builds, config lint."""
 
 from __future__ import annotations
 
