@@ -38,7 +38,8 @@ from eifbuild.errors import (
     LocatedError,
     StoreError,
 )
-from eifbuild.oci import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
+from eifbuild.oci import OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
+from eifbuild.oci.image import LocalRef
 from eifbuild.oci.importer import Importer, layer_step
 from eifbuild.oci.registry import RegistryRef, credentials, parse_challenge, parse_ref
 from eifbuild.oci.transport import LayoutDir

@@ -16,7 +16,8 @@ import pytest
 from vsock_guest import GUEST_CID, FakeGuest, guest_packet
 
 from eifbuild.errors import ToolError, UsageError
-from eifbuild.runtime.vsock import Forward, VsockBackend, packet, parse_forward, parse_forwards, vhost_user
+from eifbuild.runtime.vsock import VsockBackend, packet, parse_forwards, vhost_user
+from eifbuild.runtime.vsock.forward import Forward, parse_forward
 from eifbuild.runtime.vsock.packet import Op
 
 if TYPE_CHECKING:
