@@ -149,6 +149,17 @@ def test_no_face_exports_a_name_its_submodules_take(sub: str) -> None:
     assert set(face.__all__).isdisjoint(submodules)
 
 
+@pytest.mark.parametrize("sub", FACES)
+def test_modules_the_face_takes_nothing_from_are_private(sub: str) -> None:
+    """A module no other package uses is named ``_module``; one the face exports from is not."""
+    face = importlib.import_module(f"eifbuild.{sub}")
+    here = MODULES[f"eifbuild.{sub}"].parent
+    modules = {p.stem for p in here.glob("*.py")} - {"__init__"}
+    used = {module.lstrip(".") for module in face.EXPORTS.values()}
+    assert {m for m in modules if not m.startswith("_")} - used == set(), "rename these with a leading _"
+    assert {m for m in used if m.startswith("_")} == set(), "the face exports from these: drop the _"
+
+
 def test_importing_the_faces_imports_none_of_their_modules() -> None:
     faces = "; ".join(f"import eifbuild.{sub}" for sub in FACES)
     script = f"import sys; {faces}; print(' '.join(m for m in sys.modules if m.startswith('eifbuild.')))"

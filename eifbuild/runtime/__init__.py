@@ -1,5 +1,5 @@
-"""Running an EIF locally: QEMU boots (``boot``, with the command lines in ``qemu``), the console
-watcher (``console``), the ``--attest`` comparison (``attest``) and the vhost-user-vsock back-end
+"""Running an EIF locally: QEMU boots (``boot``, with the command lines in ``_qemu``), the console
+watcher (``_console``), the ``--attest`` comparison (``_attest``) and the vhost-user-vsock back-end
 for the nitro-enclave machine (the ``vsock`` subpackage)."""
 
 from __future__ import annotations

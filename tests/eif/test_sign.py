@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
 from eifbuild.eif import EifMetadata, SectionType, describe, measure, read_eif, sign_eif, verify
-from eifbuild.eif.cose import (
+from eifbuild.eif._cose import (
     COSE_ALGORITHMS,
     SignatureInfo,
     cose_sign1,

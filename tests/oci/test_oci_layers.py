@@ -22,7 +22,7 @@ from oci_helpers import (
 
 from eifbuild.errors import ArchiveError
 from eifbuild.oci import app_command, resolve_image, rootfs_entries, unpack_image
-from eifbuild.oci.layers import LayerFile, Rootfs, escapes
+from eifbuild.oci._layers import LayerFile, Rootfs, escapes
 from eifbuild.ramdisk import layout as ramdisk
 from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store

@@ -20,8 +20,9 @@ from eifbuild.eif.metadata import make_metadata
 from eifbuild.eif.writer import write_eif
 from eifbuild.errors import ToolError, UsageError
 from eifbuild.ramdisk import bootstrap_entries, read_cpio, write_cpio_file
-from eifbuild.runtime import boot, qemu
-from eifbuild.runtime.console import run_qemu
+from eifbuild.runtime import _qemu as qemu
+from eifbuild.runtime import boot
+from eifbuild.runtime._console import run_qemu
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -24,7 +24,8 @@ from eifbuild.eif.sign import PemSigner
 from eifbuild.eif.writer import write_eif
 from eifbuild.errors import ToolError
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
-from eifbuild.runtime import boot, qemu
+from eifbuild.runtime import _qemu as qemu
+from eifbuild.runtime import boot
 from eifbuild.store import Store
 from eifbuild.toolchain import init_from_source
 from eifbuild.toolchain.zig import compile_c_binary
