@@ -19,7 +19,7 @@ from typing import Literal
 from conftest import require_tool
 from hypothesis import strategies as st
 
-from eifbuild.ramdisk import normalized_mode
+from eifbuild.ramdisk.layout import normalized_mode
 
 # What the canonical form is defined by (issue 3), literally.
 PIPELINE = (

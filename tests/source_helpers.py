@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from eifbuild.store import HttpOptions
+from eifbuild.store.download import HttpOptions
 
 # Short waits keep the suite fast; the logic under test is the same as with the defaults.
 FAST: HttpOptions = HttpOptions(

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from eifbuild import cli
-from eifbuild.eif import PackRequest, load_expected_pcrs, make_metadata, pack, write_eif
+from eifbuild.eif import PackRequest, load_expected_pcrs, pack
+from eifbuild.eif.metadata import make_metadata
+from eifbuild.eif.writer import write_eif
 from eifbuild.errors import (
     ConfigError,
     EifbuildError,
@@ -18,7 +20,7 @@ from eifbuild.errors import (
     LocatedError,
     UsageError,
 )
-from eifbuild.plan import parse_project
+from eifbuild.plan.config import parse_project
 from eifbuild.runtime import boot
 from eifbuild.sources import Lock, load_recipe
 

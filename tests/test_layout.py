@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from eifbuild.util.lazy import type_checking_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "eifbuild"
 SUBPACKAGES = ("eif", "ramdisk", "inspect", "sources", "oci", "toolchain", "store", "plan", "runtime")
@@ -111,16 +111,61 @@ def test_few_modules_at_the_root() -> None:
     assert len(root) <= MAX_ROOT_MODULES, root
 
 
-@pytest.mark.parametrize("sub", [*SUBPACKAGES, "store.remote", "runtime.vsock"])
+FACES = (*SUBPACKAGES, "store.remote", "runtime.vsock")
+
+
+def _type_checking_imports(init_file: Path) -> dict[str, str]:
+    """``{name: ".module"}`` of the ``from .module import name`` statements under the top-level
+    ``if TYPE_CHECKING:`` of a face (what type checkers see of it)."""
+    found: dict[str, str] = {}
+    for node in ast.parse(init_file.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom), ast.unparse(stmt)
+                assert stmt.level == 1, ast.unparse(stmt)
+                found.update({alias.asname or alias.name: f".{stmt.module}" for alias in stmt.names})
+    return found
+
+
+@pytest.mark.parametrize("sub", FACES)
 def test_each_package_has_a_lazy_face_that_type_checkers_see_too(sub: str) -> None:
     face = importlib.import_module(f"eifbuild.{sub}")
     exported = set(face.__all__)
     assert exported, f"eifbuild.{sub} exports nothing"
-    assert exported == set(type_checking_imports(MODULES[f"eifbuild.{sub}"]))
+    assert set(dir(face)) == exported == set(face.EXPORTS)
+    assert _type_checking_imports(MODULES[f"eifbuild.{sub}"]) == face.EXPORTS
     for name in sorted(exported):
         assert getattr(face, name) is not None, name
     with pytest.raises(AttributeError, match="has no attribute 'not_exported'"):
         _ = face.not_exported
+
+
+@pytest.mark.parametrize("sub", FACES)
+def test_no_face_exports_a_name_its_submodules_take(sub: str) -> None:
+    """Importing a submodule sets it as an attribute of its package, hiding a name of the face."""
+    face = importlib.import_module(f"eifbuild.{sub}")
+    here = MODULES[f"eifbuild.{sub}"].parent
+    submodules = {p.stem for p in here.glob("*.py")} | {p.parent.name for p in here.glob("*/__init__.py")}
+    assert set(face.__all__).isdisjoint(submodules)
+
+
+@pytest.mark.parametrize("sub", FACES)
+def test_modules_the_face_takes_nothing_from_are_private(sub: str) -> None:
+    """A module no other package uses is named ``_module``; one the face exports from is not."""
+    face = importlib.import_module(f"eifbuild.{sub}")
+    here = MODULES[f"eifbuild.{sub}"].parent
+    modules = {p.stem for p in here.glob("*.py")} - {"__init__"}
+    used = {module.lstrip(".") for module in face.EXPORTS.values()}
+    assert {m for m in modules if not m.startswith("_")} - used == set(), "rename these with a leading _"
+    assert {m for m in used if m.startswith("_")} == set(), "the face exports from these: drop the _"
+
+
+def test_importing_the_faces_imports_none_of_their_modules() -> None:
+    faces = "; ".join(f"import eifbuild.{sub}" for sub in FACES)
+    script = f"import sys; {faces}; print(' '.join(m for m in sys.modules if m.startswith('eifbuild.')))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    faces_and_helper = {f"eifbuild.{sub}" for sub in FACES} | {"eifbuild.util", "eifbuild.util.lazy"}
+    assert set(result.stdout.split()) - faces_and_helper == set()
 
 
 def _package_of(module: str) -> str | None:

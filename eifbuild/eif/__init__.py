@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
     from .checker import describe, load_expected_pcrs, verify
@@ -34,17 +34,55 @@ if TYPE_CHECKING:
         JsonValue,
         dumps,
         load_custom_metadata,
-        make_metadata,
-        read_kernel_config,
     )
-    from .pcr import DEFAULT_ALGO, HASH_ALGOS, HashAlgo, Measurements, parse_algo
-    from .reader import EifImage, Section, iter_section, measure, read_eif, read_section, scan
-    from .sign import PemSigner, Signer
-    from .writer import PackRequest, SectionSource, min_enclave_memory_mib, pack, sign_eif, write_eif
+    from .pcr import HASH_ALGOS, HashAlgo, Measurements, parse_algo
+    from .reader import EifImage, Section, iter_section, measure, read_eif, scan
+    from .sign import Signer
+    from .writer import PackRequest, min_enclave_memory_mib, pack, sign_eif
+
+EXPORTS = {
+    "describe": ".checker",
+    "load_expected_pcrs": ".checker",
+    "verify": ".checker",
+    "DetachedSigner": ".detached",
+    "export_payload": ".detached",
+    "DEFAULT_CPUS": ".format",
+    "DEFAULT_MEM": ".format",
+    "EIF_VERSION": ".format",
+    "FLAG_AARCH64": ".format",
+    "HEADER_SIZE": ".format",
+    "SECTION_HEADER_SIZE": ".format",
+    "SectionType": ".format",
+    "pcr_role": ".format",
+    "key_kind": ".keyspec",
+    "open_signer": ".keyspec",
+    "signs_deterministically": ".keyspec",
+    "CUSTOM_METADATA_MAX_SIZE": ".metadata",
+    "EIF_BUILD_TOOL": ".metadata",
+    "EIF_BUILD_TOOL_VERSION": ".metadata",
+    "EifMetadata": ".metadata",
+    "JsonValue": ".metadata",
+    "dumps": ".metadata",
+    "load_custom_metadata": ".metadata",
+    "HASH_ALGOS": ".pcr",
+    "HashAlgo": ".pcr",
+    "Measurements": ".pcr",
+    "parse_algo": ".pcr",
+    "EifImage": ".reader",
+    "Section": ".reader",
+    "iter_section": ".reader",
+    "measure": ".reader",
+    "read_eif": ".reader",
+    "scan": ".reader",
+    "Signer": ".sign",
+    "PackRequest": ".writer",
+    "min_enclave_memory_mib": ".writer",
+    "pack": ".writer",
+    "sign_eif": ".writer",
+}
 
 __all__ = [
     "CUSTOM_METADATA_MAX_SIZE",
-    "DEFAULT_ALGO",
     "DEFAULT_CPUS",
     "DEFAULT_MEM",
     "EIF_BUILD_TOOL",
@@ -61,9 +99,7 @@ __all__ = [
     "JsonValue",
     "Measurements",
     "PackRequest",
-    "PemSigner",
     "Section",
-    "SectionSource",
     "SectionType",
     "Signer",
     "describe",
@@ -73,7 +109,6 @@ __all__ = [
     "key_kind",
     "load_custom_metadata",
     "load_expected_pcrs",
-    "make_metadata",
     "measure",
     "min_enclave_memory_mib",
     "open_signer",
@@ -81,14 +116,11 @@ __all__ = [
     "parse_algo",
     "pcr_role",
     "read_eif",
-    "read_kernel_config",
-    "read_section",
     "scan",
     "sign_eif",
     "signs_deterministically",
     "verify",
-    "write_eif",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import FileAccessError, InputError, first_line
-from .cose import cose_problem, pcr_payload
+from ._cose import cose_problem, pcr_payload
 from .format import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS
 from .metadata import EifMetadata, JsonValue, loads
 from .pcr import DEFAULT_ALGO, HashAlgo, algo_for_digest_size
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-    from .cose import SignatureInfo
+    from ._cose import SignatureInfo
 
 CHECKABLE_PCRS: Final = ("PCR0", "PCR1", "PCR2", "PCR8")
 

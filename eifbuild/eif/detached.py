@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ..errors import SigningError
 from ..util import fsutil
-from .cose import (
+from ._cose import (
     COSE_ALGORITHMS,
     CoseAlgorithm,
     pcr_payload,

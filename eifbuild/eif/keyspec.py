@@ -1,8 +1,8 @@
 """Key specs: the one place that turns what a user names as the signing key (``--private-key``,
 ``[sign] key``) into a :class:`~eifbuild.eif.sign.Signer`.
 
-- ``arn:aws:kms:…``: an AWS KMS key (:mod:`.sign_kms`, the ``kms`` extra);
-- ``pkcs11:…``: an RFC 7512 URI naming a key on an HSM or token (:mod:`.sign_pkcs11`, the
+- ``arn:aws:kms:…``: an AWS KMS key (:mod:`._sign_kms`, the ``kms`` extra);
+- ``pkcs11:…``: an RFC 7512 URI naming a key on an HSM or token (:mod:`._sign_pkcs11`, the
   ``pkcs11`` extra);
 - anything else: a PEM file holding an EC private key (:class:`~eifbuild.eif.sign.PemSigner`).
 
@@ -50,10 +50,10 @@ def open_signer(certificate: Path, key: str, *, now: datetime | None = None) -> 
 
     cert = load_signing_certificate(certificate, now)
     if kind == "kms":
-        from .sign_kms import open_kms_signer  # noqa: PLC0415 - boto3 only for KMS keys
+        from ._sign_kms import open_kms_signer  # noqa: PLC0415 - boto3 only for KMS keys
 
         return open_kms_signer(key, cert)
-    from .sign_pkcs11 import open_pkcs11_signer  # noqa: PLC0415 - the PKCS#11 library only for tokens
+    from ._sign_pkcs11 import open_pkcs11_signer  # noqa: PLC0415 - the PKCS#11 library only for tokens
 
     return open_pkcs11_signer(key, cert)
 

@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Final
 
 from ..errors import EifFormatError
 from ..util import fsutil
-from .cose import SignatureInfo, decode_signature_section
+from ._cose import SignatureInfo, decode_signature_section
 from .format import (
     EIF_VERSION,
     HEADER_SIZE,

@@ -3,7 +3,7 @@ signature takes into an EIF (:func:`signature_section_for`), which ends in the C
 verify`` makes: a signature that does not verify is never written.
 
 Signers: :class:`PemSigner` (a PEM key on this host; deterministic ECDSA per RFC 6979, so a signed
-EIF is bit-for-bit reproducible), :mod:`.sign_kms` (AWS KMS), :mod:`.sign_pkcs11` (an HSM or token
+EIF is bit-for-bit reproducible), :mod:`._sign_kms` (AWS KMS), :mod:`._sign_pkcs11` (an HSM or token
 through PKCS#11) and :mod:`.detached` (a signature made elsewhere); :mod:`.keyspec` picks one from
 a key spec. KMS and HSM signatures are randomized ECDSA: their EIFs' bytes differ run to run while
 PCR0/1/2 and PCR8 do not.
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SigningError
-from .cose import (
+from ._cose import (
     SIGNATURE_MAX_SIZE,
     SUPPORTED_KEYS,
     CoseAlgorithm,

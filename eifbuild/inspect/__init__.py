@@ -5,22 +5,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .diff import Change, DiffResult, diff_files
-    from .extraction import ExtractResult, extract
+    from .diff import diff_files
+    from .extraction import extract
     from .report import diff_json, diff_text
 
-__all__ = [
-    "Change",
-    "DiffResult",
-    "ExtractResult",
-    "diff_files",
-    "diff_json",
-    "diff_text",
-    "extract",
-]
+EXPORTS = {
+    "diff_files": ".diff",
+    "extract": ".extraction",
+    "diff_json": ".report",
+    "diff_text": ".report",
+}
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+__all__ = ["diff_files", "diff_json", "diff_text", "extract"]
+
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -1,4 +1,4 @@
-"""Why two EIFs differ: pure functions from two :class:`~.summary.EifSummary` to a list of
+"""Why two EIFs differ: pure functions from two :class:`~._summary.EifSummary` to a list of
 :class:`Change`, most important first (measured sections, the signature, then what no PCR sees).
 
 Each change says where (``kernel``, ``cmdline``, ``ramdisk[1]:rootfs/etc/app.conf``,
@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from ..eif import HEADER_SIZE, SECTION_HEADER_SIZE, SectionType, read_eif
-from .diffcpio import ramdisk_changes
-from .summary import same_bytes, section_pcrs, summarize
+from ._diffcpio import ramdisk_changes
+from ._summary import same_bytes, section_pcrs, summarize
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..eif import EifImage, HashAlgo, JsonValue, Measurements
-    from .summary import EifSummary
+    from ._summary import EifSummary
 
 ORDER: Final = ("PCR0", "PCR1", "PCR2", "PCR8")
 _SIGNATURE_PCRS: Final = ("PCR8",)

@@ -26,9 +26,9 @@ from ..eif import (
 )
 from ..errors import FileAccessError, UsageError
 from ..util import fsutil
+from ._stream import CPIO_MAGIC, GZIP_MAGIC, open_section
+from ._unpack import unpack_ramdisk
 from .diff import certificate_facts
-from .stream import CPIO_MAGIC, GZIP_MAGIC, open_section
-from .unpack import unpack_ramdisk
 
 if TYPE_CHECKING:
     from pathlib import Path

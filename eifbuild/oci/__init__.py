@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
     from .image import (
-        LocalRef,
         OciImage,
         app_command,
         cached_image,
@@ -20,15 +19,22 @@ if TYPE_CHECKING:
         rootfs_entries,
         unpack_image,
     )
-    from .layers import LayerFile, Rootfs
-    from .registry import RegistryRef
+
+EXPORTS = {
+    "OciImage": ".image",
+    "app_command": ".image",
+    "cached_image": ".image",
+    "parse_image_ref": ".image",
+    "platform_manifests": ".image",
+    "registry_tag": ".image",
+    "resolve_image": ".image",
+    "resolve_tag": ".image",
+    "rootfs_entries": ".image",
+    "unpack_image": ".image",
+}
 
 __all__ = [
-    "LayerFile",
-    "LocalRef",
     "OciImage",
-    "RegistryRef",
-    "Rootfs",
     "app_command",
     "cached_image",
     "parse_image_ref",
@@ -40,5 +46,5 @@ __all__ = [
     "unpack_image",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -20,7 +20,7 @@ reference, resolving never contacts the registry.
 
 Why decompressed layers: the cpio writer emits files in sorted path order, which jumps between
 layers and around inside each; an uncompressed tar can be read at any offset, so every file is
-streamed straight from its layer (see :mod:`eifbuild.oci.layers`) with each layer decompressed once,
+streamed straight from its layer (see :mod:`eifbuild.oci._layers`) with each layer decompressed once,
 ever, instead of once per file or held in memory.
 """
 
@@ -39,9 +39,9 @@ from ..arch import info as arch_info
 from ..errors import ArchiveError, ConfigError, FileAccessError, InputError, StoreError
 from ..sources import LOCK_COMMAND
 from ..store import Store, canonical_json
-from .importer import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
-from .layers import LayerFile, Rootfs
-from .registry import (
+from ._importer import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
+from ._layers import LayerFile, Rootfs
+from ._registry import (
     DIGEST_RE,
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -51,8 +51,8 @@ from .registry import (
     check_digest,
     parse_ref,
 )
-from .registry import resolve_tag as _resolve_registry_tag
-from .transport import REF_NAME, ImageArchive, ImageSource, ImageSourceKind, LayoutDir, RegistrySource
+from ._registry import resolve_tag as _resolve_registry_tag
+from ._transport import REF_NAME, ImageArchive, ImageSource, ImageSourceKind, LayoutDir, RegistrySource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -4,50 +4,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .layout import (
-        ROOTFS_DIRS,
-        Modes,
-        Spec,
-        Symlink,
-        app_entries,
-        bootstrap_entries,
-        list_archive,
-        mapping_entries,
-        normalized_mode,
-        parse_env_args,
-        scan_tree,
-        tree_entries,
-    )
-    from .newc import Compression, Entry, FileContent, WriteResult, eif_alignment, write_cpio, write_cpio_file
-    from .reader import CpioMember, Readable, read_cpio
+    from .layout import Modes, app_entries, bootstrap_entries, list_archive, parse_env_args, tree_entries
+    from .newc import Compression, Entry, eif_alignment, write_cpio, write_cpio_file
+    from .reader import CpioMember, read_cpio
+
+EXPORTS = {
+    "Modes": ".layout",
+    "app_entries": ".layout",
+    "bootstrap_entries": ".layout",
+    "list_archive": ".layout",
+    "parse_env_args": ".layout",
+    "tree_entries": ".layout",
+    "Compression": ".newc",
+    "Entry": ".newc",
+    "eif_alignment": ".newc",
+    "write_cpio": ".newc",
+    "write_cpio_file": ".newc",
+    "CpioMember": ".reader",
+    "read_cpio": ".reader",
+}
 
 __all__ = [
-    "ROOTFS_DIRS",
     "Compression",
     "CpioMember",
     "Entry",
-    "FileContent",
     "Modes",
-    "Readable",
-    "Spec",
-    "Symlink",
-    "WriteResult",
     "app_entries",
     "bootstrap_entries",
     "eif_alignment",
     "list_archive",
-    "mapping_entries",
-    "normalized_mode",
     "parse_env_args",
     "read_cpio",
-    "scan_tree",
     "tree_entries",
     "write_cpio",
     "write_cpio_file",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

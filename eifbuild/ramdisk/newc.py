@@ -46,13 +46,13 @@ from ..errors import ArchiveError, FileAccessError, UsageError
 from ..repro import pinned_epoch
 from ..util.background import Background
 from ..util.fsutil import CHUNK, atomic_write
+from ._sink import GzipSink, HashingSink
 from .reader import HEADER_LEN, MAX_NAME, TRAILER, Readable
-from .sink import GzipSink, HashingSink
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from .sink import Writable
+    from ._sink import Writable
 
 Kind = Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo"]
 Compression = Literal["none", "gzip"]

@@ -1,7 +1,7 @@
 """``eifbuild boot``: smoke-test an EIF under QEMU (TCG) and report one verdict.
 
 Two machines. x86_64 EIFs boot by default on QEMU's ``nitro-enclave`` machine when the QEMU has it
-(see :mod:`eifbuild.runtime.qemu`): QEMU reads the EIF file itself (``-kernel app.eif``), checks its CRC and
+(see :mod:`eifbuild.runtime._qemu`): QEMU reads the EIF file itself (``-kernel app.eif``), checks its CRC and
 measures it into its emulated NSM; eifbuild's vhost-user-vsock back-end (:mod:`eifbuild.runtime.vsock`)
 answers the enclave heartbeat, so the EIF boots with its production command line and any init
 that keeps AWS's boot contract. Only ``reboot=t panic=-1`` (and ``eifbuild.attest=1`` with
@@ -32,9 +32,9 @@ from ..eif import EifImage, iter_section, measure, min_enclave_memory_mib, read_
 from ..errors import ArchiveError, InputError, UsageError
 from ..ramdisk import bootstrap_entries, read_cpio, write_cpio
 from ..toolchain import EIFBUILD_INIT_C
-from .attest import ATTEST_FLAG, compare
-from .console import BootResult, run_qemu
-from .qemu import (
+from ._attest import ATTEST_FLAG, compare
+from ._console import BootResult, run_qemu
+from ._qemu import (
     NITRO_ENCLAVE,
     find_qemu,
     has_nitro_enclave,

@@ -11,60 +11,48 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .archive import (
-        ZSTD_ERROR,
-        ZSTD_MAGIC,
-        detect_format,
-        extract_member,
-        nar_digest_of_archive,
-        unpack,
-        zstd_reader,
-    )
-    from .fetch import (
-        Blob,
-        FetchedSource,
-        fetch_all,
-        fetch_recipe,
-        fetch_source,
-        obtain,
-        unpinned_error,
-    )
-    from .lock import LOCK_COMMAND, ImageEntry, Lock, LockEntry
-    from .nar import NarDigest, nar_digest_of_path, parse_sri, to_sri
-    from .recipe import Pins, Recipe, Source, load_recipe, parse_recipe
+    from .archive import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
+    from .fetch import fetch_all, fetch_source, obtain, unpinned_error
+    from .lock import LOCK_COMMAND, ImageEntry, Lock
+    from .nar import nar_digest_of_path
+    from .recipe import Recipe, Source, load_recipe
+
+EXPORTS = {
+    "ZSTD_ERROR": ".archive",
+    "ZSTD_MAGIC": ".archive",
+    "zstd_reader": ".archive",
+    "fetch_all": ".fetch",
+    "fetch_source": ".fetch",
+    "obtain": ".fetch",
+    "unpinned_error": ".fetch",
+    "LOCK_COMMAND": ".lock",
+    "ImageEntry": ".lock",
+    "Lock": ".lock",
+    "nar_digest_of_path": ".nar",
+    "Recipe": ".recipe",
+    "Source": ".recipe",
+    "load_recipe": ".recipe",
+}
 
 __all__ = [
     "LOCK_COMMAND",
     "ZSTD_ERROR",
     "ZSTD_MAGIC",
-    "Blob",
-    "FetchedSource",
     "ImageEntry",
     "Lock",
-    "LockEntry",
-    "NarDigest",
-    "Pins",
     "Recipe",
     "Source",
-    "detect_format",
-    "extract_member",
     "fetch_all",
-    "fetch_recipe",
     "fetch_source",
     "load_recipe",
-    "nar_digest_of_archive",
     "nar_digest_of_path",
     "obtain",
-    "parse_recipe",
-    "parse_sri",
-    "to_sri",
-    "unpack",
     "unpinned_error",
     "zstd_reader",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

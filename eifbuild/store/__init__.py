@@ -6,24 +6,38 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
     from .blobs import BlobDownloads, check_blob
-    from .download import Downloaded, Downloader, HttpOptions, SourceCache, apt_download, failure_reason
-    from .local import Garbage, Step, Store, StoreEntry, Substituted, canonical_json, describe_garbage
+    from .download import Downloaded, Downloader, SourceCache, apt_download, failure_reason
+    from .local import Garbage, Step, Store, StoreEntry, canonical_json, describe_garbage
+
+EXPORTS = {
+    "BlobDownloads": ".blobs",
+    "check_blob": ".blobs",
+    "Downloaded": ".download",
+    "Downloader": ".download",
+    "SourceCache": ".download",
+    "apt_download": ".download",
+    "failure_reason": ".download",
+    "Garbage": ".local",
+    "Step": ".local",
+    "Store": ".local",
+    "StoreEntry": ".local",
+    "canonical_json": ".local",
+    "describe_garbage": ".local",
+}
 
 __all__ = [
     "BlobDownloads",
     "Downloaded",
     "Downloader",
     "Garbage",
-    "HttpOptions",
     "SourceCache",
     "Step",
     "Store",
     "StoreEntry",
-    "Substituted",
     "apt_download",
     "canonical_json",
     "check_blob",
@@ -31,5 +45,5 @@ __all__ = [
     "failure_reason",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

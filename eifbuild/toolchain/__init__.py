@@ -4,64 +4,55 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..util.lazy import lazy_exports
+from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .elf import ElfInfo, check_static_executable, read_elf
     from .init import EIFBUILD_INIT_C, INIT_CFLAGS, init_from_source
-    from .kernel import (
-        BASE_TARGETS,
-        PREREQUISITES,
-        KernelBuild,
-        KernelSpec,
-        build_kernel,
-        fragment_mismatches,
-        parse_config,
-    )
-    from .kernellint import RULES, Finding, LintReport, Rule, check_waivers, config_arch, lint_config
-    from .zig import (
-        ZIG_CACHE_ENV,
-        Binary,
-        CompileSource,
-        compile_c,
-        compile_c_binary,
-        compile_step,
-        compile_to,
-        zig_cache_dir,
-        zig_global_cache_dir,
-    )
+    from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel, parse_config
+    from .kernellint import LintReport, check_waivers, config_arch, lint_config
+    from .zig import ZIG_CACHE_ENV, compile_c, compile_step, compile_to, zig_cache_dir, zig_global_cache_dir
+
+EXPORTS = {
+    "EIFBUILD_INIT_C": ".init",
+    "INIT_CFLAGS": ".init",
+    "init_from_source": ".init",
+    "BASE_TARGETS": ".kernel",
+    "KernelBuild": ".kernel",
+    "KernelSpec": ".kernel",
+    "build_kernel": ".kernel",
+    "parse_config": ".kernel",
+    "LintReport": ".kernellint",
+    "check_waivers": ".kernellint",
+    "config_arch": ".kernellint",
+    "lint_config": ".kernellint",
+    "ZIG_CACHE_ENV": ".zig",
+    "compile_c": ".zig",
+    "compile_step": ".zig",
+    "compile_to": ".zig",
+    "zig_cache_dir": ".zig",
+    "zig_global_cache_dir": ".zig",
+}
 
 __all__ = [
     "BASE_TARGETS",
     "EIFBUILD_INIT_C",
     "INIT_CFLAGS",
-    "PREREQUISITES",
-    "RULES",
     "ZIG_CACHE_ENV",
-    "Binary",
-    "CompileSource",
-    "ElfInfo",
-    "Finding",
     "KernelBuild",
     "KernelSpec",
     "LintReport",
-    "Rule",
     "build_kernel",
-    "check_static_executable",
     "check_waivers",
     "compile_c",
-    "compile_c_binary",
     "compile_step",
     "compile_to",
     "config_arch",
-    "fragment_mismatches",
     "init_from_source",
     "lint_config",
     "parse_config",
-    "read_elf",
     "zig_cache_dir",
     "zig_global_cache_dir",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -34,7 +34,7 @@ from ..arch import info
 from ..errors import FileAccessError, HashMismatch, StoreError, ToolError, UsageError
 from ..store import Step, Store, StoreEntry
 from ..util.fsutil import CHUNK, atomic_write, hash_file
-from .elf import check_static_executable, read_elf
+from ._elf import check_static_executable, read_elf
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

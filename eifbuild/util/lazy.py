@@ -1,50 +1,36 @@
-"""Lazy package faces: a subpackage's ``__init__`` imports what it exports under ``TYPE_CHECKING``
-(what type checkers see) and lists it in ``__all__``; at run time each name is imported from its
-module on first use.
+"""Lazy package faces: each name a package exports is imported from its module on first use.
 
 Start-up time is part of every command's time: ``eifbuild --help`` must not import cryptography
-or requests just because a command module names a type from ``eifbuild.eif``. The face's
-``TYPE_CHECKING`` imports are the one list of where each name lives: :func:`lazy_exports` reads
-them from the ``__init__``'s source on first use (``tests/test_layout.py`` checks ``__all__``
-against them).
+or requests just because a command module names a type from ``eifbuild.eif``. A face's
+``__init__`` imports its names under ``TYPE_CHECKING`` (what type checkers see), lists them in
+``__all__`` and maps each to its module in a literal ``EXPORTS`` dict, which :func:`lazy_face`
+turns into the module's ``__getattr__`` and ``__dir__`` (PEP 562). ``tests/test_layout.py`` checks
+that the three agree.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 
-def type_checking_imports(init_file: str | Path) -> dict[str, str]:
-    """``{name: module}`` of the ``from .module import name`` statements under a top-level
-    ``if TYPE_CHECKING:`` of ``init_file``."""
-    tree = ast.parse(Path(init_file).read_text(encoding="utf-8"))
-    found: dict[str, str] = {}
-    for node in tree.body:
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            for stmt in node.body:
-                if isinstance(stmt, ast.ImportFrom) and stmt.level == 1 and stmt.module:
-                    found.update({alias.asname or alias.name: stmt.module for alias in stmt.names})
-    return found
+def lazy_face(
+    package: str, exports: Mapping[str, str]
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package``, whose names live in the modules
+    ``exports`` gives them (``{"Store": ".local"}``, relative to ``package``)."""
 
-
-def lazy_exports(package: str, init_file: str) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for ``package`` (whose ``__init__`` is ``init_file``) that imports
-    each name of its ``TYPE_CHECKING`` block from that name's module when first asked for."""
-    where: dict[str, str] = {}
-
-    def __getattr__(name: str) -> Any:
-        if not where:
-            where.update(type_checking_imports(init_file))
-        module = where.get(name)
+    def __getattr__(name: str) -> object:
+        module = exports.get(name)
         if module is None:
             msg = f"module {package!r} has no attribute {name!r}"
             raise AttributeError(msg)
-        return getattr(importlib.import_module(f"{package}.{module}"), name)
+        return getattr(importlib.import_module(module, package), name)
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted(exports)
+
+    return __getattr__, __dir__

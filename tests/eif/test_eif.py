@@ -28,12 +28,11 @@ from eifbuild.eif import (
     measure,
     min_enclave_memory_mib,
     read_eif,
-    read_section,
     verify,
-    write_eif,
 )
 from eifbuild.eif.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
-from eifbuild.eif.writer import eif_sections, write_sections
+from eifbuild.eif.reader import read_section
+from eifbuild.eif.writer import eif_sections, write_eif, write_sections
 from eifbuild.errors import FileAccessError, InputError, LocatedError, UsageError
 
 Capture = pytest.CaptureFixture[str]

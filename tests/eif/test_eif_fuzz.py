@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eifbuild.eif import describe, read_eif, verify
-from eifbuild.eif.cose import signature_section
+from eifbuild.eif._cose import signature_section
 from eifbuild.eif.format import HEADER_SIZE, MAX_SECTIONS, SECTION_HEADER_SIZE, EifHeader
 from eifbuild.errors import EifFormatError
 

@@ -16,20 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import (
-    EifMetadata,
-    PemSigner,
-    SectionSource,
-    SectionType,
-    describe,
-    measure,
-    read_eif,
-    read_section,
-    sign_eif,
-    verify,
-    write_eif,
-)
-from eifbuild.eif.cose import (
+from eifbuild.eif import EifMetadata, SectionType, describe, measure, read_eif, sign_eif, verify
+from eifbuild.eif._cose import (
     COSE_ALGORITHMS,
     SignatureInfo,
     cose_sign1,
@@ -39,7 +27,9 @@ from eifbuild.eif.cose import (
     sig_structure,
     signature_section,
 )
-from eifbuild.eif.writer import write_sections
+from eifbuild.eif.reader import read_section
+from eifbuild.eif.sign import PemSigner
+from eifbuild.eif.writer import SectionSource, write_eif, write_sections
 from eifbuild.errors import SigningError
 
 Capture = pytest.CaptureFixture[str]

@@ -13,7 +13,7 @@ from softhsm_helpers import MODULE, PIN, Token, make_token
 
 from eifbuild import cli
 from eifbuild.eif import measure
-from eifbuild.eif.sign_pkcs11 import parse_pkcs11_uri
+from eifbuild.eif._sign_pkcs11 import parse_pkcs11_uri
 from eifbuild.errors import SigningError
 
 if TYPE_CHECKING:

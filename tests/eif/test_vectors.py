@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from eifbuild import cli
-from eifbuild.eif import EifImage, SectionType, load_expected_pcrs, read_eif, read_section, verify
-from eifbuild.eif.cose import COSE_ALGORITHMS, SignatureInfo, decode_signature_section, sig_structure
+from eifbuild.eif import EifImage, SectionType, load_expected_pcrs, read_eif, verify
+from eifbuild.eif._cose import COSE_ALGORITHMS, SignatureInfo, decode_signature_section, sig_structure
 from eifbuild.eif.format import HEADER_SIZE
+from eifbuild.eif.reader import read_section
 
 Capture = pytest.CaptureFixture[str]
 

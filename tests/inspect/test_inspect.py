@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import PackRequest, PemSigner, SectionType, measure, pack, read_eif, read_section
+from eifbuild.eif import PackRequest, SectionType, measure, pack, read_eif
+from eifbuild.eif.reader import read_section
+from eifbuild.eif.sign import PemSigner
 from eifbuild.inspect import diff_files, extract
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
 

@@ -38,10 +38,11 @@ from eifbuild.errors import (
     LocatedError,
     StoreError,
 )
-from eifbuild.oci import LocalRef, OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
-from eifbuild.oci.importer import Importer, layer_step
-from eifbuild.oci.registry import RegistryRef, credentials, parse_challenge, parse_ref
-from eifbuild.oci.transport import LayoutDir
+from eifbuild.oci import OciImage, app_command, parse_image_ref, resolve_image, rootfs_entries
+from eifbuild.oci._importer import Importer, layer_step
+from eifbuild.oci._registry import RegistryRef, credentials, parse_challenge, parse_ref
+from eifbuild.oci._transport import LayoutDir
+from eifbuild.oci.image import LocalRef
 from eifbuild.ramdisk import layout as ramdisk
 from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store

@@ -21,8 +21,8 @@ from oci_helpers import (
 )
 
 from eifbuild.errors import ArchiveError
-from eifbuild.oci import LayerFile, Rootfs, app_command, resolve_image, rootfs_entries, unpack_image
-from eifbuild.oci.layers import escapes
+from eifbuild.oci import app_command, resolve_image, rootfs_entries, unpack_image
+from eifbuild.oci._layers import LayerFile, Rootfs, escapes
 from eifbuild.ramdisk import layout as ramdisk
 from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store

@@ -24,7 +24,8 @@ from oci_helpers import sample_image, write_layout
 from oci_registry import Registry
 from source_helpers import LocalServer
 
-from eifbuild.eif import describe, read_eif, read_section
+from eifbuild.eif import describe, read_eif
+from eifbuild.eif.reader import read_section
 from eifbuild.ramdisk import read_cpio
 from eifbuild.store import Store
 

@@ -15,7 +15,8 @@ from eifbuild.arch import ARCHES, Arch, info
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError
 from eifbuild.plan.kernelrecipe import parse_kernel_build, resolve
-from eifbuild.sources import load_recipe, parse_recipe
+from eifbuild.sources import load_recipe
+from eifbuild.sources.recipe import parse_recipe
 from eifbuild.store import Store
 from eifbuild.toolchain.kernel import fragment_mismatches, parse_config
 from eifbuild.util.fsutil import hash_file

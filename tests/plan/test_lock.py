@@ -10,13 +10,8 @@ from source_helpers import FAST, LocalServer, sha
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, HashMismatch
 from eifbuild.plan.locking import lock_sources
-from eifbuild.sources import (
-    ImageEntry,
-    Lock,
-    fetch_recipe,
-    load_recipe,
-    nar_digest_of_path,
-)
+from eifbuild.sources import ImageEntry, Lock, load_recipe, nar_digest_of_path
+from eifbuild.sources.fetch import fetch_recipe
 from eifbuild.store import Downloader, SourceCache, Store
 
 KERNEL = b"an unpinned aarch64 kernel"

@@ -19,21 +19,17 @@ from eifbuild import log
 from eifbuild.cli import main
 from eifbuild.errors import ArchiveError, FileAccessError, InputError, UsageError
 from eifbuild.ramdisk import (
-    ROOTFS_DIRS,
     CpioMember,
     Entry,
-    Symlink,
     app_entries,
     bootstrap_entries,
     list_archive,
-    mapping_entries,
     parse_env_args,
     read_cpio,
-    scan_tree,
     tree_entries,
     write_cpio,
 )
-from eifbuild.ramdisk.layout import encode_cmd, encode_env
+from eifbuild.ramdisk.layout import ROOTFS_DIRS, Symlink, encode_cmd, encode_env, mapping_entries, scan_tree
 
 
 def members(data: bytes) -> list[CpioMember]:

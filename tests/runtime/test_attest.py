@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eifbuild.eif import Measurements
-from eifbuild.runtime.attest import compare, read_pcrs
+from eifbuild.runtime._attest import compare, read_pcrs
 
 P0, P1, P2, P8 = ("a" * 96, "b" * 96, "c" * 96, "d" * 96)
 EIF = Measurements("sha384", P0, P1, P2)

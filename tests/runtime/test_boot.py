@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from eifbuild.cli import main
-from eifbuild.eif import make_metadata, read_eif, write_eif
+from eifbuild.eif import read_eif
+from eifbuild.eif.metadata import make_metadata
+from eifbuild.eif.writer import write_eif
 from eifbuild.errors import ToolError, UsageError
 from eifbuild.ramdisk import bootstrap_entries, read_cpio, write_cpio_file
-from eifbuild.runtime import boot, qemu
-from eifbuild.runtime.console import run_qemu
+from eifbuild.runtime import _qemu as qemu
+from eifbuild.runtime import boot
+from eifbuild.runtime._console import run_qemu
 
 if TYPE_CHECKING:
     from pathlib import Path

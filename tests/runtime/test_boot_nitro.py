@@ -19,12 +19,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from signing_helpers import certificate_for, pem_key
 
 from eifbuild.cli import main
-from eifbuild.eif import PemSigner, make_metadata, write_eif
+from eifbuild.eif.metadata import make_metadata
+from eifbuild.eif.sign import PemSigner
+from eifbuild.eif.writer import write_eif
 from eifbuild.errors import ToolError
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
-from eifbuild.runtime import boot, qemu
+from eifbuild.runtime import _qemu as qemu
+from eifbuild.runtime import boot
 from eifbuild.store import Store
-from eifbuild.toolchain import compile_c_binary, init_from_source
+from eifbuild.toolchain import init_from_source
+from eifbuild.toolchain.zig import compile_c_binary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence

@@ -14,12 +14,16 @@ from conftest import require_tool
 
 from eifbuild.arch import info
 from eifbuild.cli import main
-from eifbuild.eif import make_metadata, read_eif, write_eif
+from eifbuild.eif import read_eif
+from eifbuild.eif.metadata import make_metadata
+from eifbuild.eif.writer import write_eif
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
-from eifbuild.runtime import boot, qemu
-from eifbuild.runtime.console import run_qemu
+from eifbuild.runtime import _qemu as qemu
+from eifbuild.runtime import boot
+from eifbuild.runtime._console import run_qemu
 from eifbuild.store import Store
-from eifbuild.toolchain import compile_c_binary, init_from_source
+from eifbuild.toolchain import init_from_source
+from eifbuild.toolchain.zig import compile_c_binary
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

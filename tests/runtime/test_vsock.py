@@ -16,8 +16,11 @@ import pytest
 from vsock_guest import GUEST_CID, FakeGuest, guest_packet
 
 from eifbuild.errors import ToolError, UsageError
-from eifbuild.runtime.vsock import Forward, VsockBackend, packet, parse_forward, parse_forwards, vhost_user
-from eifbuild.runtime.vsock.packet import Op
+from eifbuild.runtime.vsock import VsockBackend, parse_forwards
+from eifbuild.runtime.vsock import _packet as packet
+from eifbuild.runtime.vsock import _vhost_user as vhost_user
+from eifbuild.runtime.vsock._packet import Op
+from eifbuild.runtime.vsock.forward import Forward, parse_forward
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,7 +14,8 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from eifbuild.runtime.vsock import packet, vhost_user
+from eifbuild.runtime.vsock import _packet as packet
+from eifbuild.runtime.vsock import _vhost_user as vhost_user
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,15 +16,11 @@ from source_helpers import FAST, Entry, LocalServer, make_tar, sha
 from eifbuild import log
 from eifbuild.cli import main
 from eifbuild.errors import FetchError, FileAccessError, HashMismatch
-from eifbuild.sources import (
-    FetchedSource,
-    Pins,
-    Source,
-    fetch_source,
-    nar_digest_of_archive,
-    nar_digest_of_path,
-    to_sri,
-)
+from eifbuild.sources import Source, fetch_source, nar_digest_of_path
+from eifbuild.sources.archive import nar_digest_of_archive
+from eifbuild.sources.fetch import FetchedSource
+from eifbuild.sources.nar import to_sri
+from eifbuild.sources.recipe import Pins
 from eifbuild.store import Downloader, SourceCache, Store
 
 DATA = random.Random(4).randbytes(100_000)  # noqa: S311 - test data, the same in spawned children

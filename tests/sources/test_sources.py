@@ -12,15 +12,10 @@ from source_helpers import FAST, LocalServer, make_deb
 
 from eifbuild.cli import main
 from eifbuild.errors import ConfigError, ToolError
-from eifbuild.sources import (
-    Pins,
-    Source,
-    fetch_all,
-    fetch_recipe,
-    fetch_source,
-    load_recipe,
-    parse_sri,
-)
+from eifbuild.sources import Source, fetch_all, fetch_source, load_recipe
+from eifbuild.sources.fetch import fetch_recipe
+from eifbuild.sources.nar import parse_sri
+from eifbuild.sources.recipe import Pins
 from eifbuild.store import Downloader, SourceCache, Store, apt_download
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -12,7 +12,8 @@ from conftest import require_tool
 from source_helpers import Entry, make_deb, make_tar, make_zip
 
 from eifbuild.errors import ArchiveError
-from eifbuild.sources import detect_format, extract_member, nar_digest_of_archive, nar_digest_of_path, unpack
+from eifbuild.sources import nar_digest_of_path
+from eifbuild.sources.archive import detect_format, extract_member, nar_digest_of_archive, unpack
 
 GOOD = [
     Entry("pkg-1.0/", dir=True),

@@ -20,25 +20,26 @@ from s3_helpers import THROWAWAY_AWS_ENV, CuttingProxy, MotoServer, free_port
 
 from eifbuild import log
 from eifbuild.errors import ConfigError, RemoteCacheError
-from eifbuild.plan import parse_project
+from eifbuild.plan.config import parse_project
 from eifbuild.store import Step, Store
 from eifbuild.store.remote import (
     CacheSettings,
-    ManifestRefused,
     RemoteCache,
-    SecretKey,
     attach,
-    blob_name,
-    body_of,
     generate_key,
-    manifest_name,
-    open_manifest,
-    parse_s3_url,
     push_entry,
-    sign,
     with_environment,
 )
-from eifbuild.store.remote.manifest import trusted_keys
+from eifbuild.store.remote.cache import blob_name, manifest_name
+from eifbuild.store.remote.config import parse_s3_url
+from eifbuild.store.remote.manifest import (
+    ManifestRefused,
+    SecretKey,
+    body_of,
+    open_manifest,
+    sign,
+    trusted_keys,
+)
 
 PAYLOAD = b"zig output " * 5000
 

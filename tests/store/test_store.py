@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from eifbuild.errors import StoreError
-from eifbuild.store import Step, Store, Substituted, canonical_json
+from eifbuild.store import Step, Store, canonical_json
+from eifbuild.store.local import Substituted
 
 
 def _write(name: str, data: bytes) -> Callable[[Path], None]:

@@ -15,7 +15,8 @@ from conftest import require_tool
 from eifbuild.arch import ARCHES, Arch
 from eifbuild.runtime.boot import EIFBUILD_INIT_C
 from eifbuild.store import Store
-from eifbuild.toolchain import compile_c_binary, read_elf
+from eifbuild.toolchain._elf import read_elf
+from eifbuild.toolchain.zig import compile_c_binary
 
 if TYPE_CHECKING:
     from pathlib import Path

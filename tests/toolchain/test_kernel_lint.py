@@ -13,8 +13,9 @@ from eifbuild.arch import ARCHES, Arch, info
 from eifbuild.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, main
 from eifbuild.errors import ConfigError
 from eifbuild.plan.kernelrecipe import lint_kernel, parse_kernel_build
-from eifbuild.sources import parse_recipe
-from eifbuild.toolchain import RULES, check_waivers, config_arch, kernel, lint_config, parse_config
+from eifbuild.sources.recipe import parse_recipe
+from eifbuild.toolchain import check_waivers, config_arch, kernel, lint_config, parse_config
+from eifbuild.toolchain.kernellint import RULES
 from eifbuild.util.fsutil import hash_file
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from conftest import require_tool
 from eifbuild import cli, log
 from eifbuild.errors import FileAccessError, StoreError, ToolError, UsageError
 from eifbuild.store import Step, Store, StoreEntry
-from eifbuild.toolchain import elf
+from eifbuild.toolchain import _elf as elf
 from eifbuild.toolchain import init as init_module
 from eifbuild.toolchain import zig as toolchain
 

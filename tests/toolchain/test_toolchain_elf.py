@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from eifbuild.errors import ToolError
-from eifbuild.toolchain import elf
+from eifbuild.toolchain import _elf as elf
 
 
 def make_elf(

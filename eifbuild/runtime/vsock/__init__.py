@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...util.lazy import lazy_exports
+from ...util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .backend import DEFAULT_GUEST_CID, VsockBackend
-    from .forward import HEARTBEAT_PORT, Forward, parse_forward, parse_forwards
+    from .backend import VsockBackend
+    from .forward import HEARTBEAT_PORT, parse_forwards
 
-__all__ = [
-    "DEFAULT_GUEST_CID",
-    "HEARTBEAT_PORT",
-    "Forward",
-    "VsockBackend",
-    "parse_forward",
-    "parse_forwards",
-]
+EXPORTS = {
+    "VsockBackend": ".backend",
+    "HEARTBEAT_PORT": ".forward",
+    "parse_forwards": ".forward",
+}
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+__all__ = ["HEARTBEAT_PORT", "VsockBackend", "parse_forwards"]
+
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Final
 
 from ... import log
 from ...errors import ToolError, first_line
-from . import vhost_user as vu
+from . import _vhost_user as vu
+from ._packet import HOST_CID, PARENT_CID, SHUTDOWN_SEND, Op, Packet, decode
+from ._streams import MAX_PAYLOAD, Stream
 from .forward import HEARTBEAT_PORT
-from .packet import HOST_CID, PARENT_CID, SHUTDOWN_SEND, Op, Packet, decode
-from .streams import MAX_PAYLOAD, Stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

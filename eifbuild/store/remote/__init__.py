@@ -4,55 +4,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...util.lazy import lazy_exports
+from ...util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .cache import RemoteCache, Transfers, blob_name, manifest_name
-    from .config import (
-        PUSH_ENV,
-        REMOTE_ENV,
-        REQUIRE_ENV,
-        SIGNING_KEY_ENV,
-        CacheSettings,
-        S3Url,
-        parse_cache_table,
-        parse_s3_url,
-        with_environment,
-    )
+    from .cache import RemoteCache
+    from .config import REMOTE_ENV, CacheSettings, parse_cache_table, with_environment
     from .connect import attach
-    from .manifest import Manifest, ManifestRefused, SecretKey, body_of, generate_key, open_manifest, sign
-    from .push import Pushed, push_entry
-    from .s3 import S3Bucket
-    from .substitute import pull_entry, verify_remote_entry
+    from .manifest import generate_key
+    from .push import push_entry
+    from .substitute import verify_remote_entry
+
+EXPORTS = {
+    "RemoteCache": ".cache",
+    "REMOTE_ENV": ".config",
+    "CacheSettings": ".config",
+    "parse_cache_table": ".config",
+    "with_environment": ".config",
+    "attach": ".connect",
+    "generate_key": ".manifest",
+    "push_entry": ".push",
+    "verify_remote_entry": ".substitute",
+}
 
 __all__ = [
-    "PUSH_ENV",
     "REMOTE_ENV",
-    "REQUIRE_ENV",
-    "SIGNING_KEY_ENV",
     "CacheSettings",
-    "Manifest",
-    "ManifestRefused",
-    "Pushed",
     "RemoteCache",
-    "S3Bucket",
-    "S3Url",
-    "SecretKey",
-    "Transfers",
     "attach",
-    "blob_name",
-    "body_of",
     "generate_key",
-    "manifest_name",
-    "open_manifest",
     "parse_cache_table",
-    "parse_s3_url",
-    "pull_entry",
     "push_entry",
-    "sign",
     "verify_remote_entry",
     "with_environment",
 ]
 
-if not TYPE_CHECKING:  # type checkers see the imports above; a name missing there is an error
-    __getattr__ = lazy_exports(__name__, __file__)
+if not TYPE_CHECKING:  # type checkers see the imports above
+    __getattr__, __dir__ = lazy_face(__name__, EXPORTS)

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from ... import log
 from ...errors import ConfigError, RemoteCacheError
+from ._s3 import S3Bucket
 from .config import REQUIRE_ENV, SIGNING_KEY_ENV
 from .manifest import SecretKey, trusted_keys
-from .s3 import S3Bucket
 
 if TYPE_CHECKING:
     from ..local import Step

@@ -33,9 +33,9 @@ from ..errors import ArchiveError, HashMismatch, StoreError
 from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
 from ..store import BlobDownloads, Step, Store, StoreEntry, check_blob
 from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
-from .layers import LayerFile
-from .registry import DIGEST_RE, digest_of
-from .transport import MAX_JSON, ImageSource, RegistrySource
+from ._layers import LayerFile
+from ._registry import DIGEST_RE, digest_of
+from ._transport import MAX_JSON, ImageSource, RegistrySource
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SigningError, first_line
-from .cose import raw_signature
+from ._cose import raw_signature
 
 if TYPE_CHECKING:
     from collections.abc import Callable

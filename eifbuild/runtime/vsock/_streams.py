@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from .packet import SHUTDOWN_RCV, SHUTDOWN_SEND, Op, Packet
+from ._packet import SHUTDOWN_RCV, SHUTDOWN_SEND, Op, Packet
 
 if TYPE_CHECKING:
     import socket

@@ -1,7 +1,7 @@
 """Where image blobs come from: an OCI layout directory, an OCI or docker-save archive, a registry.
 
 Every source hands out blobs by digest as streams; none of them verifies anything (the importer in
-:mod:`eifbuild.oci.importer` hashes every byte it reads). Local sources also give the image *index* that
+:mod:`eifbuild.oci._importer` hashes every byte it reads). Local sources also give the image *index* that
 roots them: ``index.json`` of a layout, or, for a legacy ``docker save`` archive (``manifest.json``
 and a config + uncompressed layer tars), an index synthesised from ``manifest.json``: one OCI
 manifest per image whose layer digests are the config's ``diff_ids`` (the layer files are
@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from ..errors import ArchiveError, FetchError, FileAccessError, InputError
 from ..store import canonical_json
-from .registry import DIGEST_RE, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryRef, digest_of
+from ._registry import DIGEST_RE, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryRef, digest_of
 
 if TYPE_CHECKING:
     from pathlib import Path

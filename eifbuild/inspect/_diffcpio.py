@@ -1,7 +1,7 @@
 """Why two ramdisks differ, at file level: members added, removed or changed (and what changed),
 ``/cmd`` and ``/env`` as argv/env entries, and when every member is equal, what else makes the bytes
 differ (member order, inode numbers, gzip header, compression, padding). Pure functions over
-:class:`~.summary.RamdiskSummary`; each result is ``(where, detail)``.
+:class:`~._summary.RamdiskSummary`; each result is ``(where, detail)``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .stream import GzipHeader
-    from .summary import MemberSummary, RamdiskSummary
+    from ._stream import GzipHeader
+    from ._summary import MemberSummary, RamdiskSummary
 
 Found = tuple[str, str]
 _MAX_LISTED: Final = 8

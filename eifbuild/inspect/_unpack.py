@@ -17,8 +17,8 @@ from typing import IO, TYPE_CHECKING, Final, TypeVar
 
 from ..errors import ArchiveError, FileAccessError
 from ..util import treepath
-from .stream import ramdisk_members
-from .summary import member_kind
+from ._stream import ramdisk_members
+from ._summary import member_kind
 
 if TYPE_CHECKING:
     from collections.abc import Callable

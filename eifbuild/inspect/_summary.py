@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..eif import SectionType, pcr_role, read_eif, scan
 from ..util.fsutil import CHUNK
-from .stream import Container, open_section, ramdisk_members
+from ._stream import Container, open_section, ramdisk_members
 
 if TYPE_CHECKING:
     from pathlib import Path
