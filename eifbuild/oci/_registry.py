@@ -6,7 +6,7 @@
   localhost, ::1) and hosts listed in ``$EIFBUILD_INSECURE_REGISTRIES`` (comma-separated
   ``host[:port]``). Retries with backoff on connection errors and 5xx.
 - Blobs: streamed (:meth:`RegistryClient.blob`), or downloaded into a file with the sources'
-  :class:`~eifbuild.sources.Downloader` (:meth:`RegistryClient.download_blob`: resumable with
+  :class:`~eifbuild.store.Downloader` (:meth:`RegistryClient.download_blob`: resumable with
   ``Range``, its GETs sent by this client, so with its session and auth).
 - Auth: on a 401 the client answers the registry's challenge: ``Bearer`` (the token flow: ask the
   realm for a pull token for the repository, anonymously or with basic credentials) or ``Basic``.
