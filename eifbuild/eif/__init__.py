@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..util.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from .buildtime import BuildTime, parse_build_time
     from .checker import describe, load_expected_pcrs, verify
     from .detached import DetachedSigner, export_payload
     from .format import (
@@ -54,6 +55,7 @@ __all__ = [
     "HASH_ALGOS",
     "HEADER_SIZE",
     "SECTION_HEADER_SIZE",
+    "BuildTime",
     "DetachedSigner",
     "EifImage",
     "EifMetadata",
@@ -79,6 +81,7 @@ __all__ = [
     "open_signer",
     "pack",
     "parse_algo",
+    "parse_build_time",
     "pcr_role",
     "read_eif",
     "read_kernel_config",

@@ -11,7 +11,8 @@ from ..util.lazy import lazy_exports
 if TYPE_CHECKING:
     from .blobs import BlobDownloads, check_blob
     from .download import Downloaded, Downloader, HttpOptions, SourceCache, apt_download, failure_reason
-    from .local import Garbage, Step, Store, StoreEntry, Substituted, canonical_json, describe_garbage
+    from .local import Garbage, Store, StoreEntry, Substituted, describe_garbage
+    from .step import RawParams, Step, StepParams, TypedParams, canonical_json
 
 __all__ = [
     "BlobDownloads",
@@ -19,11 +20,14 @@ __all__ = [
     "Downloader",
     "Garbage",
     "HttpOptions",
+    "RawParams",
     "SourceCache",
     "Step",
+    "StepParams",
     "Store",
     "StoreEntry",
     "Substituted",
+    "TypedParams",
     "apt_download",
     "canonical_json",
     "check_blob",

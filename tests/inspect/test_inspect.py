@@ -21,7 +21,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import PackRequest, PemSigner, SectionType, measure, pack, read_eif, read_section
+from eifbuild.eif import (
+    PackRequest,
+    PemSigner,
+    SectionType,
+    measure,
+    pack,
+    parse_build_time,
+    read_eif,
+    read_section,
+)
 from eifbuild.inspect import diff_files, extract
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
 
@@ -123,7 +132,7 @@ def build_eif(tmp_path: Path, name: str, spec: Spec) -> Path:
     pack(
         PackRequest(
             output=out, kernel=kernel, cmdline=spec.cmdline, ramdisks=[boot, app], arch="x86_64",
-            name="app", version="1.0", build_time=spec.build_time, signer=signer,
+            name="app", version="1.0", build_time=parse_build_time(spec.build_time), signer=signer,
         )
     )  # fmt: skip
     return out
