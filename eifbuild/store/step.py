@@ -72,7 +72,7 @@ class RawParams:
         return self.raw
 
 
-P = TypeVar("P", bound=StepParams)
+P = TypeVar("P", bound=StepParams, covariant=True)
 
 
 @dataclass(frozen=True)
