@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from .buildtime import BuildTime
 from ..errors import EifFormatError, FileAccessError, InputError, UsageError, first_line
+from .buildtime import BuildTime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     )
     from .lock import LOCK_COMMAND, ImageEntry, Lock, LockEntry
     from .nar import NarDigest, nar_digest_of_path, parse_sri, to_sri
-    from .recipe import Pins, Recipe, Source, load_recipe, parse_recipe
+    from .recipe import Pins, Recipe, Source, SourceParams, load_recipe, parse_recipe
 
 __all__ = [
     "LOCK_COMMAND",
@@ -48,6 +48,7 @@ __all__ = [
     "Pins",
     "Recipe",
     "Source",
+    "SourceParams",
     "detect_format",
     "extract_member",
     "fetch_all",

@@ -87,6 +87,8 @@ class SourceParams(TypedParams):
             "strip": self.strip,
             "unpack": self.unpack,
         }
+
+
 _SAFE_FILENAME: Final = re.compile(r"[A-Za-z0-9._+~=-]+")
 
 

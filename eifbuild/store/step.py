@@ -72,11 +72,11 @@ class RawParams:
         return self.raw
 
 
-P = TypeVar("P", bound=StepParams, covariant=True)
+P_co = TypeVar("P_co", bound=StepParams, covariant=True)
 
 
 @dataclass(frozen=True)
-class Step(Generic[P]):
+class Step(Generic[P_co]):
     """What a build step is: ``params`` (kind, version and parameters) + ``inputs`` (name → sha256)
     + ``tool``.
 
@@ -84,7 +84,7 @@ class Step(Generic[P]):
     machine, no times), or the key stops being portable between machines.
     """
 
-    params: P
+    params: P_co
     inputs: Mapping[str, str] = field(default_factory=dict)
     tool: Mapping[str, str] = field(default_factory=dict)
 

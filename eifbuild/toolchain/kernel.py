@@ -25,7 +25,6 @@ Prerequisites (Debian): ``apt-get install clang lld llvm make flex bison bc libe
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -335,8 +334,7 @@ def build_kernel(
         if tool is None:
             check_prerequisites()
         _check_source(spec)
-        files = KernelFiles.of(spec)
-        build = functools.partial(_build, files, fragment, jobs or os.cpu_count() or 1, check_config)
+        build = _KernelAction(KernelFiles.of(spec), fragment, jobs or os.cpu_count() or 1, check_config)
         entry = store.realize(step, build)
     return KernelBuild.from_entry(entry, spec)
 
@@ -371,18 +369,19 @@ def build_environment() -> dict[str, str]:
     }
 
 
-def _build(
-    files: KernelFiles,
-    fragment: Mapping[str, str],
-    jobs: int,
-    check_config: Callable[[Mapping[str, str]], object] | None,
-    params: KernelParams,
-    out: Path,
-) -> dict[str, str]:
-    """The action of a ``kernel`` step: ``fragment`` is the parsed fragment input (``params``'
-    options are merged over it); ``jobs`` and ``check_config`` cannot change the output."""
-    merged = {**fragment, **dict(params.options)}
-    return _Build(params, files, merged, jobs, check_config).run(out)
+@dataclass(frozen=True)
+class _KernelAction:
+    """The action of a ``kernel`` step: ``fragment`` is the parsed fragment input (the options of
+    the step's parameters are merged over it); ``jobs`` and ``check_config`` cannot change the output."""
+
+    files: KernelFiles
+    fragment: Mapping[str, str]
+    jobs: int
+    check_config: Callable[[Mapping[str, str]], object] | None
+
+    def __call__(self, params: KernelParams, out: Path) -> dict[str, str]:
+        merged = {**self.fragment, **dict(params.options)}
+        return _Build(params, self.files, merged, self.jobs, self.check_config).run(out)
 
 
 class _Build:
@@ -471,7 +470,8 @@ class _Build:
         if proc.returncode != 0:
             tail = _tail(log_path)
             log.info(f"{what}: the last {OUTPUT_TAIL_LINES} lines of its output:\n{tail.rstrip()}")
-            msg = f"kernel build ({self.params.arch}): {what} failed (exit {proc.returncode}): {_telling(tail)}"
+            arch = self.params.arch
+            msg = f"kernel build ({arch}): {what} failed (exit {proc.returncode}): {_telling(tail)}"
             raise ToolError(msg, cmd=cmd, returncode=proc.returncode, output=tail)
 
     def collect(self, obj: Path, out: Path) -> None:

@@ -236,7 +236,9 @@ def _unsigned_reason(signatures: Any) -> str:
 IMAGE_ENTRIES: Final = {"oci-blob": ("blob", "digest"), "oci-layer": ("layer.tar", "diff_id")}
 
 
-def content_addressed(step: Step[RawParams], outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> bool:
+def content_addressed(
+    step: Step[RawParams], outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]
+) -> bool:
     """True when the entry's own hash is its trust: a pinned source file taken as downloaded (its
     one output and every digest in ``meta`` are the sha256 pin), an OCI blob (its digest) or an
     uncompressed OCI layer (its diff_id)."""
@@ -261,7 +263,9 @@ def content_addressed(step: Step[RawParams], outputs: Mapping[str, Mapping[str, 
     )
 
 
-def _image_entry(step: Step[RawParams], outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> bool:
+def _image_entry(
+    step: Step[RawParams], outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]
+) -> bool:
     """One plain file, named by the digest in the step (which the caller's key already vouches for)."""
     name, param = IMAGE_ENTRIES[step.kind]
     out = outputs.get(name, {})
