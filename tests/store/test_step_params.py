@@ -195,7 +195,7 @@ def test_the_builder_gets_the_params_the_key_came_from(tmp_path: Path) -> None:
         "layout": "bootstrap",
         "mtime": 7,
         "compression": "none",
-        "align": 4,
+        "align": 1,
     }
 
 
