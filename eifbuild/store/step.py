@@ -100,11 +100,14 @@ class Step(Generic[P_co]):
     def recorded(cls, described: Mapping[str, Any]) -> Step[RawParams]:
         """The step a record's ``describe()`` JSON stands for (a ``KeyError``/``TypeError`` if malformed)."""
         kind, version = described["kind"], described["version"]
-        if not isinstance(kind, str) or not isinstance(version, int):
+        params, inputs, tool = described["params"], described["inputs"], described["tool"]
+        if not isinstance(kind, str) or isinstance(version, bool) or not isinstance(version, int):
             msg = "step kind and version must be a string and an integer"
             raise TypeError(msg)
-        params = RawParams(kind, version, dict(described["params"]))
-        return Step(params, dict(described["inputs"]), dict(described["tool"]))
+        if not all(isinstance(part, dict) for part in (params, inputs, tool)):
+            msg = "step params, inputs and tool must be objects"
+            raise TypeError(msg)
+        return Step(RawParams(kind, version, params), inputs, tool)
 
     def describe(self) -> dict[str, Any]:
         return {
