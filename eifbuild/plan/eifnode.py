@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .. import __version__, log
+from ..errors import EifbuildError
 from ..store import Step, TypedParams, canonical_json
 from ..util.fsutil import atomic_write
 from .node import Artifact, Node, StoredNode, cached_results, digests
@@ -201,7 +202,10 @@ class EifNode(StoredNode[Artifact]):
         from ..eif import PackRequest, open_signer, pack  # noqa: PLC0415 - format and crypto code only when writing
 
         signer = None
-        if params.signed and self.project.sign is not None:  # the key of the certificate input
+        if params.signed:  # with the key of the certificate input (a secret: never in a key)
+            if self.project.sign is None:  # pragma: no cover - the plan adds a certificate only with [sign]
+                msg = f"{self.task}: a signed EIF needs eif.toml's [sign] key"
+                raise EifbuildError(msg)
             signer = open_signer(files["certificate"], self.project.sign.key)
         count = sum(1 for name in files if name.startswith("ramdisk/"))
         request = PackRequest(

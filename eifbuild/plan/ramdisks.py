@@ -145,7 +145,7 @@ class RamdiskNode(StoredNode[Artifact], Generic[RP]):
 
     def _realize(self) -> Artifact:
         step = self._step_after_deps()
-        inputs = cached_results(self.inputs()) or {}
+        inputs = {name: node.require() for name, node in self.inputs().items()}
         entry = self.store.realize(step, functools.partial(self._write, inputs))
         return Artifact.in_entry(entry, self.OUTPUT)
 

@@ -193,7 +193,10 @@ def _materialise(
         nar = unpack(blob.path, out, strip=params.strip)
         _check_tree(source, nar.sha256, what=f"{source.origin} (unpacked)")
         return {**meta, "tree": True, "sha256": nar.sha256, "size": nar.size, "fetched_sha256": blob.sha256}
-    dest = out / (params.filename or "download")
+    if params.filename is None:  # pragma: no cover - only trees lack a file name, handled above
+        msg = f"{source.label}: a single-file source step without a file name"
+        raise ConfigError(msg, path=source.recipe_path, key=source.key)
+    dest = out / params.filename
     if params.member:
         sha256, size = extract_member(blob.path, params.member, dest, strip=params.strip)
     else:

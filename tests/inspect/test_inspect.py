@@ -245,7 +245,7 @@ def _repack(path: Path, custom: dict[str, object], build_time: str) -> None:
         PackRequest(
             output=path, kernel=out / "kernel", cmdline=image.cmdline,
             ramdisks=[out / "ramdisk-0.cpio", out / "ramdisk-1.cpio"], arch="x86_64", name="app",
-            version="1.0", build_time=build_time, custom=custom,  # type: ignore[arg-type]
+            version="1.0", build_time=parse_build_time(build_time), custom=custom,  # type: ignore[arg-type]
         )
     )  # fmt: skip
 
