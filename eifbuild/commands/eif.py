@@ -74,7 +74,11 @@ def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         *_both("version"), dest="image_version", metavar="V", help="ImageVersion (default: --name)"
     )
     p.add_argument(*_both("metadata"), type=Path, metavar="JSON", help="CustomMetadata file (≤ 4096 bytes)")
-    p.add_argument(*_both("build-time"), metavar="RFC3339", help="BuildTime (default: SOURCE_DATE_EPOCH)")
+    p.add_argument(
+        *_both("build-time"),
+        metavar="RFC3339",
+        help="BuildTime: an RFC 3339 time with a UTC offset, kept verbatim (default: SOURCE_DATE_EPOCH)",
+    )
     p.add_argument(*_both("build-tool"), default=EIF_BUILD_TOOL, metavar="NAME", help="BuildTool")
     p.add_argument(
         *_both("build-tool-version"), default=EIF_BUILD_TOOL_VERSION, metavar="V", help="BuildToolVersion"
@@ -89,9 +93,16 @@ def _add_pack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from ..eif import PackRequest, load_custom_metadata, min_enclave_memory_mib, pack  # noqa: PLC0415
+    from ..eif import (  # noqa: PLC0415
+        PackRequest,
+        load_custom_metadata,
+        min_enclave_memory_mib,
+        pack,
+        parse_build_time,
+    )
 
     arch = parse_arch(args.arch, where="--arch")
+    build_time = None if args.build_time is None else parse_build_time(args.build_time, where="--build-time")
     signer = _signer(args.signing_certificate, args.private_key)
     request = PackRequest(
         output=args.output,
@@ -101,7 +112,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         arch=arch,
         name=args.name,
         version=args.image_version,
-        build_time=args.build_time,
+        build_time=build_time,
         build_tool=args.build_tool,
         build_tool_version=args.build_tool_version,
         operating_system=args.img_os,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
+    from .buildtime import BuildTime, parse_build_time
     from .checker import describe, load_expected_pcrs, verify
     from .detached import DetachedSigner, export_payload
     from .format import (
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from .writer import PackRequest, min_enclave_memory_mib, pack, sign_eif
 
 EXPORTS = {
+    "BuildTime": ".buildtime",
+    "parse_build_time": ".buildtime",
     "describe": ".checker",
     "load_expected_pcrs": ".checker",
     "verify": ".checker",
@@ -92,6 +95,7 @@ __all__ = [
     "HASH_ALGOS",
     "HEADER_SIZE",
     "SECTION_HEADER_SIZE",
+    "BuildTime",
     "DetachedSigner",
     "EifImage",
     "EifMetadata",
@@ -114,6 +118,7 @@ __all__ = [
     "open_signer",
     "pack",
     "parse_algo",
+    "parse_build_time",
     "pcr_role",
     "read_eif",
     "scan",

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from .. import repro
 from ..errors import EifFormatError, FileAccessError, InputError, UsageError, first_line
+from .buildtime import BuildTime
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -302,7 +302,7 @@ def make_metadata(
     kernel: Path,
     name: str | None = None,
     version: str | None = None,
-    build_time: str | int | None = None,
+    build_time: BuildTime | None = None,
     build_tool: str = EIF_BUILD_TOOL,
     build_tool_version: str = EIF_BUILD_TOOL_VERSION,
     operating_system: str | None = None,
@@ -315,16 +315,14 @@ def make_metadata(
 
     * ImageName: ``name``, else the kernel file's name. ImageVersion: ``version``, else ``name``
       (eif_build's behaviour, which ignores ``--version``), else "1.0".
-    * BuildTime: ``build_time`` (a string is used verbatim, an int is an epoch), else
-      SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00+00:00. Never the current time.
+    * BuildTime: ``build_time`` (from :func:`~.buildtime.parse_build_time`: a string is kept
+      verbatim), else SOURCE_DATE_EPOCH, else 1970-01-01T00:00:00+00:00. Never the current time.
     * OperatingSystem/KernelVersion: explicit values win, else the kernel config's header, else
       eif_build's "OS"/"kernel".
     * CustomMetadata: a JSON object (keys get sorted) or None; anything else is an :class:`InputError`.
     """
     _check_custom(custom)
-    if build_time is None:
-        build_time = repro.pinned_epoch(environ)
-    time_text = repro.rfc3339(build_time) if isinstance(build_time, int) else build_time
+    time_text = (build_time or BuildTime.pinned(environ)).text
     config_os, config_version = read_kernel_config(kernel_config) if kernel_config else (None, None)
     return EifMetadata(
         image_name=name if name is not None else kernel.name,

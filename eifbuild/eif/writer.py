@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from ..arch import Arch
+    from .buildtime import BuildTime
     from .metadata import EifMetadata
     from .sign import Signer
 
@@ -228,7 +229,7 @@ class PackRequest:
     arch: Arch
     name: str | None = None
     version: str | None = None
-    build_time: str | int | None = None
+    build_time: BuildTime | None = None
     build_tool: str = EIF_BUILD_TOOL
     build_tool_version: str = EIF_BUILD_TOOL_VERSION
     operating_system: str | None = None

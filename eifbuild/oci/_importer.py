@@ -26,12 +26,12 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, cast
 
 from .. import log
 from ..errors import ArchiveError, HashMismatch, StoreError
 from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
-from ..store import BlobDownloads, Step, Store, StoreEntry, check_blob
+from ..store import BlobDownloads, Step, Store, StoreEntry, TypedParams, check_blob
 from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
 from ._layers import LayerFile
 from ._registry import DIGEST_RE, digest_of
@@ -43,6 +43,33 @@ if TYPE_CHECKING:
 BLOB_KIND: Final = "oci-blob"
 LAYER_KIND: Final = "oci-layer"
 STEP_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class BlobParams(TypedParams):
+    """An ``oci-blob`` step: the index, manifest or config whose ``digest`` names its one output."""
+
+    KIND: ClassVar[str] = BLOB_KIND
+    VERSION: ClassVar[int] = STEP_VERSION
+
+    digest: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"digest": self.digest}
+
+
+@dataclass(frozen=True)
+class LayerParams(TypedParams):
+    """An ``oci-layer`` step: the uncompressed tar (``diff_id``) of the layer blob ``digest``."""
+
+    KIND: ClassVar[str] = LAYER_KIND
+    VERSION: ClassVar[int] = STEP_VERSION
+
+    digest: str
+    diff_id: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"digest": self.digest, "diff_id": self.diff_id}
 
 
 @dataclass(frozen=True)
@@ -62,13 +89,13 @@ class Layer:
     media_type: str
 
 
-def blob_step(digest: str) -> Step:
-    return Step(BLOB_KIND, STEP_VERSION, {"digest": digest})
+def blob_step(digest: str) -> Step[BlobParams]:
+    return Step(BlobParams(digest))
 
 
-def layer_step(layer: Layer) -> Step:
+def layer_step(layer: Layer) -> Step[LayerParams]:
     """The uncompressed ``layer.tar`` of a layer blob: its diff_id in the step names its content."""
-    return Step(LAYER_KIND, STEP_VERSION, {"digest": layer.digest, "diff_id": layer.diff_id})
+    return Step(LayerParams(layer.digest, layer.diff_id))
 
 
 # -- verified streaming -------------------------------------------------------------------------------
@@ -143,7 +170,7 @@ class Importer:
         self.source = source
         self.docs: dict[str, Any] = {}
         self.layers: dict[str, tuple[LayerFile, str]] = {}  # images may repeat a layer (empty ones)
-        self.pending: list[tuple[Step, str, Path]] = []
+        self.pending: list[tuple[Step[BlobParams | LayerParams], str, Path]] = []
         self.downloads = BlobDownloads(store)
         self.downloaded: list[str] = []  # digests of blobs in downloads/, removed once committed
         # a registry's blobs are asked of the store's substituter first; local ones are read in place
@@ -178,7 +205,7 @@ class Importer:
         """Whether this import brought anything into the store (staged, or substituted)."""
         return bool(self.pending or self.substituted)
 
-    def _stored(self, step: Step) -> StoreEntry | None:
+    def _stored(self, step: Step[Any]) -> StoreEntry | None:
         """The store's entry for ``step``, or (a registry's blob) the one its substituter fills."""
         entry = self.store.get(step.key)
         if entry is None and self.asks_substituter:
@@ -305,7 +332,8 @@ class Importer:
         self.downloaded.clear()
 
 
-def _move_into(staged: Path, name: str, out: Path) -> None:
+def _move_into(staged: Path, name: str, _: BlobParams | LayerParams, out: Path) -> None:
+    """Commit a staged blob, verified already against the digest its step's parameters name."""
     os.replace(staged, out / name)
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ..arch import ARCHES, Arch
-from ..eif import key_kind, signs_deterministically
-from ..errors import ConfigError, FileAccessError, InputError
-from ..repro import pinned_epoch, rfc3339
+from ..eif import BuildTime, key_kind, parse_build_time, signs_deterministically
+from ..errors import ConfigError, FileAccessError, InputError, UsageError
 from ..store.remote import CacheSettings, parse_cache_table
 from ..util.tomlfile import parse_toml
 from ..util.tomltable import TomlTables, join_key, type_name
@@ -139,8 +137,7 @@ class Project:
     recipes: tuple[Path, ...]
     bootstrap: Bootstrap
     app: App
-    build_time: str
-    build_epoch: int
+    build_time: BuildTime
     cmdline: Mapping[Arch, str] | SourceRef | None = None
     metadata: Mapping[str, Any] | None = None
     compression: Compression = "none"
@@ -286,26 +283,13 @@ def _check_cmdline(text: str, ctx: _Ctx, key: str) -> str:
     return text
 
 
-def _build_time(value: Any, ctx: _Ctx) -> tuple[str, int]:
+def _build_time(value: Any, ctx: _Ctx) -> BuildTime:
     if value is None:
-        epoch = pinned_epoch()
-        return rfc3339(epoch), epoch
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ctx.error(
-            "eif.build_time", f"expected an RFC 3339 string or epoch seconds, got {type_name(value)}"
-        )
-    if isinstance(value, int):
-        if value < 0:
-            raise ctx.error("eif.build_time", "expected non-negative epoch seconds")
-        return rfc3339(value), value
+        return BuildTime.pinned()
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        msg = f"expected an RFC 3339 time like '2024-01-01T00:00:00+00:00', got {value!r}"
-        raise ctx.error("eif.build_time", msg) from None
-    if parsed.tzinfo is None:
-        raise ctx.error("eif.build_time", f"{value!r} has no UTC offset; add '+00:00'")
-    return value, max(0, int(parsed.timestamp()))
+        return parse_build_time(value, where="eif.build_time")
+    except UsageError as exc:
+        raise ctx.error("eif.build_time", exc.reason) from None
 
 
 def _metadata(value: Any, ctx: _Ctx) -> Mapping[str, Any] | None:
@@ -432,7 +416,7 @@ def parse_project(text: str, path: Path) -> Project:
     if "name" not in eif:
         raise ctx.error("eif.name", "missing: the image name")
     arches = _arches(eif.get("arch", list(ARCHES)), ctx)
-    build_time, build_epoch = _build_time(eif.get("build_time"), ctx)
+    build_time = _build_time(eif.get("build_time"), ctx)
     compression = eif.get("compression", "none")
     if compression not in ("none", "gzip"):
         raise ctx.error("eif.compression", f"expected 'none' or 'gzip', got {compression!r}")
@@ -449,7 +433,6 @@ def parse_project(text: str, path: Path) -> Project:
         bootstrap=_bootstrap(doc.get("bootstrap", {}), ctx),
         app=_app(doc["app"], ctx),
         build_time=build_time,
-        build_epoch=build_epoch,
         cmdline=_cmdline(eif.get("cmdline"), ctx, arches),
         metadata=_metadata(eif.get("metadata"), ctx),
         compression=compression,

@@ -5,14 +5,16 @@ no-op run cheap.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .. import __version__, log
-from ..store import Step, canonical_json
+from ..errors import EifbuildError
+from ..store import Step, TypedParams, canonical_json
 from ..util.fsutil import atomic_write
 from .node import Artifact, Node, StoredNode, cached_results, digests
 from .treedigest import FileDigests
@@ -21,11 +23,45 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from ..arch import Arch
+    from ..eif import BuildTime
     from ..store import Store, StoreEntry
     from .config import Project
 
 BUILD_TOOL: Final = "eifbuild"
 EIF_STEP_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class EifParams(TypedParams):
+    """An ``eif`` step (its inputs: ``kernel``, ``ramdisk/<i>`` in order, maybe ``kernel_config``
+    and ``certificate``): the EIF's cmdline, metadata and whether it is ``signed`` (with the key of
+    the certificate input)."""
+
+    KIND: ClassVar[str] = "eif"
+    VERSION: ClassVar[int] = EIF_STEP_VERSION
+
+    arch: Arch
+    cmdline: str
+    name: str
+    image_version: str  # "version" is the step's
+    build_time: BuildTime
+    build_tool: str
+    build_tool_version: str
+    custom: Mapping[str, Any]
+    signed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "cmdline": self.cmdline,
+            "name": self.name,
+            "version": self.image_version,
+            "build_time": self.build_time.text,
+            "build_tool": self.build_tool,
+            "build_tool_version": self.build_tool_version,
+            "custom": dict(self.custom),
+            "signed": self.signed,
+        }
 
 
 @dataclass(frozen=True)
@@ -102,24 +138,24 @@ class EifNode(StoredNode[Artifact]):
             named["certificate"] = self.certificate
         return named
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[EifParams] | None:
         inputs = cached_results(self._named_inputs())
         cmdline = self._cmdline_text()
         custom = self._custom_metadata()
         if inputs is None or cmdline is None or custom is None:
             return None
-        params = {
-            "arch": self.arch,
-            "cmdline": cmdline,
-            "name": self.project.name,
-            "version": self.project.version,
-            "build_time": self.project.build_time,
-            "build_tool": BUILD_TOOL,
-            "build_tool_version": __version__,
-            "custom": custom,
-            "signed": self.certificate is not None,
-        }
-        return Step("eif", EIF_STEP_VERSION, params, digests(inputs))
+        params = EifParams(
+            arch=self.arch,
+            cmdline=cmdline,
+            name=self.project.name,
+            image_version=self.project.version,
+            build_time=self.project.build_time,
+            build_tool=BUILD_TOOL,
+            build_tool_version=__version__,
+            custom=custom,
+            signed=self.certificate is not None,
+        )
+        return Step(params, digests(inputs))
 
     def _stamp_path(self) -> Path:
         return self.store.root / "stamps" / f"{FileDigests.path_id(self.out.eif)}.json"
@@ -152,7 +188,8 @@ class EifNode(StoredNode[Artifact]):
             entry = None
         if entry is None:
             log.step(f"write the {self.arch} EIF")
-            entry = self.store.realize(step, lambda out: self._write(step, out))
+            files = {name: node.require().path for name, node in self._named_inputs().items()}
+            entry = self.store.realize(step, functools.partial(self._write, files))
         self._publish(entry)
         return self._use(entry)
 
@@ -160,26 +197,30 @@ class EifNode(StoredNode[Artifact]):
         self.measurements = dict(entry.meta.get("pcrs", {}))
         return Artifact(self.out.eif, entry.digest("image.eif"), entry.key)
 
-    def _write(self, step: Step, out: Path) -> dict[str, Any]:
+    def _write(self, files: Mapping[str, Path], params: EifParams, out: Path) -> dict[str, Any]:
+        """The step's action: ``files`` are its inputs' files by input name."""
         from ..eif import PackRequest, open_signer, pack  # noqa: PLC0415 - format and crypto code only when writing
 
-        params = step.params
         signer = None
-        if self.certificate is not None and self.project.sign is not None:
-            signer = open_signer(self.certificate.require().path, self.project.sign.key)
+        if params.signed:  # with the key of the certificate input (a secret: never in a key)
+            if self.project.sign is None:  # pragma: no cover - the plan adds a certificate only with [sign]
+                msg = f"{self.task}: a signed EIF needs eif.toml's [sign] key"
+                raise EifbuildError(msg)
+            signer = open_signer(files["certificate"], self.project.sign.key)
+        count = sum(1 for name in files if name.startswith("ramdisk/"))
         request = PackRequest(
             output=out / "image.eif",
-            kernel=self.kernel.require().path,
-            cmdline=params["cmdline"],
-            ramdisks=[r.require().path for r in self.ramdisks],
-            arch=self.arch,
-            name=params["name"],
-            version=params["version"],
-            build_time=params["build_time"],
-            build_tool=BUILD_TOOL,
-            build_tool_version=__version__,
-            kernel_config=None if self.kernel_config is None else self.kernel_config.require().path,
-            custom=params["custom"],
+            kernel=files["kernel"],
+            cmdline=params.cmdline,
+            ramdisks=[files[f"ramdisk/{i}"] for i in range(count)],
+            arch=params.arch,
+            name=params.name,
+            version=params.image_version,
+            build_time=params.build_time,
+            build_tool=params.build_tool,
+            build_tool_version=params.build_tool_version,
+            kernel_config=files.get("kernel_config"),
+            custom=dict(params.custom),
             signer=signer,
         )
         measurements = pack(request)

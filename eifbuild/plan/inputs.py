@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, FileAccessError
 from ..sources import LOCK_COMMAND
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from ..arch import Arch
     from ..oci import OciImage
-    from ..sources import Source
+    from ..sources import Source, SourceParams
     from ..store import Step, Store
     from .treedigest import FileDigests
 
@@ -36,7 +36,7 @@ class SourceNode(StoredNode[Artifact]):
         self.task = f"fetch:{source.recipe}.{source.qualified_name}"
         self.doc = f"fetch and verify {source.origin}"
 
-    def step(self) -> Step:
+    def step(self) -> Step[SourceParams]:
         return self.source.step()
 
     def _lookup(self) -> Artifact | None:
@@ -64,7 +64,7 @@ class LocalNode(Node[Artifact]):
         self.digests = digests
         self.what = what
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[Any] | None:
         return None
 
     def _lookup(self) -> Artifact:
@@ -101,7 +101,7 @@ class TextNode(Node[InlineText]):
         super().__init__()
         self.text = InlineText(text.encode())
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[Any] | None:
         return None
 
     def _lookup(self) -> InlineText:
@@ -135,7 +135,7 @@ class CompileNode(StoredNode[Artifact]):
         found = [source.cached() for source in self.sources]
         return None if any(a is None for a in found) else [a.path for a in found if a is not None]
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[Any] | None:
         paths = self._paths()
         if paths is None:
             return None
@@ -196,7 +196,7 @@ class OciNode(StoredNode[ResolvedImage]):
         self.task = f"fetch:oci:{arch}"
         self.doc = f"resolve {ref} for {arch} and verify its blobs into the store"
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[Any] | None:
         return None
 
     def _lookup(self) -> ResolvedImage | None:

@@ -68,7 +68,7 @@ class Node(Generic[R]):
         step = self.step()
         return None if step is None else step.key
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[Any] | None:
         raise NotImplementedError
 
     def cached(self) -> R | None:
@@ -103,7 +103,7 @@ class Node(Generic[R]):
             found = self.build()
         return found
 
-    def _step_after_deps(self) -> Step:
+    def _step_after_deps(self) -> Step[Any]:
         """This node's step once every dependency is realized (built, if doit has not yet)."""
         for dep in self.deps:
             dep.require()

@@ -279,7 +279,7 @@ class Plan:
             modes=app.modes,
             inject=inject,
             arch=arch,
-            mtime=self.project.build_epoch,
+            mtime=self.project.build_time.epoch,
             compression=compression,
             store=self.store,
         )
@@ -294,7 +294,7 @@ class Plan:
         )
         common = {
             "arch": arch,
-            "mtime": self.project.build_epoch,
+            "mtime": self.project.build_time.epoch,
             "compression": compression,
             "store": self.store,
         }

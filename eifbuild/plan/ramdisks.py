@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeVar
 
 from .. import log
+from ..errors import EifbuildError
 from ..ramdisk import Entry, eif_alignment, write_cpio_file
-from ..store import Step
-from .inputs import LocalNode, OciNode, ResolvedImage, TextNode
+from ..store import Step, TypedParams
+from .inputs import InlineText, LocalNode, OciNode, ResolvedImage, TextNode
 from .node import Artifact, StoredNode, cached_results, digests
 
 if TYPE_CHECKING:
@@ -23,13 +25,91 @@ if TYPE_CHECKING:
     from ..store import Store
     from .node import Node, Result
 
-RAMDISK_STEP_VERSION: Final = 1
+RAMDISK_KIND: Final = "ramdisk"
+BOOTSTRAP_STEP_VERSION: Final = 1
+# 2: the files' origin (file, text, compiled: it decides their default mode) joined the key
+APP_STEP_VERSION: Final = 2
+OUTPUT: Final = "ramdisk.cpio"
 
 
-class RamdiskNode(StoredNode[Artifact]):
+@dataclass(frozen=True)
+class RamdiskParams(TypedParams):
+    """What every ``ramdisk`` step has: the files' ``mtime`` and the archive's ``compression``
+    (which decides its alignment). ``LAYOUT`` names what goes into it."""
+
+    KIND: ClassVar[str] = RAMDISK_KIND
+    LAYOUT: ClassVar[str]
+
+    mtime: int
+    compression: Compression
+
+    @property
+    def align(self) -> int:
+        return eif_alignment([self.compression])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "layout": self.LAYOUT,
+            "mtime": self.mtime,
+            "compression": self.compression,
+            "align": self.align,
+        }
+
+
+@dataclass(frozen=True)
+class BootstrapRamdiskParams(RamdiskParams):
+    """The bootstrap ramdisk: the ``init`` and (maybe) ``nsm`` inputs at their fixed places."""
+
+    VERSION: ClassVar[int] = BOOTSTRAP_STEP_VERSION
+    LAYOUT: ClassVar[str] = "bootstrap"
+
+
+@dataclass(frozen=True)
+class AppFile:
+    """A file the app ramdisk gains at ``dest`` from the input ``file:<dest>``: a project or fetched
+    ``file``, inline ``text`` (mode 0644 by default) or a ``compiled`` program (0755 by default)."""
+
+    dest: str
+    mode: int | None
+    origin: Literal["file", "text", "compiled"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "origin": self.origin}
+
+
+@dataclass(frozen=True)
+class AppRamdiskParams(RamdiskParams):
+    """The app ramdisk: the ``rootfs`` input (an OCI image or a directory), ``files``, the command
+    (``cmd``, ``env``: the image's defaults under eif.toml's overrides, resolved), how modes are
+    taken (``modes``) and ``inject`` (path, text): the test hook's file."""
+
+    VERSION: ClassVar[int] = APP_STEP_VERSION
+    LAYOUT: ClassVar[str] = "app"
+
+    cmd: tuple[str, ...]
+    env: tuple[str, ...]
+    modes: Modes
+    files: tuple[AppFile, ...]
+    inject: tuple[str, str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **super().to_json(),
+            "cmd": list(self.cmd),
+            "env": list(self.env),
+            "modes": self.modes,
+            "files": {f.dest: f.to_json() for f in self.files},
+            "inject": None if self.inject is None else list(self.inject),
+        }
+
+
+RP = TypeVar("RP", BootstrapRamdiskParams, AppRamdiskParams)
+
+
+class RamdiskNode(StoredNode[Artifact], Generic[RP]):
     """A canonical cpio archive in the store (output ``ramdisk.cpio``)."""
 
-    OUTPUT: Final = "ramdisk.cpio"
+    OUTPUT: Final = OUTPUT
 
     def __init__(
         self, *, layout: str, arch: Arch, mtime: int, compression: Compression, store: Store
@@ -45,46 +125,48 @@ class RamdiskNode(StoredNode[Artifact]):
     def inputs(self) -> dict[str, Node[Any]]:
         raise NotImplementedError
 
-    def params(self, inputs: Mapping[str, Result]) -> dict[str, Any]:
+    def params(self, inputs: Mapping[str, Result]) -> RP:
         """The step's parameters, given the results of :meth:`inputs`."""
-        return {
-            "layout": self.layout,
-            "mtime": self.mtime,
-            "compression": self.compression,
-            "align": eif_alignment([self.compression]),
-        }
+        raise NotImplementedError
 
-    def step(self) -> Step | None:
+    def step(self) -> Step[RP] | None:
         inputs = cached_results(self.inputs())
         if inputs is None:
             return None
-        return Step("ramdisk", RAMDISK_STEP_VERSION, self.params(inputs), digests(inputs))
+        return Step(self.params(inputs), digests(inputs))
 
     def _lookup(self) -> Artifact | None:
         entry = self._stored()
         return None if entry is None else Artifact.in_entry(entry, self.OUTPUT)
 
-    def entries(self) -> list[Entry]:
+    def entries(self, params: RP, inputs: Mapping[str, Result]) -> list[Entry]:
+        """The archive's entries: from ``params`` and the results of the inputs the step names."""
         raise NotImplementedError
 
     def _realize(self) -> Artifact:
         step = self._step_after_deps()
-        params = step.params
+        inputs = {name: node.require() for name, node in self.inputs().items()}
+        entry = self.store.realize(step, functools.partial(self._write, inputs))
+        return Artifact.in_entry(entry, self.OUTPUT)
 
-        def write(out: Path) -> None:  # runs only when the store lacks the step
-            log.step(f"pack the {self.layout} ramdisk for {self.arch}")
-            write_cpio_file(
-                self.entries(),
-                out / self.OUTPUT,
-                mtime=self.mtime,
-                compression=params["compression"],
-                align=params["align"],
-            )
-
-        return Artifact.in_entry(self.store.realize(step, write), self.OUTPUT)
+    def _write(self, inputs: Mapping[str, Result], params: RP, out: Path) -> None:
+        """The step's action (runs only when the store lacks the step)."""
+        log.step(f"pack the {params.LAYOUT} ramdisk for {self.arch}")
+        entries = self.entries(params, inputs)
+        write_cpio_file(
+            entries, out / self.OUTPUT, mtime=params.mtime, compression=params.compression, align=params.align
+        )
 
 
-class BootstrapRamdisk(RamdiskNode):
+def _artifact(inputs: Mapping[str, Result], name: str) -> Artifact:
+    found = inputs[name]
+    if not isinstance(found, Artifact):  # pragma: no cover - the plan wires files here
+        msg = f"input {name} is not a file"
+        raise EifbuildError(msg)
+    return found
+
+
+class BootstrapRamdisk(RamdiskNode[BootstrapRamdiskParams]):
     def __init__(self, init: Node[Artifact], nsm: Node[Artifact] | None, **kwargs: Any) -> None:
         super().__init__(layout="bootstrap", **kwargs)
         self.init = init
@@ -94,11 +176,14 @@ class BootstrapRamdisk(RamdiskNode):
     def inputs(self) -> dict[str, Node[Any]]:
         return {"init": self.init} if self.nsm is None else {"init": self.init, "nsm": self.nsm}
 
-    def entries(self) -> list[Entry]:
+    def params(self, inputs: Mapping[str, Result]) -> BootstrapRamdiskParams:
+        return BootstrapRamdiskParams(self.mtime, self.compression)
+
+    def entries(self, params: BootstrapRamdiskParams, inputs: Mapping[str, Result]) -> list[Entry]:
         from .. import ramdisk  # noqa: PLC0415 - only needed when packing
 
-        nsm = None if self.nsm is None else self.nsm.require().path
-        return ramdisk.bootstrap_entries(self.init.require().path, nsm)
+        nsm = _artifact(inputs, "nsm").path if "nsm" in inputs else None
+        return ramdisk.bootstrap_entries(_artifact(inputs, "init").path, nsm)
 
 
 @dataclass(frozen=True)
@@ -107,6 +192,12 @@ class AppFileInput:
     node: Node[Artifact] | TextNode
     mode: int | None
     executable: bool  # compiled programs default to 0755
+
+    @property
+    def origin(self) -> Literal["file", "text", "compiled"]:
+        if isinstance(self.node, TextNode):
+            return "text"
+        return "compiled" if self.executable else "file"
 
 
 @dataclass(frozen=True)
@@ -117,7 +208,7 @@ class InjectedFile:
     text: str
 
 
-class AppRamdisk(RamdiskNode):
+class AppRamdisk(RamdiskNode[AppRamdiskParams]):
     def __init__(
         self,
         *,
@@ -154,43 +245,44 @@ class AppRamdisk(RamdiskNode):
         argv = list(self.cmd or ())
         return argv, [f"{k}={v}" for k, v in (env or {}).items()]
 
-    def params(self, inputs: Mapping[str, Result]) -> dict[str, Any]:
+    def params(self, inputs: Mapping[str, Result]) -> AppRamdiskParams:
         rootfs = inputs.get("rootfs")
         argv, env = self.command(rootfs.image if isinstance(rootfs, ResolvedImage) else None)
-        files = {f.dest: f.mode for f in self.files}
-        inject = None if self.inject is None else (self.inject.path, self.inject.text)
-        return {
-            **super().params(inputs),
-            "cmd": argv,
-            "env": env,
-            "modes": self.modes,
-            "files": files,
-            "inject": inject,
-        }
+        return AppRamdiskParams(
+            mtime=self.mtime,
+            compression=self.compression,
+            cmd=tuple(argv),
+            env=tuple(env),
+            modes=self.modes,
+            files=tuple(AppFile(f.dest, f.mode, f.origin) for f in self.files),
+            inject=None if self.inject is None else (self.inject.path, self.inject.text),
+        )
 
-    def _file_spec(self, item: AppFileInput) -> Entry | Path | bytes:
-        rel = item.dest.lstrip("/")
-        if isinstance(item.node, TextNode):
-            data = item.node.require().data
-            return Entry.file(rel, data, mode=0o644 if item.mode is None else item.mode)
-        path = item.node.require().path
-        if path.is_dir():
-            return path
-        mode = item.mode if item.mode is not None else 0o755 if item.executable else None
-        return path if mode is None else Entry.file(rel, path, mode=mode)
-
-    def entries(self) -> list[Entry]:
+    def entries(self, params: AppRamdiskParams, inputs: Mapping[str, Result]) -> list[Entry]:
         from .. import oci, ramdisk  # noqa: PLC0415 - only needed when packing
 
-        image: OciImage | None = None
+        found = inputs.get("rootfs")
         rootfs: Path | list[Entry] = []
-        if isinstance(self.rootfs, OciNode):
-            image = self.rootfs.require().image
-            rootfs = oci.rootfs_entries(image, self.store)
-        elif self.rootfs is not None:
-            rootfs = self.rootfs.require().path
-        argv, env = self.command(image)
-        files: dict[str, Entry | Path | bytes] = {f.dest.lstrip("/"): self._file_spec(f) for f in self.files}
-        if self.inject is not None:
-            files[self.inject.path] = self.inject.text.encode()
-        return ramdisk.app_entries(rootfs, argv, env, modes=self.modes, files=files or None)
+        if isinstance(found, ResolvedImage):
+            rootfs = oci.rootfs_entries(found.image, self.store)
+        elif found is not None:
+            rootfs = _artifact(inputs, "rootfs").path
+        files = {f.dest.lstrip("/"): _file_spec(f, inputs[f"file:{f.dest}"]) for f in params.files}
+        if params.inject is not None:
+            files[params.inject[0]] = params.inject[1].encode()
+        return ramdisk.app_entries(
+            rootfs, list(params.cmd), list(params.env), modes=params.modes, files=files or None
+        )
+
+
+def _file_spec(item: AppFile, found: Result) -> Entry | Path | bytes:
+    rel = item.dest.lstrip("/")
+    if isinstance(found, InlineText):
+        return Entry.file(rel, found.data, mode=0o644 if item.mode is None else item.mode)
+    if not isinstance(found, Artifact):  # pragma: no cover - the plan wires files here
+        msg = f"input file:{item.dest} is not a file"
+        raise EifbuildError(msg)
+    if found.path.is_dir():
+        return found.path
+    mode = item.mode if item.mode is not None else 0o755 if item.origin == "compiled" else None
+    return found.path if mode is None else Entry.file(rel, found.path, mode=mode)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .fetch import fetch_all, fetch_source, obtain, unpinned_error
     from .lock import LOCK_COMMAND, ImageEntry, Lock
     from .nar import nar_digest_of_path
-    from .recipe import Recipe, Source, load_recipe
+    from .recipe import Recipe, Source, SourceParams, load_recipe
 
 EXPORTS = {
     "ZSTD_ERROR": ".archive",
@@ -34,6 +34,7 @@ EXPORTS = {
     "nar_digest_of_path": ".nar",
     "Recipe": ".recipe",
     "Source": ".recipe",
+    "SourceParams": ".recipe",
     "load_recipe": ".recipe",
 }
 
@@ -45,6 +46,7 @@ __all__ = [
     "Lock",
     "Recipe",
     "Source",
+    "SourceParams",
     "fetch_all",
     "fetch_source",
     "load_recipe",

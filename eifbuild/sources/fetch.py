@@ -17,6 +17,7 @@ An unpinned source is refused with a message naming ``eifbuild lock --trust-on-f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ..arch import Arch
     from ..store import Store, StoreEntry
     from .lock import Lock
-    from .recipe import Recipe, Source
+    from .recipe import Recipe, Source, SourceParams
 
 _FAILURES: Final = (FetchError, HashMismatch, ArchiveError, ToolError)
 
@@ -95,7 +96,7 @@ def fetch_source(
         _local_blob(source, local, tmp_dir=(cache or SourceCache()).root / "partial")
     if entry is None:
         log.step(f"fetch {source.label}")
-        entry = store.realize(step, lambda out: _materialise(source, out, cache, downloader))
+        entry = store.realize(step, functools.partial(_materialise, source, cache, downloader))
     return fetched_from_entry(source, entry)
 
 
@@ -167,12 +168,18 @@ def fetched_from_entry(source: Source, entry: StoreEntry) -> FetchedSource:
 
 # -- building the store entry ----------------------------------------------------------------------
 def _materialise(
-    source: Source, out: Path, cache: SourceCache | None, downloader: Downloader | None
+    source: Source,
+    cache: SourceCache | None,
+    downloader: Downloader | None,
+    params: SourceParams,
+    out: Path,
 ) -> dict[str, Any]:
+    """The output of a ``source`` step, shaped as ``params`` say (``source`` gives only where to get
+    it from; whatever comes from there is checked against the pins in the step's inputs)."""
     meta: dict[str, Any] = {"origin": source.origin, "source": source.label}
     local = source.local_path
     if local is not None and local.is_dir():
-        if source.unpack or source.member:
+        if params.unpack or params.member:
             msg = f"{local} is a directory; unpack and member apply to archives"
             raise ConfigError(msg, path=source.recipe_path, key=source.key)
         if not (source.pins.nar_sha256 or source.pins.sha256):
@@ -182,13 +189,16 @@ def _materialise(
         _check_tree(source, nar.sha256, what=str(local))
         return {**meta, "tree": True, "sha256": nar.sha256, "size": nar.size, "fetched_sha256": nar.sha256}
     blob = obtain(source, cache=cache or SourceCache(), downloader=downloader or Downloader())
-    if source.unpack:
-        nar = unpack(blob.path, out, strip=source.strip)
+    if params.unpack:
+        nar = unpack(blob.path, out, strip=params.strip)
         _check_tree(source, nar.sha256, what=f"{source.origin} (unpacked)")
         return {**meta, "tree": True, "sha256": nar.sha256, "size": nar.size, "fetched_sha256": blob.sha256}
-    dest = out / source.filename
-    if source.member:
-        sha256, size = extract_member(blob.path, source.member, dest, strip=source.strip)
+    if params.filename is None:  # pragma: no cover - only trees lack a file name, handled above
+        msg = f"{source.label}: a single-file source step without a file name"
+        raise ConfigError(msg, path=source.recipe_path, key=source.key)
+    dest = out / params.filename
+    if params.member:
+        sha256, size = extract_member(blob.path, params.member, dest, strip=params.strip)
     else:
         with open(blob.path, "rb") as fin:
             sha256, size = write_hashed(fin, dest)

@@ -26,12 +26,12 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
 from ..arch import ARCHES, Arch, parse_arch
 from ..errors import ConfigError, did_you_mean
-from ..store import Step, StoreEntry
+from ..store import Step, StoreEntry, TypedParams
 from ..util.tomlfile import read_toml
 from ..util.tomltable import TomlTables
 from .nar import parse_sri, to_sri
@@ -62,6 +62,33 @@ _DEB_VERSION: Final = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
 
 
 SOURCE_STEP_VERSION: Final = 1
+
+
+@dataclass(frozen=True)
+class SourceParams(TypedParams):
+    """A ``source`` step (its inputs are the pins): the shape of the output — a ``tree`` (unpacked,
+    or a local directory) or the one file ``filename``, maybe the archive ``member`` (``strip``
+    leading path components)."""
+
+    KIND: ClassVar[str] = "source"
+    VERSION: ClassVar[int] = SOURCE_STEP_VERSION
+
+    tree: bool
+    filename: str | None
+    member: str | None
+    strip: int
+    unpack: bool
+
+    def to_json(self) -> dict[str, bool | int | str | None]:
+        return {
+            "tree": self.tree,
+            "filename": self.filename,
+            "member": self.member,
+            "strip": self.strip,
+            "unpack": self.unpack,
+        }
+
+
 _SAFE_FILENAME: Final = re.compile(r"[A-Za-z0-9._+~=-]+")
 
 
@@ -181,17 +208,17 @@ class Source:
             found.append(f"nar-sha256-{self.pins.nar_sha256}-strip{self.strip}")
         return found
 
-    def step(self) -> Step:
+    def step(self) -> Step[SourceParams]:
         """The store step holding this source's output: keyed by its pins, never by its location."""
         tree = self.is_tree
-        params = {
-            "tree": tree,
-            "filename": None if tree else self.filename,
-            "member": self.member,
-            "strip": self.strip,
-            "unpack": self.unpack,
-        }
-        return Step("source", SOURCE_STEP_VERSION, params, self.pins.identity())
+        params = SourceParams(
+            tree=tree,
+            filename=None if tree else self.filename,
+            member=self.member,
+            strip=self.strip,
+            unpack=self.unpack,
+        )
+        return Step(params, self.pins.identity())
 
     @staticmethod
     def output_path(entry: StoreEntry) -> Path:

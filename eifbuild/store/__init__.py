@@ -11,7 +11,8 @@ from ..util.lazy import lazy_face
 if TYPE_CHECKING:
     from .blobs import BlobDownloads, check_blob
     from .download import Downloaded, Downloader, SourceCache, apt_download, failure_reason
-    from .local import Garbage, Step, Store, StoreEntry, canonical_json, describe_garbage
+    from .local import Garbage, Store, StoreEntry, describe_garbage
+    from .step import Step, TypedParams, canonical_json
 
 EXPORTS = {
     "BlobDownloads": ".blobs",
@@ -22,11 +23,12 @@ EXPORTS = {
     "apt_download": ".download",
     "failure_reason": ".download",
     "Garbage": ".local",
-    "Step": ".local",
     "Store": ".local",
     "StoreEntry": ".local",
-    "canonical_json": ".local",
     "describe_garbage": ".local",
+    "Step": ".step",
+    "TypedParams": ".step",
+    "canonical_json": ".step",
 }
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "Step",
     "Store",
     "StoreEntry",
+    "TypedParams",
     "apt_download",
     "canonical_json",
     "check_blob",

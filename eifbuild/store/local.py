@@ -1,8 +1,9 @@
 """The content-addressed store: every build step runs once per key and its output is kept read-only.
 
-A :class:`Step` is a pure description (kind, kind version, parameters, input digests, tool identity);
-its key is the sha256 of its canonical JSON. :meth:`Store.realize` runs a step's builder at most once
-per key, even across processes:
+A :class:`~eifbuild.store.step.Step` is a pure description (typed parameters naming kind and kind
+version, input digests, tool identity); its key is the sha256 of its canonical JSON.
+:meth:`Store.realize` runs a step's builder at most once per key, even across processes, and hands
+it the step's parameters (the very object the key was computed from):
 
 - the builder writes into a fresh temp dir inside the store (``tmp/``);
 - on success the outputs are hashed, made read-only and the dir is renamed to ``<key[:2]>/<key>/``;
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -42,10 +42,10 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import log
 from ..errors import StoreError
@@ -58,6 +58,7 @@ from ..util.fsutil import (
     remove_tree,
     tree_size,
 )
+from .step import RawParams, Step, StepParams, canonical_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -66,7 +67,9 @@ RECORD_FORMAT: Final = 1
 _HEX: Final = frozenset("0123456789abcdef")
 
 
-Builder = Callable[[Path], "Mapping[str, Any] | None"]
+P = TypeVar("P", bound=StepParams)
+# A step's action: given the step's parameters and an empty output dir, fill it (and maybe return meta).
+Builder = Callable[[P, Path], "Mapping[str, Any] | None"]
 
 
 @dataclass(frozen=True)
@@ -77,41 +80,8 @@ class Substituted:
     origin: str
 
 
-Substituter = Callable[["Step", Path], "Substituted | None"]
+Substituter = Callable[["Step[Any]", Path], "Substituted | None"]
 OnBuilt = Callable[["StoreEntry"], None]
-
-
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: the same value always gives the same bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@dataclass(frozen=True)
-class Step:
-    """What a build step is: ``kind`` + ``version`` + ``params`` + ``inputs`` (name → sha256) + ``tool``.
-
-    Everything that can change the output must be in here; nothing else may be (no paths of the
-    machine, no times), or the key stops being portable between machines.
-    """
-
-    kind: str
-    version: int
-    params: Mapping[str, Any] = field(default_factory=dict)
-    inputs: Mapping[str, str] = field(default_factory=dict)
-    tool: Mapping[str, str] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "version": self.version,
-            "params": dict(self.params),
-            "inputs": dict(self.inputs),
-            "tool": dict(self.tool),
-        }
-
-    @property
-    def key(self) -> str:
-        return hashlib.sha256(canonical_json(self.describe())).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -209,7 +179,7 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
-def _copy_outputs(entry: StoreEntry, out: Path) -> Mapping[str, Any]:
+def _copy_outputs(entry: StoreEntry, _: RawParams, out: Path) -> Mapping[str, Any]:
     for name in entry.outputs:
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -277,8 +247,9 @@ class Store:
         """Exclusive per-key lock across processes (released when the holder dies)."""
         return exclusive_lock(self.root / "locks" / f"{key}.lock")
 
-    def realize(self, step: Step, build: Builder, *, substitute: bool = True) -> StoreEntry:
-        """Return the entry for ``step``, running ``build(out_dir)`` only if no process did already.
+    def realize(self, step: Step[P], build: Builder[P], *, substitute: bool = True) -> StoreEntry:
+        """Return the entry for ``step``, running ``build(step.params, out_dir)`` only if no process
+        did already.
 
         ``build`` fills ``out_dir`` (an empty directory) with the step's outputs and may return a
         small JSON-able mapping, kept in the record as ``meta``. If it raises, nothing is published
@@ -303,7 +274,7 @@ class Store:
             self.on_built(entry)
         return entry
 
-    def substitute(self, step: Step) -> StoreEntry | None:
+    def substitute(self, step: Step[Any]) -> StoreEntry | None:
         """The entry for ``step`` if this store has it or its substituter fills it; never builds.
 
         For steps whose outputs come from elsewhere anyway (an image's blobs): the substituter is
@@ -318,7 +289,7 @@ class Store:
         with self.lock(key):
             return self.get(key) or self._substitute_locked(step, key, self.substituter)
 
-    def _substitute_locked(self, step: Step, key: str, substituter: Substituter) -> StoreEntry | None:
+    def _substitute_locked(self, step: Step[Any], key: str, substituter: Substituter) -> StoreEntry | None:
         with self._work_dir(key) as out:
             found = substituter(step, out)
             if found is None:
@@ -327,9 +298,9 @@ class Store:
         log.info(f"store: substituted {step.kind} {key[:12]} from {found.origin}")
         return entry
 
-    def _build_locked(self, step: Step, key: str, build: Builder) -> StoreEntry:
+    def _build_locked(self, step: Step[P], key: str, build: Builder[P]) -> StoreEntry:
         with self._work_dir(key) as out:
-            entry = self._publish(step, key, out, build(out) or {}, {})
+            entry = self._publish(step, key, out, build(step.params, out) or {}, {})
         log.info(f"store: built {step.kind} {key[:12]}")
         return entry
 
@@ -346,7 +317,7 @@ class Store:
             remove_tree(work)
 
     def _publish(
-        self, step: Step, key: str, out: Path, meta: Mapping[str, Any], extra: Mapping[str, Any]
+        self, step: Step[Any], key: str, out: Path, meta: Mapping[str, Any], extra: Mapping[str, Any]
     ) -> StoreEntry:
         """Hash ``out``, make it read-only, move it into place and write the record (last)."""
         outputs = _scan_outputs(out)
@@ -382,7 +353,7 @@ class Store:
             entry = other.get(key)
             if entry is None or key in self:
                 continue
-            step = Step(**entry.record["step"])
+            step = Step.recorded(entry.record["step"])
             if step.key != key:
                 continue
             new = self.realize(step, functools.partial(_copy_outputs, entry))

@@ -33,12 +33,12 @@ import subprocess
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from .. import log
 from ..arch import info
 from ..errors import ConfigError, FileAccessError, InputError, ToolError
-from ..store import Step, Store, StoreEntry
+from ..store import Step, Store, StoreEntry, TypedParams
 from ..util.fsutil import hash_file
 
 if TYPE_CHECKING:
@@ -182,6 +182,56 @@ class KernelSpec:
 
 
 @dataclass(frozen=True)
+class KernelParams(TypedParams):
+    """A ``kernel`` step (its inputs: the digests of the source tarball, fragment, base config and
+    patches; its tool: the toolchain identity): build for ``arch`` from the config target ``base``
+    (``file``: the base config input), with ``options`` merged after the fragment, and output the
+    image, its config and ``modules``."""
+
+    KIND: ClassVar[str] = KIND
+    VERSION: ClassVar[int] = KIND_VERSION
+
+    arch: Arch
+    base: str
+    modules: tuple[str, ...]
+    options: tuple[tuple[str, str], ...]
+
+    @property
+    def image(self) -> str:
+        return info(self.arch).kernel_image
+
+    @property
+    def config_name(self) -> str:
+        return f"{self.image}.config"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "arch": self.arch,
+            "base": self.base,
+            "image": self.image,
+            "modules": list(self.modules),
+            "options": dict(self.options),
+            "kbuild": dict(BUILD_IDENTITY),
+            "llvm": True,
+            "text_offset": ARM64_TEXT_OFFSET if self.arch == "aarch64" else None,
+        }
+
+
+@dataclass(frozen=True)
+class KernelFiles:
+    """Where a kernel step's input files are (their digests are the step's inputs)."""
+
+    source: Path
+    fragment: Path | None
+    base_config: Path | None
+    patches: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, spec: KernelSpec) -> KernelFiles:
+        return cls(spec.source, spec.fragment, spec.base_config, spec.patches)
+
+
+@dataclass(frozen=True)
 class KernelBuild:
     """A built kernel in the store: the image, its final ``.config`` and any modules."""
 
@@ -234,7 +284,7 @@ def toolchain_identity() -> dict[str, str]:
     return {"clang": _tool_version("clang"), "ld.lld": _tool_version("ld.lld")}
 
 
-def kernel_step(spec: KernelSpec, tool: Mapping[str, str] | None = None) -> Step:
+def kernel_step(spec: KernelSpec, tool: Mapping[str, str] | None = None) -> Step[KernelParams]:
     """The store step of a kernel build (hashes the small inputs, runs nothing but ``--version``)."""
     inputs = {"source": spec.source_sha256}
     if spec.fragment is not None:
@@ -243,17 +293,13 @@ def kernel_step(spec: KernelSpec, tool: Mapping[str, str] | None = None) -> Step
         inputs["base-config"] = _hash_input(spec.base_config, "kernel base config")
     for i, patch in enumerate(spec.patches):
         inputs[f"patch/{i:03d}"] = _hash_input(patch, "kernel patch")
-    params = {
-        "arch": spec.arch,
-        "base": "file" if spec.base_config is not None else spec.base,
-        "image": spec.image_name,
-        "modules": list(spec.modules),
-        "options": dict(spec.options),
-        "kbuild": dict(BUILD_IDENTITY),
-        "llvm": True,
-        "text_offset": ARM64_TEXT_OFFSET if spec.arch == "aarch64" else None,
-    }
-    return Step(KIND, KIND_VERSION, params, inputs, dict(tool) if tool is not None else toolchain_identity())
+    params = KernelParams(
+        arch=spec.arch,
+        base="file" if spec.base_config is not None else spec.base,
+        modules=spec.modules,
+        options=tuple(spec.options.items()),
+    )
+    return Step(params, inputs, dict(tool) if tool is not None else toolchain_identity())
 
 
 def _hash_input(path: Path, what: str) -> str:
@@ -282,15 +328,14 @@ def build_kernel(
     ``olddefconfig``, before the long ``make`` (the kernel lint: it raises to stop the build).
     """
     fragment = _read_fragment(spec.fragment) if spec.fragment is not None else {}
-    fragment.update(spec.options)
     step = kernel_step(spec, tool)
     entry = store.get(step.key)
     if entry is None:
         if tool is None:
             check_prerequisites()
         _check_source(spec)
-        build = _Build(spec, fragment, jobs or os.cpu_count() or 1, check_config)
-        entry = store.realize(step, build.run)
+        build = _KernelAction(KernelFiles.of(spec), fragment, jobs or os.cpu_count() or 1, check_config)
+        entry = store.realize(step, build)
     return KernelBuild.from_entry(entry, spec)
 
 
@@ -324,19 +369,36 @@ def build_environment() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class _KernelAction:
+    """The action of a ``kernel`` step: ``fragment`` is the parsed fragment input (the options of
+    the step's parameters are merged over it); ``jobs`` and ``check_config`` cannot change the output."""
+
+    files: KernelFiles
+    fragment: Mapping[str, str]
+    jobs: int
+    check_config: Callable[[Mapping[str, str]], object] | None
+
+    def __call__(self, params: KernelParams, out: Path) -> dict[str, str]:
+        merged = {**self.fragment, **dict(params.options)}
+        return _Build(params, self.files, merged, self.jobs, self.check_config).run(out)
+
+
 class _Build:
     def __init__(
         self,
-        spec: KernelSpec,
+        params: KernelParams,
+        files: KernelFiles,
         fragment: Mapping[str, str],
         jobs: int,
         check_config: Callable[[Mapping[str, str]], object] | None = None,
     ) -> None:
-        self.spec = spec
+        self.params = params
+        self.files = files
         self.check_config = check_config
         self.fragment = fragment
         self.jobs = jobs
-        self.linux_arch = info(spec.arch).linux_arch
+        self.linux_arch = info(params.arch).linux_arch
         self.env = build_environment()
 
     def run(self, out: Path) -> dict[str, str]:
@@ -344,31 +406,31 @@ class _Build:
         src = out.parent / "linux"
         obj = src / "eifbuild-obj"  # a direct child of the source dir: Kbuild then uses srctree=..
         self.unpack(src)
-        for patch in self.spec.patches:
+        for patch in self.files.patches:
             self.run_tool(["patch", "-p1", "--batch", "--forward", "-i", str(patch.absolute())], src, "patch")
         obj.mkdir()
         self.configure(src, obj)
-        targets = [self.spec.image_name, *(["modules"] if self.spec.modules else [])]
-        log.step(f"kernel: make {' '.join(targets)} for {self.spec.arch} (takes minutes)")
+        targets = [self.params.image, *(["modules"] if self.params.modules else [])]
+        log.step(f"kernel: make {' '.join(targets)} for {self.params.arch} (takes minutes)")
         self.make(src, obj, [f"-j{self.jobs}", *targets])
         self.collect(obj, out)
-        return {"image_sha256": hash_file(out / self.spec.image_name)}
+        return {"image_sha256": hash_file(out / self.params.image)}
 
     def unpack(self, src: Path) -> None:
-        log.step(f"kernel: unpacking {self.spec.source.name}")
+        log.step(f"kernel: unpacking {self.files.source.name}")
         src.mkdir()
-        cmd = ["tar", "-xf", str(self.spec.source.absolute()), "-C", str(src), "--strip-components=1"]
+        cmd = ["tar", "-xf", str(self.files.source.absolute()), "-C", str(src), "--strip-components=1"]
         self.run_tool([*cmd, "--no-same-owner", "--no-same-permissions"], src, "unpack")
         if not (src / "Makefile").is_file() or not (src / "Kconfig").is_file():
             msg = "not a Linux source tarball (no Makefile and Kconfig below its top directory)"
-            raise InputError(msg, path=self.spec.source)
+            raise InputError(msg, path=self.files.source)
 
     def configure(self, src: Path, obj: Path) -> None:
         config = obj / ".config"
-        if self.spec.base_config is not None:
-            shutil.copyfile(self.spec.base_config, config)
+        if self.params.base == "file" and self.files.base_config is not None:
+            shutil.copyfile(self.files.base_config, config)
         else:
-            self.make(src, obj, [self.spec.base])
+            self.make(src, obj, [self.params.base])
         if self.fragment:
             config.write_text(
                 merge_fragment(config.read_text(encoding="utf-8"), self.fragment), encoding="utf-8"
@@ -381,7 +443,7 @@ class _Build:
                 f"{len(wrong)} option(s) did not survive olddefconfig (missing dependencies?): "
                 + ", ".join(wrong)
             )
-            raise ConfigError(msg, path=self.spec.fragment)
+            raise ConfigError(msg, path=self.files.fragment)
         if self.check_config is not None:
             self.check_config(final)
 
@@ -408,23 +470,24 @@ class _Build:
         if proc.returncode != 0:
             tail = _tail(log_path)
             log.info(f"{what}: the last {OUTPUT_TAIL_LINES} lines of its output:\n{tail.rstrip()}")
-            msg = f"kernel build ({self.spec.arch}): {what} failed (exit {proc.returncode}): {_telling(tail)}"
+            arch = self.params.arch
+            msg = f"kernel build ({arch}): {what} failed (exit {proc.returncode}): {_telling(tail)}"
             raise ToolError(msg, cmd=cmd, returncode=proc.returncode, output=tail)
 
     def collect(self, obj: Path, out: Path) -> None:
-        boot = obj / "arch" / _LINUX_ARCH_DIR[self.linux_arch] / "boot" / self.spec.image_name
+        boot = obj / "arch" / _LINUX_ARCH_DIR[self.linux_arch] / "boot" / self.params.image
         if not boot.is_file():
-            msg = f"kernel build ({self.spec.arch}): make succeeded but wrote no {boot.name}"
+            msg = f"kernel build ({self.params.arch}): make succeeded but wrote no {boot.name}"
             raise ToolError(msg)
         image = bytearray(boot.read_bytes())
-        if self.spec.arch == "aarch64":
+        if self.params.arch == "aarch64":
             set_text_offset(image)
-        (out / self.spec.image_name).write_bytes(image)
-        shutil.copyfile(obj / ".config", out / self.spec.config_name)
-        for module in self.spec.modules:
+        (out / self.params.image).write_bytes(image)
+        shutil.copyfile(obj / ".config", out / self.params.config_name)
+        for module in self.params.modules:
             built = obj / module
             if not built.is_file():
-                msg = f"kernel build ({self.spec.arch}): module {module} was not built (is it =m?)"
+                msg = f"kernel build ({self.params.arch}): module {module} was not built (is it =m?)"
                 raise ToolError(msg)
             shutil.copyfile(built, out / built.name)
 

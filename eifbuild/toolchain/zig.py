@@ -27,12 +27,12 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from .. import log
 from ..arch import info
 from ..errors import FileAccessError, HashMismatch, StoreError, ToolError, UsageError
-from ..store import Step, Store, StoreEntry
+from ..store import Step, Store, StoreEntry, TypedParams
 from ..util.fsutil import CHUNK, atomic_write, hash_file
 from ._elf import check_static_executable, read_elf
 
@@ -79,6 +79,38 @@ class CompileSource:
     @property
     def is_header(self) -> bool:
         return self.name.endswith(HEADER_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ZigCcParams(TypedParams):
+    """A ``zig-cc`` step (its inputs are the sources' digests as ``src/<name>``, its tool the zig
+    version): compile ``sources`` (base names, ``.h`` files only copied beside them) for ``arch``
+    with ``cflags`` into the one output ``output``."""
+
+    KIND: ClassVar[str] = KIND
+    VERSION: ClassVar[int] = KIND_VERSION
+
+    arch: Arch
+    cflags: tuple[str, ...]
+    sources: tuple[str, ...]
+    output: str
+
+    @property
+    def target(self) -> str:
+        return info(self.arch).zig_target
+
+    def to_json(self) -> dict[str, str | list[str]]:
+        return {
+            "target": self.target,
+            "cflags": list(self.cflags),
+            "sources": list(self.sources),
+            "output": self.output,
+        }
+
+    @property
+    def compiled(self) -> list[str]:
+        """The sources zig compiles (not the headers)."""
+        return [name for name in self.sources if not name.endswith(HEADER_SUFFIXES)]
 
 
 @dataclass(frozen=True)
@@ -231,24 +263,16 @@ def hash_sources(paths: Sequence[Path]) -> list[CompileSource]:
 
 
 # -- the step ----------------------------------------------------------------------------------
-def _step(sources: Sequence[CompileSource], arch: Arch, cflags: Sequence[str], output_name: str) -> Step:
-    return Step(
-        kind=KIND,
-        version=KIND_VERSION,
-        params={
-            "target": info(arch).zig_target,
-            "cflags": list(cflags),
-            "sources": [s.name for s in sources],
-            "output": output_name,
-        },
-        inputs={f"src/{s.name}": s.sha256 for s in sources},
-        tool={"zig": zig_identity()},
-    )
+def _step(
+    sources: Sequence[CompileSource], arch: Arch, cflags: Sequence[str], output_name: str
+) -> Step[ZigCcParams]:
+    params = ZigCcParams(arch, tuple(cflags), tuple(s.name for s in sources), output_name)
+    return Step(params, inputs={f"src/{s.name}": s.sha256 for s in sources}, tool={"zig": zig_identity()})
 
 
 def _checked_step(
     sources: Sequence[Path], arch: Arch, cflags: Sequence[str], output_name: str
-) -> tuple[list[CompileSource], Step]:
+) -> tuple[list[CompileSource], Step[ZigCcParams]]:
     """The hashed sources and the step of a compile, once its name and flags are checked."""
     _check_name(output_name, "output name")
     check_cflags(cflags)
@@ -258,7 +282,7 @@ def _checked_step(
 
 def compile_step(
     sources: Sequence[Path], *, arch: Arch, cflags: Sequence[str] = (), output_name: str = "a.out"
-) -> Step:
+) -> Step[ZigCcParams]:
     """The store step of a compile (hashes the sources, runs nothing): ``.key`` is its cache key."""
     return _checked_step(sources, arch, cflags, output_name)[1]
 
@@ -278,11 +302,7 @@ def compile_c(
     and leaves nothing in the store.
     """
     hashed, step = _checked_step(sources, arch, cflags, output_name)
-
-    def build(out: Path) -> None:
-        _compile(store, step.key, hashed, arch=arch, cflags=cflags, dest=out / output_name)
-
-    return store.realize(step, build)
+    return store.realize(step, functools.partial(_compile, store, step.key, hashed))
 
 
 def compile_c_binary(
@@ -342,10 +362,11 @@ def _run_zig(argv: list[str], work: Path, env: Mapping[str, str], what: str) -> 
 
 
 def _compile(
-    store: Store, key: str, sources: Sequence[CompileSource], *, arch: Arch, cflags: Sequence[str], dest: Path
+    store: Store, key: str, sources: Sequence[CompileSource], params: ZigCcParams, out: Path
 ) -> None:
+    """The action of a ``zig-cc`` step: ``sources`` are its inputs (re-checked against their digests)."""
     zig = zig_executable()
-    target = info(arch).zig_target
+    arch, target, dest = params.arch, params.target, out / params.output
     cache = zig_cache_dir(store)
     (cache / "home").mkdir(parents=True, exist_ok=True)
     # Beside the musl zig builds: a global cache shared with other stores (doit check) has it already.
@@ -358,8 +379,9 @@ def _compile(
     with tempfile.TemporaryDirectory(prefix=f"{key[:16]}.cc.", dir=store.tmp_dir) as tmp:
         work = Path(tmp)
         _copy_sources(sources, work)
-        compiled = [s.name for s in sources if not s.is_header]
-        argv = zig_command(zig, work, arch=arch, cflags=cflags, sources=compiled, output=dest.name)
+        argv = zig_command(
+            zig, work, arch=arch, cflags=params.cflags, sources=params.compiled, output=dest.name
+        )
         output = _run_zig(argv, work, zig_environment(cache), what)
         built = work / dest.name
         if not built.is_file():

@@ -457,6 +457,14 @@ def test_cli_pack_name_version_and_kernel_config(tmp_path: Path, capsys: Capture
     [
         (["--arch", "mips"], "key '--arch': unknown architecture 'mips': expected one of x86_64, aarch64"),
         (
+            ["--build-time", "yesterday"],
+            "key '--build-time': expected an RFC 3339 time like '2024-01-01T00:00:00+00:00', got 'yesterday'",
+        ),
+        (
+            ["--build-time", "2024-01-01T00:00:00"],
+            "key '--build-time': '2024-01-01T00:00:00' has no UTC offset; add '+00:00'",
+        ),
+        (
             ["--signing-certificate", "c.pem"],
             "--signing-certificate and --private-key must be given together",
         ),

@@ -12,6 +12,7 @@ from conftest import VECTORS
 from hypothesis import given
 from hypothesis import strategies as st
 
+from eifbuild.eif.buildtime import BuildTime
 from eifbuild.eif.metadata import (
     EifMetadata,
     canonical,
@@ -187,7 +188,10 @@ def test_make_metadata_defaults(tmp_path: Path) -> None:
         make_metadata(kernel=kernel, environ={"SOURCE_DATE_EPOCH": "86400"}).build_time
         == "1970-01-02T00:00:00+00:00"
     )
-    assert make_metadata(kernel=kernel, build_time=3600, environ={}).build_time == "1970-01-01T01:00:00+00:00"
+    assert (
+        make_metadata(kernel=kernel, build_time=BuildTime.from_epoch(3600), environ={}).build_time
+        == "1970-01-01T01:00:00+00:00"
+    )
     assert make_metadata(kernel=kernel, operating_system="", environ={}).operating_system == ""
     assert make_metadata(kernel=kernel, custom={"b": 1, "a": 2}, environ={}).custom == {"a": 2, "b": 1}
     with pytest.raises(InputError, match=r"^custom metadata is a JSON string: expected an object or null"):

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import PackRequest, SectionType, measure, pack, read_eif
+from eifbuild.eif import PackRequest, SectionType, measure, pack, parse_build_time, read_eif
 from eifbuild.eif.reader import read_section
 from eifbuild.eif.sign import PemSigner
 from eifbuild.inspect import diff_files, extract
@@ -125,7 +125,7 @@ def build_eif(tmp_path: Path, name: str, spec: Spec) -> Path:
     pack(
         PackRequest(
             output=out, kernel=kernel, cmdline=spec.cmdline, ramdisks=[boot, app], arch="x86_64",
-            name="app", version="1.0", build_time=spec.build_time, signer=signer,
+            name="app", version="1.0", build_time=parse_build_time(spec.build_time), signer=signer,
         )
     )  # fmt: skip
     return out
@@ -238,7 +238,7 @@ def _repack(path: Path, custom: dict[str, object], build_time: str) -> None:
         PackRequest(
             output=path, kernel=out / "kernel", cmdline=image.cmdline,
             ramdisks=[out / "ramdisk-0.cpio", out / "ramdisk-1.cpio"], arch="x86_64", name="app",
-            version="1.0", build_time=build_time, custom=custom,  # type: ignore[arg-type]
+            version="1.0", build_time=parse_build_time(build_time), custom=custom,  # type: ignore[arg-type]
         )
     )  # fmt: skip
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from eifbuild.eif import BuildTime
 from eifbuild.errors import ConfigError, FileAccessError
 from eifbuild.plan.config import (
     App,
@@ -84,8 +85,7 @@ def test_minimal_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert project.bootstrap.nsm is None  # the recipes' defaults decide
     assert project.bootstrap.kernel_config is None
     assert project.app == App(rootfs=tmp_path / "rootfs", cmd=("/bin/hello",))
-    assert project.build_time == "1970-01-01T00:00:00+00:00"
-    assert project.build_epoch == 0
+    assert project.build_time == BuildTime("1970-01-01T00:00:00+00:00", 0)
     assert project.cmdline is None
     assert project.compression == "none"
     assert project.sign is None
@@ -96,8 +96,7 @@ def test_minimal_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_source_date_epoch_sets_build_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     project = parse_project(MINIMAL, tmp_path / "eif.toml")
-    assert project.build_time == "2023-11-14T22:13:20+00:00"
-    assert project.build_epoch == 1700000000
+    assert project.build_time == BuildTime("2023-11-14T22:13:20+00:00", 1700000000)
 
 
 def test_full_document(tmp_path: Path) -> None:
@@ -105,8 +104,7 @@ def test_full_document(tmp_path: Path) -> None:
     assert project.arches == ("x86_64", "aarch64")  # canonical order, whatever the file says
     assert project.output == tmp_path / "out"
     assert project.cmdline == {"x86_64": "console=ttyS0", "aarch64": "console=ttyS0 root=/dev/ram0"}
-    assert project.build_time == "2024-05-01T12:00:00+00:00"
-    assert project.build_epoch == 1714564800
+    assert project.build_time == BuildTime("2024-05-01T12:00:00+00:00", 1714564800)
     assert project.metadata == {"team": "enclaves", "tags": ["a", "b"]}
     assert project.compression == "gzip"
     boot = project.bootstrap

@@ -40,6 +40,7 @@ from eifbuild.store.remote.manifest import (
     sign,
     trusted_keys,
 )
+from eifbuild.store.step import RawParams
 
 PAYLOAD = b"zig output " * 5000
 
@@ -105,11 +106,11 @@ def remote(moto: MotoServer, keys: Keys) -> CacheSettings:
     )
 
 
-STEP = Step("compile", 1, {"cflags": ["-O2"]}, {"init.c": "ab" * 32}, {"zig": "0.17.1"})
+STEP = Step(RawParams("compile", 1, {"cflags": ["-O2"]}), {"init.c": "ab" * 32}, {"zig": "0.17.1"})
 
 
 def build_into(calls: list[Path]) -> object:
-    def build(out: Path) -> dict[str, str]:
+    def build(_: RawParams, out: Path) -> dict[str, str]:
         calls.append(out)
         (out / "bin").mkdir()
         (out / "bin" / "init").write_bytes(PAYLOAD)
@@ -249,7 +250,7 @@ def test_an_unreachable_remote_warns_once_and_builds_locally(tmp_path: Path, rem
     calls: list[Path] = []
     with log.use(recorder):
         store.realize(STEP, build_into(calls))  # type: ignore[arg-type]
-        store.realize(Step("other", 1), build_into(calls))  # type: ignore[arg-type]
+        store.realize(Step(RawParams("other", 1)), build_into(calls))  # type: ignore[arg-type]
     assert len(calls) == 2
     assert len(recorder.warnings) == 1, recorder.lines
     assert str(remote.remote) in recorder.warnings[0]
@@ -330,9 +331,9 @@ def test_manifest_verifies_with_the_trusted_key_only(tmp_path: Path, keys: Keys)
 def test_a_pinned_source_file_needs_no_signature_but_its_hash_must_hold() -> None:
     pin = _sha(b"kernel")
     step = Step(
-        "source",
-        1,
-        {"tree": False, "filename": "bzImage", "member": None, "strip": 0, "unpack": False},
+        RawParams(
+            "source", 1, {"tree": False, "filename": "bzImage", "member": None, "strip": 0, "unpack": False}
+        ),
         {"sha256": pin},
     )
     meta = {"tree": False, "filename": "bzImage", "sha256": pin, "size": 6, "fetched_sha256": pin}
@@ -351,7 +352,7 @@ def test_a_pinned_source_file_needs_no_signature_but_its_hash_must_hold() -> Non
         open_manifest(json.dumps({"manifest": body}).encode(), key=step.key, trusted={})
 
 
-def _image_manifest(step: Step, name: str, data: bytes, **extra: object) -> bytes:
+def _image_manifest(step: Step[RawParams], name: str, data: bytes, **extra: object) -> bytes:
     out = {"type": "file", "sha256": _sha(data), "size": len(data), "executable": False, **extra}
     body = {
         "format": 1,
@@ -367,16 +368,16 @@ def _image_manifest(step: Step, name: str, data: bytes, **extra: object) -> byte
 def test_image_blobs_and_uncompressed_layers_need_no_signature_but_their_digest_must_hold() -> None:
     tar = b"an uncompressed layer"
     diff_id = f"sha256:{_sha(tar)}"
-    layer = Step("oci-layer", 1, {"digest": f"sha256:{_sha(b'gzipped')}", "diff_id": diff_id})
+    layer = Step(RawParams("oci-layer", 1, {"digest": f"sha256:{_sha(b'gzipped')}", "diff_id": diff_id}))
     data = _image_manifest(layer, "layer.tar", tar)
     assert open_manifest(data, key=layer.key, trusted={}).trusted_by == "content-addressed"
-    blob = Step("oci-blob", 1, {"digest": f"sha256:{_sha(b'{}')}"})
+    blob = Step(RawParams("oci-blob", 1, {"digest": f"sha256:{_sha(b'{}')}"}))
     assert open_manifest(_image_manifest(blob, "blob", b"{}"), key=blob.key, trusted={}).trusted_by
     refused = [
         _image_manifest(layer, "layer.tar", b"other bytes"),  # not what the diff_id names
         _image_manifest(layer, "blob", tar),  # not the layer's output
         _image_manifest(layer, "layer.tar", tar, executable=True),
-        _image_manifest(Step("oci-layer", 1, {"digest": diff_id}), "layer.tar", tar),  # no diff_id
+        _image_manifest(Step(RawParams("oci-layer", 1, {"digest": diff_id})), "layer.tar", tar),  # no diff_id
     ]
     for bad in refused:
         key = json.loads(bad)["manifest"]["key"]

@@ -6,29 +6,31 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eifbuild.errors import StoreError
 from eifbuild.store import Step, Store, canonical_json
 from eifbuild.store.local import Substituted
+from eifbuild.store.step import RawParams
 
 
-def _write(name: str, data: bytes) -> Callable[[Path], None]:
-    def build(out: Path) -> None:
+def _write(name: str, data: bytes) -> Callable[[RawParams, Path], None]:
+    def build(_: RawParams, out: Path) -> None:
         (out / name).write_bytes(data)
 
     return build
 
 
 def test_key_is_canonical_and_sensitive() -> None:
-    a = Step("cpio", 1, {"b": 1, "a": [1, 2]}, {"x": "00"})
-    b = Step("cpio", 1, {"a": [1, 2], "b": 1}, {"x": "00"})
+    a = Step(RawParams("cpio", 1, {"b": 1, "a": [1, 2]}), {"x": "00"})
+    b = Step(RawParams("cpio", 1, {"a": [1, 2], "b": 1}), {"x": "00"})
     assert a.key == b.key
     assert len(a.key) == 64
-    assert Step("cpio", 2, {"b": 1, "a": [1, 2]}, {"x": "00"}).key != a.key
-    assert Step("cpio", 1, {"b": 1, "a": [1, 2]}, {"x": "01"}).key != a.key
-    assert Step("cpio", 1, {"b": 1, "a": [1, 2]}, {"x": "00"}, {"zig": "0.17.1"}).key != a.key
+    assert Step(RawParams("cpio", 2, {"b": 1, "a": [1, 2]}), {"x": "00"}).key != a.key
+    assert Step(RawParams("cpio", 1, {"b": 1, "a": [1, 2]}), {"x": "01"}).key != a.key
+    assert Step(RawParams("cpio", 1, {"b": 1, "a": [1, 2]}), {"x": "00"}, {"zig": "0.17.1"}).key != a.key
     assert canonical_json({"é": 1, "a": None}) == '{"a":null,"é":1}'.encode()
 
 
@@ -36,13 +38,13 @@ def test_realize_builds_once_and_publishes_readonly(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     calls = []
 
-    def build(out: Path) -> None:
+    def build(_: RawParams, out: Path) -> None:
         calls.append(out)
         (out / "sub").mkdir()
         (out / "sub" / "f").write_bytes(b"hello")
         (out / "link").symlink_to("sub/f")
 
-    step = Step("demo", 1, {"n": 1})
+    step = Step(RawParams("demo", 1, {"n": 1}))
     entry = store.realize(step, build)
     again = store.realize(step, build)
     assert len(calls) == 1
@@ -60,7 +62,7 @@ def test_realize_builds_once_and_publishes_readonly(tmp_path: Path) -> None:
 
 def test_unknown_output_name_is_a_clear_error(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    entry = store.realize(Step("demo", 1), _write("out", b"x"))
+    entry = store.realize(Step(RawParams("demo", 1)), _write("out", b"x"))
     with pytest.raises(StoreError, match=r"has no output 'nope' \(outputs: out\)"):
         entry.file("nope")
 
@@ -68,12 +70,12 @@ def test_unknown_output_name_is_a_clear_error(tmp_path: Path) -> None:
 def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path)
 
-    def build(out: Path) -> None:
+    def build(_: RawParams, out: Path) -> None:
         (out / "partial").write_bytes(b"half")
         raise RuntimeError("compiler crashed")
 
     with pytest.raises(RuntimeError):
-        store.realize(Step("demo", 1), build)
+        store.realize(Step(RawParams("demo", 1)), build)
     assert list(store.keys()) == []
     assert not list((tmp_path / "tmp").iterdir())
     assert not list(tmp_path.glob("??"))
@@ -81,7 +83,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
 
 def test_directory_without_record_is_garbage_and_rebuilt(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    step = Step("demo", 1)
+    step = Step(RawParams("demo", 1))
     stale = store.entry_dir(step.key)
     stale.mkdir(parents=True)
     (stale / "out").write_bytes(b"stale")
@@ -108,13 +110,13 @@ def test_downloads_nobody_holds_are_garbage(tmp_path: Path) -> None:
 
 
 def _concurrent_builder(root: str, marker: str) -> None:
-    def build(out: Path) -> None:
+    def build(_: RawParams, out: Path) -> None:
         with open(marker, "a") as fh:
             fh.write("built\n")
         time.sleep(0.5)
         (out / "out").write_bytes(b"data")
 
-    Store(root).realize(Step("demo", 1), build)
+    Store(root).realize(Step(RawParams("demo", 1)), build)
 
 
 def test_two_processes_build_a_key_once(tmp_path: Path) -> None:
@@ -129,13 +131,13 @@ def test_two_processes_build_a_key_once(tmp_path: Path) -> None:
         p.join(30)
         assert p.exitcode == 0
     assert marker.read_text() == "built\n"
-    assert Store(tmp_path / "s").get(Step("demo", 1).key) is not None
+    assert Store(tmp_path / "s").get(Step(RawParams("demo", 1)).key) is not None
 
 
 def test_verify_finds_and_repairs_corruption(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    good = store.realize(Step("demo", 1, {"i": 1}), _write("out", b"good"))
-    bad = store.realize(Step("demo", 1, {"i": 2}), _write("out", b"bad"))
+    good = store.realize(Step(RawParams("demo", 1, {"i": 1})), _write("out", b"good"))
+    bad = store.realize(Step(RawParams("demo", 1, {"i": 2})), _write("out", b"bad"))
     target = bad.file("out")
     os.chmod(target, 0o644)
     target.write_bytes(b"tampered")
@@ -152,8 +154,8 @@ def test_verify_finds_and_repairs_corruption(tmp_path: Path) -> None:
 
 def test_gc_keeps_roots_and_recent_entries(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    keep = store.realize(Step("demo", 1, {"i": 1}), _write("out", b"1"))
-    drop = store.realize(Step("demo", 1, {"i": 2}), _write("out", b"2"))
+    keep = store.realize(Step(RawParams("demo", 1, {"i": 1})), _write("out", b"1"))
+    drop = store.realize(Step(RawParams("demo", 1, {"i": 2})), _write("out", b"2"))
     store.write_roots("project", [keep.key])
     assert store.gc(keep_days=1) == []  # both are younger than a day
     assert store.gc(keep_days=0) == [drop.key]
@@ -171,15 +173,15 @@ def test_for_project_honours_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_substitute_asks_the_substituter_and_never_builds(tmp_path: Path) -> None:
     asked: list[str] = []
 
-    def substituter(step: Step, out: Path) -> Substituted | None:
+    def substituter(step: Step[Any], out: Path) -> Substituted | None:
         asked.append(step.key)
-        if step.params["n"] != 1:
+        if step.params.to_json()["n"] != 1:
             return None
         (out / "f").write_bytes(b"from elsewhere")
         return Substituted({}, "mirror")
 
     store = Store(tmp_path / "store", substituter=substituter)
-    filled, missing = Step("demo", 1, {"n": 1}), Step("demo", 1, {"n": 2})
+    filled, missing = Step(RawParams("demo", 1, {"n": 1})), Step(RawParams("demo", 1, {"n": 2}))
     entry = store.substitute(filled)
     assert entry is not None
     assert entry.record["substituted"] == "mirror"

@@ -11,14 +11,15 @@ from eifbuild.cli import main
 from eifbuild.commands.common import default_store
 from eifbuild.plan.config import find_project_dir
 from eifbuild.store import Step, Store
+from eifbuild.store.step import RawParams
 
 
 def _entry(store: Store, i: int, data: bytes) -> str:
-    def build(out: Path) -> dict[str, str]:
+    def build(_: RawParams, out: Path) -> dict[str, str]:
         (out / "out").write_bytes(data)
         return {"source": f"demo/{i}"}
 
-    return store.realize(Step("demo", 1, {"i": i}), build).key
+    return store.realize(Step(RawParams("demo", 1, {"i": i})), build).key
 
 
 def test_builder_meta_is_kept_in_the_record(tmp_path: Path) -> None:
@@ -30,10 +31,10 @@ def test_builder_meta_is_kept_in_the_record(tmp_path: Path) -> None:
     assert entry.size == 1
     assert entry.created.endswith("+00:00")
 
-    def build(out: Path) -> None:
+    def build(_: RawParams, out: Path) -> None:
         (out / "f").write_bytes(b"")
 
-    plain = store.realize(Step("demo", 1, {"i": 2}), build)
+    plain = store.realize(Step(RawParams("demo", 1, {"i": 2})), build)
     assert plain.meta == {}
     assert "meta" not in plain.record
 
@@ -122,7 +123,7 @@ def test_every_command_uses_the_store_of_the_project_around_the_cwd(
     monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
     (tmp_path / "eif.toml").write_text("")
     (tmp_path / "src").mkdir()
-    key = Store(tmp_path / "cache").realize(Step("demo", 1), lambda out: None).key
+    key = Store(tmp_path / "cache").realize(Step(RawParams("demo", 1)), lambda _, out: None).key
     monkeypatch.chdir(tmp_path / "src")
     monkeypatch.setattr(target, _see_store)
     with pytest.raises(_StoreSeen) as seen:

@@ -111,7 +111,7 @@ def test_the_key_covers_source_fragment_arch_options_and_toolchain(tmp_path: Pat
 def test_the_key_holds_no_machine_path(tmp_path: Path) -> None:
     step = kernel_step(_spec(tmp_path), TOOL)
     assert str(tmp_path) not in repr(step.describe())
-    assert step.params["kbuild"]["KBUILD_BUILD_TIMESTAMP"] == "1970-01-01 00:00:00 UTC"
+    assert step.describe()["params"]["kbuild"]["KBUILD_BUILD_TIMESTAMP"] == "1970-01-01 00:00:00 UTC"
 
 
 def test_spec_rejects_unknown_base_and_odd_module_paths(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from conftest import require_tool
 from eifbuild import cli, log
 from eifbuild.errors import FileAccessError, StoreError, ToolError, UsageError
 from eifbuild.store import Step, Store, StoreEntry
+from eifbuild.store.step import RawParams
 from eifbuild.toolchain import _elf as elf
 from eifbuild.toolchain import init as init_module
 from eifbuild.toolchain import zig as toolchain
@@ -72,10 +73,10 @@ def test_x86_64_binary_is_static_and_runs(hello_x86: StoreEntry) -> None:
 def test_binary_of_another_kind_of_entry(tmp_path: Path) -> None:
     store = Store(tmp_path)
 
-    def build(out: Path) -> None:
+    def build(_: RawParams, out: Path) -> None:
         (out / "x").write_bytes(b"x")
 
-    entry = store.realize(Step("other", 1), build)
+    entry = store.realize(Step(RawParams("other", 1)), build)
     with pytest.raises(StoreError) as exc:
         toolchain.Binary.from_entry(entry)
     assert str(exc.value) == f"store entry {entry.key}: kind 'other', expected a zig-cc binary"

@@ -10,7 +10,7 @@ the remote failed to answer once it is not asked again in this run (no timeout p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ... import log
 from ...errors import ConfigError, RemoteCacheError
@@ -19,7 +19,7 @@ from .config import REQUIRE_ENV, SIGNING_KEY_ENV
 from .manifest import SecretKey, trusted_keys
 
 if TYPE_CHECKING:
-    from ..local import Step
+    from ..step import Step
     from .config import CacheSettings, S3Url
 
 
@@ -85,7 +85,7 @@ class RemoteCache:
             log.warn(f"{exc}; building locally")
         self.down = exc.message
 
-    def refused(self, step: Step, reason: str) -> None:
+    def refused(self, step: Step[Any], reason: str) -> None:
         """An entry that cannot be used (untrusted, tampered, incomplete): warn and build it here."""
         where = self.bucket.where(manifest_name(step.key))
         self.transfers.refused.append(step.key)
@@ -94,7 +94,7 @@ class RemoteCache:
             raise RemoteCacheError(msg, url=where)
         log.warn(f"remote cache {where}: refused {step.kind} entry: {reason}; building locally")
 
-    def missing(self, step: Step) -> None:
+    def missing(self, step: Step[Any]) -> None:
         if self.settings.require:
             msg = f"has no {step.kind} entry {step.key} and ${REQUIRE_ENV}=1 forbids building it here"
             raise RemoteCacheError(msg, url=str(self.url))

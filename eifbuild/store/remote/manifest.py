@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ...errors import ConfigError
-from ..local import Step, canonical_json
+from ..step import RawParams, Step, canonical_json
 from .config import parse_named_key
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class Manifest:
     :data:`CONTENT_ADDRESSED`)."""
 
     key: str
-    step: Step
+    step: Step[RawParams]
     outputs: Mapping[str, Mapping[str, Any]]
     dirs: tuple[str, ...]
     meta: Mapping[str, Any]
@@ -169,13 +169,13 @@ def open_manifest(data: bytes, *, key: str, trusted: Mapping[str, Ed25519PublicK
     return Manifest(key, step, outputs, tuple(dirs), meta, signer or CONTENT_ADDRESSED)
 
 
-def _step(body: Mapping[str, Any], key: str) -> Step:
+def _step(body: Mapping[str, Any], key: str) -> Step[RawParams]:
     raw = body.get("step")
     if body.get("key") != key or not isinstance(raw, dict):
         msg = f"manifest is not for key {key}"
         raise ManifestRefused(msg)
     try:
-        step = Step(raw["kind"], raw["version"], raw["params"], raw["inputs"], raw["tool"])
+        step = Step.recorded(raw)
     except (KeyError, TypeError):
         msg = "manifest step is malformed"
         raise ManifestRefused(msg) from None
@@ -236,7 +236,9 @@ def _unsigned_reason(signatures: Any) -> str:
 IMAGE_ENTRIES: Final = {"oci-blob": ("blob", "digest"), "oci-layer": ("layer.tar", "diff_id")}
 
 
-def content_addressed(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> bool:
+def content_addressed(
+    step: Step[RawParams], outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]
+) -> bool:
     """True when the entry's own hash is its trust: a pinned source file taken as downloaded (its
     one output and every digest in ``meta`` are the sha256 pin), an OCI blob (its digest) or an
     uncompressed OCI layer (its diff_id)."""
@@ -244,7 +246,7 @@ def content_addressed(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta
         return _image_entry(step, outputs, meta)
     if step.kind != "source":
         return False
-    pin, params = step.inputs.get("sha256"), step.params
+    pin, params = step.inputs.get("sha256"), step.params.raw
     plain = not params.get("tree") and not params.get("member") and not params.get("unpack")
     name = params.get("filename")
     out = outputs.get(name, {}) if isinstance(name, str) else {}
@@ -261,10 +263,12 @@ def content_addressed(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta
     )
 
 
-def _image_entry(step: Step, outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]) -> bool:
+def _image_entry(
+    step: Step[RawParams], outputs: Mapping[str, Mapping[str, Any]], meta: Mapping[str, Any]
+) -> bool:
     """One plain file, named by the digest in the step (which the caller's key already vouches for)."""
     name, param = IMAGE_ENTRIES[step.kind]
     out = outputs.get(name, {})
-    digest = str(step.params.get(param, ""))
+    digest = str(step.params.raw.get(param, ""))
     named = digest == f"sha256:{out.get('sha256')}"
     return set(outputs) == {name} and named and not out.get("executable") and not meta

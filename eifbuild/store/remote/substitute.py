@@ -9,7 +9,7 @@ store then hashes the outputs again as it commits them, like any built step.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ... import log
 from ...errors import RemoteCacheError
@@ -21,12 +21,12 @@ from .manifest import ManifestRefused, open_manifest
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..local import Step
+    from ..step import Step
     from .cache import RemoteCache
     from .manifest import Manifest
 
 
-def pull_entry(cache: RemoteCache, step: Step, out: Path) -> Substituted | None:
+def pull_entry(cache: RemoteCache, step: Step[Any], out: Path) -> Substituted | None:
     """Fill ``out`` with the remote entry of ``step``; None (after saying why) to build locally."""
     if cache.down is not None:
         return None
