@@ -36,14 +36,14 @@ class Source(Protocol):
 
 
 class SectionStream:
-    """The data of ``section`` read from ``fh`` (positioned at its start), hashed (sha256) as it is
-    read; ``peek`` looks ahead."""
+    """The data of ``section`` read from ``fh`` (positioned at its start), hashed (sha256, unless not
+    ``hashed``: then only counted) as it is read; ``peek`` looks ahead."""
 
-    def __init__(self, fh: Source, section: Section, where: str) -> None:
+    def __init__(self, fh: Source, section: Section, where: str, *, hashed: bool = True) -> None:
         self.fh = fh
         self.left = section.size
         self.where = where
-        self.hasher = StreamHasher()
+        self.hasher = _hasher(hashed)
         self._ahead = b""
 
     def peek(self, size: int) -> bytes:
@@ -78,12 +78,17 @@ class SectionStream:
         return data
 
 
-class HashingReader:
-    """Everything read through it is hashed (the decompressed cpio of a gzip ramdisk)."""
+def _hasher(hashed: bool) -> StreamHasher:
+    return StreamHasher() if hashed else StreamHasher(())
 
-    def __init__(self, inner: IO[bytes] | SectionStream) -> None:
+
+class HashingReader:
+    """Everything read through it is hashed, unless not ``hashed`` (the decompressed cpio of a gzip
+    ramdisk)."""
+
+    def __init__(self, inner: IO[bytes] | SectionStream, *, hashed: bool = True) -> None:
         self.inner = inner
-        self.hasher = StreamHasher()
+        self.hasher = _hasher(hashed)
 
     def read(self, size: int = -1, /) -> bytes:
         data = self.inner.read(CHUNK if size < 0 else size)
@@ -145,14 +150,16 @@ class RamdiskStreams:
 
 
 @contextlib.contextmanager
-def open_section(image: EifImage, section: Section, where: str) -> Iterator[SectionStream]:
+def open_section(
+    image: EifImage, section: Section, where: str, *, hashed: bool = True
+) -> Iterator[SectionStream]:
     try:
         fh = image.path.open("rb")
     except OSError as exc:
         raise _unreadable(image, exc) from None
     with fh:
         fh.seek(section.data_offset)
-        yield SectionStream(fh, section, f"{image.path}, {where}")
+        yield SectionStream(fh, section, f"{image.path}, {where}", hashed=hashed)
 
 
 def _unreadable(image: EifImage, exc: OSError) -> EifFormatError:
@@ -166,9 +173,11 @@ def ramdisk_members(
     *,
     data: Callable[[CpioMember], bool],
     copy_to: Callable[[CpioMember], IO[bytes] | None] | None = None,
+    hashed: bool = True,
 ) -> Iterator[tuple[RamdiskStreams, Iterator[CpioMember]]]:
-    """The streams of the ramdisk ``raw`` reads and an iterator over its members (content hashed,
-    the contents ``data`` selects loaded, each content copied to ``copy_to``'s file). Leaving the
+    """The streams of the ramdisk ``raw`` reads and an iterator over its members (the cpio stream
+    and each content hashed unless not ``hashed``, the contents ``data`` selects loaded, each
+    content copied to ``copy_to``'s file). Leaving the
     block reads the rest of the section (padding after the trailer is counted). A corrupt gzip
     stream or cpio archive is an ArchiveError naming the EIF and the ramdisk (``raw.where``)."""
     located = raw.where
@@ -176,10 +185,10 @@ def ramdisk_members(
     container = _container(head)
     try:
         with _decompressed(raw, container) as inner:
-            streams = RamdiskStreams(raw, HashingReader(inner), container)
+            streams = RamdiskStreams(raw, HashingReader(inner, hashed=hashed), container)
             members: Iterator[CpioMember] = iter(())
             if container.compression != "opaque":
-                members = read_cpio(streams.cpio, path=located, data=data, hashed=True, copy_to=copy_to)
+                members = read_cpio(streams.cpio, path=located, data=data, hashed=hashed, copy_to=copy_to)
             yield streams, members
             for _ in members:
                 pass

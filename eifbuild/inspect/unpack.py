@@ -184,8 +184,8 @@ def unpack_ramdisk(image: EifImage, section: Section, index: int, root: Path) ->
     unpacker = _Unpacker(root, f"{image.path}, {where}")
     wanted = stat.S_ISLNK
     with (
-        open_section(image, section, where) as raw,
-        ramdisk_members(raw, data=lambda m: wanted(m.mode), copy_to=unpacker.content_file) as (
+        open_section(image, section, where, hashed=False) as raw,  # extract hashed the section already
+        ramdisk_members(raw, data=lambda m: wanted(m.mode), copy_to=unpacker.content_file, hashed=False) as (
             streams,
             members,
         ),

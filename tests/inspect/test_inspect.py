@@ -38,6 +38,7 @@ from eifbuild.eif import (
 from eifbuild.errors import ArchiveError
 from eifbuild.inspect import DiffResult, diff_files, extract
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
+from eifbuild.util.fsutil import StreamHasher
 
 Capture = pytest.CaptureFixture[str]
 INPUTS = VECTORS / "inputs"
@@ -481,6 +482,23 @@ def test_extract_unpack_writes_the_tree(tmp_path: Path) -> None:
     assert isinstance(unpacked, list)
     listed = {(e["path"], e["type"]) for e in unpacked[1]["not_created"]}
     assert listed == {("rootfs/dev/console", "char device"), ("rootfs/run/pipe", "fifo")}
+
+
+def test_extract_unpack_hashes_each_section_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest's sha256 of each section is all the hashing: unpacking a ramdisk hashes neither
+    its bytes again nor its cpio stream nor its members."""
+    eif = build_eif(tmp_path, "a", Spec(app_compression="gzip"))
+    hashed = 0
+    real_update = StreamHasher.update
+
+    def counting_update(self: StreamHasher, data: bytes) -> None:
+        nonlocal hashed
+        hashed += len(data) * len(self.algorithms)
+        real_update(self, data)
+
+    monkeypatch.setattr(StreamHasher, "update", counting_update)
+    extract(eif, tmp_path / "x", unpack=True)
+    assert hashed == sum(s.size for s in read_eif(eif).sections)
 
 
 def _newc(*members: tuple[str, int, bytes]) -> bytes:
