@@ -38,7 +38,17 @@ if TYPE_CHECKING:
         read_kernel_config,
     )
     from .pcr import DEFAULT_ALGO, HASH_ALGOS, HashAlgo, Measurements, parse_algo
-    from .reader import EifImage, Section, iter_section, measure, read_eif, read_section, scan
+    from .reader import (
+        EifImage,
+        Section,
+        SectionGaps,
+        iter_section,
+        measure,
+        read_eif,
+        read_section,
+        scan,
+        section_gaps,
+    )
     from .sign import PemSigner, Signer
     from .writer import PackRequest, SectionSource, min_enclave_memory_mib, pack, sign_eif, write_eif
 
@@ -63,6 +73,7 @@ __all__ = [
     "PackRequest",
     "PemSigner",
     "Section",
+    "SectionGaps",
     "SectionSource",
     "SectionType",
     "Signer",
@@ -84,6 +95,7 @@ __all__ = [
     "read_kernel_config",
     "read_section",
     "scan",
+    "section_gaps",
     "sign_eif",
     "signs_deterministically",
     "verify",

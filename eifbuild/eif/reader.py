@@ -103,6 +103,30 @@ class EifImage:
         return self.of_type(kind)[0]  # read_eif guarantees exactly one kernel and cmdline
 
 
+@dataclass(frozen=True)
+class SectionGaps:
+    """Bytes outside the header and the sections (eif_build writes none; nitro-cli's sequential
+    reader cannot read them)."""
+
+    before: tuple[tuple[Section, int], ...]  # each section that starts after a gap, and the gap's size
+    trailing: int  # bytes after the last section
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.before) + self.trailing
+
+
+def section_gaps(image: EifImage) -> SectionGaps:
+    """Where ``image`` has bytes between its header and sections, or after them."""
+    before = []
+    end = HEADER_SIZE
+    for section in image.sections:
+        if section.offset != end:
+            before.append((section, section.offset - end))
+        end = section.end
+    return SectionGaps(tuple(before), image.file_size - end)
+
+
 def read_eif(path: Path) -> EifImage:
     """Parse and structurally validate the EIF at ``path`` (reads only headers and small sections)."""
     path = Path(path)

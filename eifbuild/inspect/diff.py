@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ..eif import HEADER_SIZE, SECTION_HEADER_SIZE, SectionType, read_eif
+from ..eif import SectionType, read_eif, section_gaps
 from ..errors import EifFormatError
 from .diffcpio import ramdisk_changes
 from .summary import same_bytes, section_pcrs, summarize
@@ -263,12 +263,7 @@ def layout_changes(a: EifImage, b: EifImage) -> list[Change]:
     if order_a != order_b:
         detail = f"{', '.join(order_a)} → {', '.join(order_b)}"
         changes.append(Change("sections", False, _UNMEASURED, f"section order: {detail}"))
-    gaps_a, gaps_b = _gaps(a), _gaps(b)
+    gaps_a, gaps_b = section_gaps(a).total, section_gaps(b).total
     if gaps_a != gaps_b:
         changes.append(Change("sections", False, _UNMEASURED, f"padding: {gaps_a} → {gaps_b} bytes"))
     return changes
-
-
-def _gaps(image: EifImage) -> int:
-    """Bytes between and after the sections (eif_build writes none)."""
-    return image.file_size - HEADER_SIZE - sum(SECTION_HEADER_SIZE + s.size for s in image.sections)
