@@ -83,7 +83,6 @@ class RamdiskSummary:
     sha256: str
     container: Container
     cpio_sha256: str
-    cpio_size: int
     members: tuple[MemberSummary, ...]
     trailing: int
     trailing_nonzero: bool
@@ -225,7 +224,6 @@ def summarize_ramdisk(section: Section, index: int, raw: SectionStream) -> Ramdi
         sha256=streams.raw.hasher.hexdigest(),
         container=streams.container,
         cpio_sha256=streams.cpio.hasher.hexdigest(),
-        cpio_size=streams.cpio.hasher.size,
         members=_with_link_groups(found),
         trailing=streams.trailing,
         trailing_nonzero=streams.trailing_nonzero,
