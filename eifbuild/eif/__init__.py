@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         load_custom_metadata,
         make_metadata,
         read_kernel_config,
+        read_kernel_config_text,
     )
     from .pcr import DEFAULT_ALGO, HASH_ALGOS, HashAlgo, Measurements, parse_algo
     from .reader import (
@@ -93,6 +94,7 @@ __all__ = [
     "pcr_role",
     "read_eif",
     "read_kernel_config",
+    "read_kernel_config_text",
     "read_section",
     "scan",
     "section_gaps",
