@@ -10,7 +10,15 @@ from ..util.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .blobs import BlobDownloads, check_blob
-    from .download import Downloaded, Downloader, HttpOptions, SourceCache, apt_download, failure_reason
+    from .download import (
+        Downloaded,
+        Downloader,
+        HttpOptions,
+        SourceCache,
+        apt_download,
+        download_checked,
+        failure_reason,
+    )
     from .local import Garbage, Step, Store, StoreEntry, Substituted, canonical_json, describe_garbage
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "canonical_json",
     "check_blob",
     "describe_garbage",
+    "download_checked",
     "failure_reason",
 ]
 
