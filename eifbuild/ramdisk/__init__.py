@@ -21,10 +21,20 @@ if TYPE_CHECKING:
         scan_tree,
         tree_entries,
     )
-    from .newc import Compression, Entry, FileContent, WriteResult, eif_alignment, write_cpio, write_cpio_file
+    from .newc import (
+        COMPRESSIONS,
+        Compression,
+        Entry,
+        FileContent,
+        WriteResult,
+        eif_alignment,
+        write_cpio,
+        write_cpio_file,
+    )
     from .reader import CpioMember, Readable, read_cpio
 
 __all__ = [
+    "COMPRESSIONS",
     "ROOTFS_DIRS",
     "Compression",
     "CpioMember",
