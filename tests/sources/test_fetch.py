@@ -37,11 +37,6 @@ def cache(tmp_path: Path) -> SourceCache:
     return SourceCache(tmp_path / "sources")
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
-
-
 def source(tmp_path: Path, **fields: object) -> Source:
     return Source(name="blob", recipe="test", recipe_path=tmp_path / "recipe.toml", **fields)  # type: ignore[arg-type]
 
