@@ -49,7 +49,7 @@ from .plan import (
     load_project,
 )
 from .store import Store
-from .store.remote import REMOTE_ENV
+from .store.remote import with_environment
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -121,8 +121,8 @@ def _plan() -> Plan:
 
 def _attach_remote(plan: Plan) -> None:
     """Pull from (and maybe push to) the remote cache; boto3 is imported only when one is set."""
-    settings = plan.project.cache
-    if not settings.enabled and not os.environ.get(REMOTE_ENV):
+    settings = with_environment(plan.project.cache)  # $EIFBUILD_REMOTE_CACHE and the others
+    if not settings.enabled:
         return
     from .store import remote  # noqa: PLC0415
 

@@ -18,6 +18,8 @@ import pytest
 from s3_helpers import THROWAWAY_AWS_ENV, MotoServer
 from source_helpers import LocalServer
 
+from eifbuild.store import Store
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -67,6 +69,18 @@ def _private_download_cache(
 ) -> None:
     """Each test gets its own download cache, never the user's (a test may still override this)."""
     monkeypatch.setenv("EIFBUILD_SOURCES_DIR", str(tmp_path_factory.mktemp("eifbuild-sources")))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """An empty store of the test's own."""
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """One store for the whole run: what one test compiles (zig), every later test finds."""
+    return Store(tmp_path_factory.mktemp("shared-store"))
 
 
 @pytest.fixture

@@ -193,3 +193,17 @@ def test_the_wheel_ships_every_package() -> None:
     listed = set(read_toml(PACKAGE.parent / "pyproject.toml", "pyproject")["tool"]["setuptools"]["packages"])
     present = {_module_name(init) for init in PACKAGE.rglob("__init__.py")}
     assert present <= listed, sorted(present - listed)
+
+
+def test_the_version_is_written_once() -> None:
+    """eifbuild/__init__.py holds the version; pyproject.toml reads it from there."""
+    import importlib.metadata  # noqa: PLC0415
+
+    import eifbuild  # noqa: PLC0415
+    from eifbuild.util.tomlfile import read_toml  # noqa: PLC0415
+
+    pyproject = read_toml(PACKAGE.parent / "pyproject.toml", "pyproject")
+    assert "version" not in pyproject["project"]
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "eifbuild.__version__"}
+    assert importlib.metadata.version("eifbuild") == eifbuild.__version__

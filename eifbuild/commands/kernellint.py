@@ -11,7 +11,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..arch import parse_arch
-from ..errors import FileAccessError, UsageError
+from ..eif import read_kernel_config_text
+from ..errors import UsageError
 from .common import EXIT_FAILED, EXIT_OK
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def cmd_kernel_lint(args: argparse.Namespace) -> int:
     if args.config is None:
         msg = "kernel lint needs the .config file to check: eifbuild kernel lint CONFIG"
         raise UsageError(msg)
-    config = parse_config(_read(args.config), path=args.config)
+    config = parse_config(read_kernel_config_text(args.config), path=args.config)
     arch = _arch(args.arch, config_arch(config), args.config)
     image = _image_beside(args.config)
     waive = check_waivers(args.waive or (), key="--waive")
@@ -58,14 +59,6 @@ def _refuse_build_options(args: argparse.Namespace) -> None:
         if getattr(args, dest) not in (None, False):
             msg = f"{flag} only applies to building a recipe, not to kernel lint"
             raise UsageError(msg, key=flag)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        msg = f"cannot read kernel config: {exc.strerror or exc}"
-        raise FileAccessError(msg, path=path) from None
 
 
 def _arch(given: list[str] | None, found: Arch | None, path: Path) -> Arch:

@@ -35,13 +35,16 @@ if TYPE_CHECKING:
         JsonValue,
         dumps,
         load_custom_metadata,
+        read_kernel_config_text,
     )
     from .pcr import HASH_ALGOS, HashAlgo, Measurements, parse_algo
-    from .reader import EifImage, Section, iter_section, measure, read_eif, scan
+    from .reader import EifImage, Section, iter_section, measure, read_eif, scan, section_gaps
     from .sign import Signer
     from .writer import PackRequest, min_enclave_memory_mib, pack, sign_eif
 
 EXPORTS = {
+    "read_kernel_config_text": ".metadata",
+    "section_gaps": ".reader",
     "BuildTime": ".buildtime",
     "parse_build_time": ".buildtime",
     "describe": ".checker",
@@ -121,7 +124,9 @@ __all__ = [
     "parse_build_time",
     "pcr_role",
     "read_eif",
+    "read_kernel_config_text",
     "scan",
+    "section_gaps",
     "sign_eif",
     "signs_deterministically",
     "verify",

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Final
 
 from ..errors import FileAccessError, InputError, first_line
 from ._cose import cose_problem, pcr_payload
-from .format import FLAG_AARCH64, HEADER_SIZE, MAX_SECTIONS
+from .format import FLAG_AARCH64, MAX_SECTIONS
 from .metadata import EifMetadata, JsonValue, loads
 from .pcr import DEFAULT_ALGO, HashAlgo, algo_for_digest_size
-from .reader import EifImage, Scan, as_image, scan
+from .reader import EifImage, Scan, as_image, scan, section_gaps
 from .sign import describe_certificate, validity_problem
 
 if TYPE_CHECKING:
@@ -154,19 +154,15 @@ def _header_problems(image: EifImage) -> list[str]:
 
 
 def _layout_problems(image: EifImage) -> list[str]:
-    problems = []
-    end = HEADER_SIZE
-    for section in image.sections:
-        if section.offset != end:
-            problems.append(
-                f"section {section.index} starts at {section.offset}, {section.offset - end} bytes after "
-                f"the previous one ends: nitro-cli's sequential reader cannot read gaps"
-            )
-        end = section.end
-    if image.file_size != end:
+    gaps = section_gaps(image)
+    problems = [
+        f"section {section.index} starts at {section.offset}, {gap} bytes after "
+        f"the previous one ends: nitro-cli's sequential reader cannot read gaps"
+        for section, gap in gaps.before
+    ]
+    if gaps.trailing:
         problems.append(
-            f"{image.file_size - end} bytes after the last section: "
-            "nitro-cli's sequential reader misreads them"
+            f"{gaps.trailing} bytes after the last section: nitro-cli's sequential reader misreads them"
         )
     return problems
 

@@ -255,13 +255,19 @@ def kernel_info_from_config(text: str) -> tuple[str, str]:
     return os_name, version
 
 
+def read_kernel_config_text(path: Path) -> str:
+    """The text of the kernel ``.config`` at ``path`` (bytes that are not UTF-8 replaced): what
+    ``pack --kernel-config`` and ``kernel lint`` read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        msg = f"cannot read kernel config: {exc.strerror or exc}"
+        raise FileAccessError(msg, path=path) from None
+
+
 def read_kernel_config(path: Path) -> tuple[str, str]:
     """(OperatingSystem, KernelVersion) from the kernel config file at ``path``."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        msg = f"cannot read kernel config: {exc.strerror}"
-        raise FileAccessError(msg, path=path) from None
+    text = read_kernel_config_text(path)
     try:
         return kernel_info_from_config(text)
     except InputError as exc:

@@ -103,6 +103,30 @@ class EifImage:
         return self.of_type(kind)[0]  # read_eif guarantees exactly one kernel and cmdline
 
 
+@dataclass(frozen=True)
+class SectionGaps:
+    """Bytes outside the header and the sections (eif_build writes none; nitro-cli's sequential
+    reader cannot read them)."""
+
+    before: tuple[tuple[Section, int], ...]  # each section that starts after a gap, and the gap's size
+    trailing: int  # bytes after the last section
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.before) + self.trailing
+
+
+def section_gaps(image: EifImage) -> SectionGaps:
+    """Where ``image`` has bytes between its header and sections, or after them."""
+    before = []
+    end = HEADER_SIZE
+    for section in image.sections:
+        if section.offset != end:
+            before.append((section, section.offset - end))
+        end = section.end
+    return SectionGaps(tuple(before), image.file_size - end)
+
+
 def read_eif(path: Path) -> EifImage:
     """Parse and structurally validate the EIF at ``path`` (reads only headers and small sections)."""
     path = Path(path)
@@ -110,8 +134,7 @@ def read_eif(path: Path) -> EifImage:
         with path.open("rb") as fh:
             return _read(path, fh)
     except OSError as exc:
-        msg = f"cannot read EIF: {exc.strerror or exc}"
-        raise EifFormatError(msg, path=path) from None
+        raise _unreadable(path, exc) from None
     except EifFormatError as exc:
         if exc.path is not None:
             raise
@@ -255,31 +278,93 @@ class Scan:
     crc: int  # computed like nitro-cli: header[0:544] then every byte from 548 to the end
 
 
-def scan(image: EifImage, algos: Iterable[HashAlgo] = (DEFAULT_ALGO,)) -> Scan:
-    """Hash the kernel, cmdline and ramdisks into PCRs and CRC the file, in one sequential read."""
+class SectionData:
+    """One section's data during a :func:`scan`, for its visitor: read from the file in CHUNK blocks,
+    each block CRC'd and measured once as it arrives, handed out in pieces of any size."""
+
+    def __init__(
+        self, fh: IO[bytes], section: Section, feeds: list[Callable[[bytes], None]], path: Path
+    ) -> None:
+        self._blocks = _read_exactly(fh, section.size, fsutil.CHUNK, path)
+        self._feeds = feeds
+        self._path = path
+        self._block = b""
+        self._at = 0
+        self.left = section.size  # not yet handed out
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes (all that is left when negative): fewer only at the section's end."""
+        want = self.left if size < 0 else min(size, self.left)
+        pieces = []
+        while want:
+            if self._at == len(self._block):
+                self._next()
+            piece = self._block[self._at : self._at + want]
+            self._at += len(piece)
+            want -= len(piece)
+            pieces.append(piece)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self.left -= len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read (and measure) what the visitor left unread."""
+        for block in self._blocks:
+            self._feed(block)
+        self._block, self._at, self.left = b"", 0, 0
+
+    def _next(self) -> None:
+        try:
+            self._block, self._at = next(self._blocks), 0  # the section has bytes left: a block follows
+        except OSError as exc:  # as the scan reports it, though the visitor's read met it
+            raise _unreadable(self._path, exc) from None
+        self._feed(self._block)
+
+    def _feed(self, block: bytes) -> None:
+        for feed in self._feeds:
+            feed(block)
+
+
+def scan(
+    image: EifImage,
+    algos: Iterable[HashAlgo] = (DEFAULT_ALGO,),
+    *,
+    visit: Callable[[Section, SectionData], None] | None = None,
+) -> Scan:
+    """Hash the kernel, cmdline and ramdisks into PCRs and CRC the file, in one sequential read.
+
+    ``visit`` (when given) reads each section's data as it passes, in file order, from the same
+    read: what it leaves unread is read after it returns.
+    """
     hashers = {algo: PcrHashers(algo) for algo in dict.fromkeys(algos)}
     crc = zlib.crc32(image.header.crc_prefix())
+
+    def update_crc(chunk: bytes) -> None:
+        nonlocal crc
+        crc = zlib.crc32(chunk, crc)
+
     first_ramdisk = next(s.index for s in image.sections if s.type == SectionType.RAMDISK)
     try:
         with image.path.open("rb") as fh:
             fh.seek(HEADER_SIZE)
             position = HEADER_SIZE
             for section in image.sections:
-                # gap bytes and the section header count for the CRC only
+                # gap bytes and the section header: CRC'd, never measured
                 for chunk in _read_exactly(fh, section.data_offset - position, fsutil.CHUNK, image.path):
-                    crc = zlib.crc32(chunk, crc)
+                    update_crc(chunk)
                 role = pcr_role(section.type, first_ramdisk=section.index == first_ramdisk)
-                feeds = [] if role is None else [h.feeder(role) for h in hashers.values()]
-                for chunk in _read_exactly(fh, section.size, fsutil.CHUNK, image.path):
-                    crc = zlib.crc32(chunk, crc)
-                    for feed in feeds:
-                        feed(chunk)
+                feeds: list[Callable[[bytes], None]] = [update_crc]
+                if role is not None:
+                    feeds += [h.feeder(role) for h in hashers.values()]
+                data = SectionData(fh, section, feeds, image.path)
+                if visit is not None:
+                    visit(section, data)
+                data.drain()
                 position = section.end
             while chunk := fh.read(fsutil.CHUNK):
-                crc = zlib.crc32(chunk, crc)
+                update_crc(chunk)
     except OSError as exc:
-        msg = f"cannot read EIF: {exc.strerror or exc}"
-        raise EifFormatError(msg, path=image.path) from None
+        raise _unreadable(image.path, exc) from None
     cert = image.signature.certificate if image.signature else None
     return Scan(
         {
@@ -288,6 +373,11 @@ def scan(image: EifImage, algos: Iterable[HashAlgo] = (DEFAULT_ALGO,)) -> Scan:
         },
         crc,
     )
+
+
+def _unreadable(path: Path, exc: OSError) -> EifFormatError:
+    msg = f"cannot read EIF: {exc.strerror or exc}"
+    return EifFormatError(msg, path=path)
 
 
 def as_image(source: EifImage | Path) -> EifImage:

@@ -1,7 +1,8 @@
 """Reading one section of an EIF as a stream: its raw bytes hashed as they pass, a gzip ramdisk
 decompressed on the fly, and a ramdisk's cpio members streamed out (never a whole ramdisk in memory).
 
-Shared by the summary (``diff``) and by ``extract --unpack``: both go through :func:`ramdisk_members`.
+Shared by the summary (``diff``, which reads the sections as :func:`eifbuild.eif.scan` passes them)
+and by ``extract --unpack`` (which opens the section itself): both go through :func:`ramdisk_members`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import gzip
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, Protocol
 
 from ..errors import ArchiveError, EifFormatError, first_line
 from ..ramdisk import CpioMember, read_cpio
@@ -28,15 +29,21 @@ _GZIP_FIXED: Final = struct.Struct("<2sBBIBB")
 _FEXTRA, _FNAME = 0x04, 0x08
 
 
-class SectionStream:
-    """The data of ``section`` read from ``fh``, hashed (sha256) as it is read; ``peek`` looks ahead."""
+class Source(Protocol):
+    """Where a section's bytes come from: the EIF file at the section's data, or a scan's section."""
 
-    def __init__(self, fh: IO[bytes], section: Section, where: str) -> None:
-        fh.seek(section.data_offset)
+    def read(self, size: int, /) -> bytes: ...
+
+
+class SectionStream:
+    """The data of ``section`` read from ``fh`` (positioned at its start), hashed (sha256, unless not
+    ``hashed``: then only counted) as it is read; ``peek`` looks ahead."""
+
+    def __init__(self, fh: Source, section: Section, where: str, *, hashed: bool = True) -> None:
         self.fh = fh
         self.left = section.size
         self.where = where
-        self.hasher = StreamHasher()
+        self.hasher = _hasher(hashed)
         self._ahead = b""
 
     def peek(self, size: int) -> bytes:
@@ -71,12 +78,17 @@ class SectionStream:
         return data
 
 
-class HashingReader:
-    """Everything read through it is hashed (the decompressed cpio of a gzip ramdisk)."""
+def _hasher(hashed: bool) -> StreamHasher:
+    return StreamHasher() if hashed else StreamHasher(())
 
-    def __init__(self, inner: IO[bytes] | SectionStream) -> None:
+
+class HashingReader:
+    """Everything read through it is hashed, unless not ``hashed`` (the decompressed cpio of a gzip
+    ramdisk)."""
+
+    def __init__(self, inner: IO[bytes] | SectionStream, *, hashed: bool = True) -> None:
         self.inner = inner
-        self.hasher = StreamHasher()
+        self.hasher = _hasher(hashed)
 
     def read(self, size: int = -1, /) -> bytes:
         data = self.inner.read(CHUNK if size < 0 else size)
@@ -138,13 +150,16 @@ class RamdiskStreams:
 
 
 @contextlib.contextmanager
-def open_section(image: EifImage, section: Section, where: str) -> Iterator[SectionStream]:
+def open_section(
+    image: EifImage, section: Section, where: str, *, hashed: bool = True
+) -> Iterator[SectionStream]:
     try:
         fh = image.path.open("rb")
     except OSError as exc:
         raise _unreadable(image, exc) from None
     with fh:
-        yield SectionStream(fh, section, f"{image.path}, {where}")
+        fh.seek(section.data_offset)
+        yield SectionStream(fh, section, f"{image.path}, {where}", hashed=hashed)
 
 
 def _unreadable(image: EifImage, exc: OSError) -> EifFormatError:
@@ -154,36 +169,35 @@ def _unreadable(image: EifImage, exc: OSError) -> EifFormatError:
 
 @contextlib.contextmanager
 def ramdisk_members(
-    image: EifImage,
-    section: Section,
-    where: str,
+    raw: SectionStream,
     *,
     data: Callable[[CpioMember], bool],
     copy_to: Callable[[CpioMember], IO[bytes] | None] | None = None,
+    hashed: bool = True,
 ) -> Iterator[tuple[RamdiskStreams, Iterator[CpioMember]]]:
-    """The streams of one ramdisk and an iterator over its members (content hashed, the contents
-    ``data`` selects loaded, each content copied to ``copy_to``'s file). Leaving the block reads the
-    rest of the section (padding after the trailer is counted). A corrupt gzip stream or cpio
-    archive is an ArchiveError naming the EIF and ``where``."""
-    located = f"{image.path}, {where}"
-    with open_section(image, section, where) as raw:
-        head = raw.peek(512)
-        container = _container(head)
-        try:
-            with _decompressed(raw, container) as inner:
-                streams = RamdiskStreams(raw, HashingReader(inner), container)
-                members: Iterator[CpioMember] = iter(())
-                if container.compression != "opaque":
-                    members = read_cpio(streams.cpio, path=located, data=data, hashed=True, copy_to=copy_to)
-                yield streams, members
-                for _ in members:
-                    pass
-                if container.compression != "opaque":
-                    _count_trailing(streams)
-            raw.drain()
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            msg = f"corrupt gzip stream: {first_line(exc)}"
-            raise ArchiveError(msg, path=located) from None
+    """The streams of the ramdisk ``raw`` reads and an iterator over its members (the cpio stream
+    and each content hashed unless not ``hashed``, the contents ``data`` selects loaded, each
+    content copied to ``copy_to``'s file). Leaving the
+    block reads the rest of the section (padding after the trailer is counted). A corrupt gzip
+    stream or cpio archive is an ArchiveError naming the EIF and the ramdisk (``raw.where``)."""
+    located = raw.where
+    head = raw.peek(512)
+    container = _container(head)
+    try:
+        with _decompressed(raw, container) as inner:
+            streams = RamdiskStreams(raw, HashingReader(inner, hashed=hashed), container)
+            members: Iterator[CpioMember] = iter(())
+            if container.compression != "opaque":
+                members = read_cpio(streams.cpio, path=located, data=data, hashed=hashed, copy_to=copy_to)
+            yield streams, members
+            for _ in members:
+                pass
+            if container.compression != "opaque":
+                _count_trailing(streams)
+        raw.drain()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        msg = f"corrupt gzip stream: {first_line(exc)}"
+        raise ArchiveError(msg, path=located) from None
 
 
 def _container(head: bytes) -> Container:

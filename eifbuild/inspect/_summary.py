@@ -3,7 +3,8 @@ each ramdisk member's header fields and content hash.
 
 Memory stays bounded by a few MiB plus the member index: sections are read in CHUNK pieces, a gzip
 ramdisk is decompressed on the fly, and only small contents are kept (symlink targets, ``/cmd`` and
-``/env``). The PCRs come from :func:`eifbuild.eif.scan` (a second sequential read).
+``/env``). The pass is :func:`eifbuild.eif.scan`'s: the sections are summarised from the bytes it
+reads for the PCRs and the CRC.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ..eif import SectionType, pcr_role, read_eif, scan
+from ..eif import SectionType, pcr_role, scan
 from ..util.fsutil import CHUNK
-from ._stream import Container, open_section, ramdisk_members
+from ._stream import Container, SectionStream, ramdisk_members
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from ..eif import EifImage, EifMetadata, HashAlgo, Measurements, Section
     from ..ramdisk import CpioMember
+    from ._stream import Source
 
 CONFIG_FILES: Final = ("cmd", "env")  # the app ramdisk's argv and environment, kept to show entries
 CONFIG_MAX: Final = 1 << 20
@@ -81,7 +83,6 @@ class RamdiskSummary:
     sha256: str
     container: Container
     cpio_sha256: str
-    cpio_size: int
     members: tuple[MemberSummary, ...]
     trailing: int
     trailing_nonzero: bool
@@ -125,12 +126,30 @@ class EifSummary:
         return self.image.metadata
 
 
-def summarize(path: Path, algo: HashAlgo) -> EifSummary:
-    """Read ``path`` once for its PCRs and CRC, once more for the section summaries."""
-    image = read_eif(path)
-    result = scan(image, (algo,))
-    ramdisks = tuple(summarize_ramdisk(image, s, i) for i, s in enumerate(image.ramdisks))
-    return EifSummary(image, result.measurements[algo], result.crc, summarize_kernel(image), ramdisks)
+def summarize(image: EifImage, algo: HashAlgo) -> EifSummary:
+    """Read the EIF once: its PCRs, its CRC and the section summaries all come from the same bytes."""
+    visitor = _Summarizer(image)
+    result = scan(image, (algo,), visit=visitor.visit)
+    assert visitor.kernel is not None  # noqa: S101 - read_eif guarantees one kernel, and scan visits it
+    return EifSummary(image, result.measurements[algo], result.crc, visitor.kernel, tuple(visitor.ramdisks))
+
+
+class _Summarizer:
+    """The scan's visitor: the kernel's and each ramdisk's summary, from the bytes as they pass."""
+
+    def __init__(self, image: EifImage) -> None:
+        self.image = image
+        self.kernel: KernelSummary | None = None
+        self.ramdisks: list[RamdiskSummary] = []
+
+    def visit(self, section: Section, data: Source) -> None:
+        if section.type == SectionType.KERNEL:
+            stream = SectionStream(data, section, f"{self.image.path}, kernel")
+            self.kernel = summarize_kernel(section, stream)
+        elif section.type == SectionType.RAMDISK:
+            index = len(self.ramdisks)
+            stream = SectionStream(data, section, f"{self.image.path}, ramdisk[{index}]")
+            self.ramdisks.append(summarize_ramdisk(section, index, stream))
 
 
 def section_pcrs(image: EifImage, section: Section) -> tuple[str, ...]:
@@ -146,16 +165,14 @@ def section_pcrs(image: EifImage, section: Section) -> tuple[str, ...]:
 # kernel
 
 
-def summarize_kernel(image: EifImage) -> KernelSummary:
-    section = image.kernel
-    with open_section(image, section, "kernel") as stream:
-        head = stream.read(_KERNEL_HEAD)
-        version = _bzimage_version(head)
-        finder = _VersionFinder(head)
-        while chunk := stream.read(CHUNK):
-            if version is None and finder.found is None:
-                finder.feed(chunk)
-        return KernelSummary(section.size, stream.hasher.hexdigest(), version or finder.found)
+def summarize_kernel(section: Section, stream: SectionStream) -> KernelSummary:
+    head = stream.read(_KERNEL_HEAD)
+    version = _bzimage_version(head)
+    finder = _VersionFinder(head)
+    while chunk := stream.read(CHUNK):
+        if version is None and finder.found is None:
+            finder.feed(chunk)
+    return KernelSummary(section.size, stream.hasher.hexdigest(), version or finder.found)
 
 
 def _bzimage_version(head: bytes) -> str | None:
@@ -197,9 +214,8 @@ def _keep_content(member: CpioMember) -> bool:
     return member_path(member.name) in CONFIG_FILES and member.size <= CONFIG_MAX
 
 
-def summarize_ramdisk(image: EifImage, section: Section, index: int) -> RamdiskSummary:
-    where = f"ramdisk[{index}]"
-    with ramdisk_members(image, section, where, data=_keep_content) as (streams, members):
+def summarize_ramdisk(section: Section, index: int, raw: SectionStream) -> RamdiskSummary:
+    with ramdisk_members(raw, data=_keep_content) as (streams, members):
         found = [_member(m, position) for position, m in enumerate(members)]
     return RamdiskSummary(
         index=index,
@@ -208,7 +224,6 @@ def summarize_ramdisk(image: EifImage, section: Section, index: int) -> RamdiskS
         sha256=streams.raw.hasher.hexdigest(),
         container=streams.container,
         cpio_sha256=streams.cpio.hasher.hexdigest(),
-        cpio_size=streams.cpio.hasher.size,
         members=_with_link_groups(found),
         trailing=streams.trailing,
         trailing_nonzero=streams.trailing_nonzero,

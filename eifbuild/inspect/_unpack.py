@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Final, TypeVar
 
 from ..errors import ArchiveError, FileAccessError
 from ..util import treepath
-from ._stream import ramdisk_members
+from ._stream import open_section, ramdisk_members
 from ._summary import member_kind
 
 if TYPE_CHECKING:
@@ -183,9 +183,13 @@ def unpack_ramdisk(image: EifImage, section: Section, index: int, root: Path) ->
     root.mkdir(mode=_OWNER_ALL)
     unpacker = _Unpacker(root, f"{image.path}, {where}")
     wanted = stat.S_ISLNK
-    with ramdisk_members(
-        image, section, where, data=lambda m: wanted(m.mode), copy_to=unpacker.content_file
-    ) as (streams, members):
+    with (
+        open_section(image, section, where, hashed=False) as raw,  # extract hashed the section already
+        ramdisk_members(raw, data=lambda m: wanted(m.mode), copy_to=unpacker.content_file, hashed=False) as (
+            streams,
+            members,
+        ),
+    ):
         for member in members:
             unpacker.place(member)
     unpacker.finish()

@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ..eif import HEADER_SIZE, SECTION_HEADER_SIZE, SectionType, read_eif
+from ..eif import SectionType, read_eif, section_gaps
+from ..errors import EifFormatError
 from ._diffcpio import ramdisk_changes
 from ._summary import same_bytes, section_pcrs, summarize
 
@@ -53,11 +54,18 @@ def differing_pcrs(a: Measurements, b: Measurements) -> tuple[str, ...]:
 
 
 def diff_files(a: Path, b: Path, algo: HashAlgo) -> DiffResult:
-    """Compare two EIF files: identical bytes, or the changes between their summaries."""
-    if same_bytes(a, b):
-        read_eif(a)  # identical bytes still have to be an EIF
+    """Compare two EIF files: identical bytes (which still have to be an EIF), or the changes between
+    their summaries. Each file is read once: only files whose headers agree (CRC included) can hold
+    the same bytes, and those are compared before anything else is read."""
+    image_a = read_eif(a)
+    try:
+        image_b = read_eif(b)
+    except EifFormatError:
+        summarize(image_a, algo)  # what is wrong in ``a`` (a corrupt ramdisk) is reported first
+        raise
+    if image_a.file_size == image_b.file_size and image_a.header == image_b.header and same_bytes(a, b):
         return DiffResult(True, algo, (), ({}, {}), ())
-    return compare(summarize(a, algo), summarize(b, algo), algo)
+    return compare(summarize(image_a, algo), summarize(image_b, algo), algo)
 
 
 def compare(a: EifSummary, b: EifSummary, algo: str) -> DiffResult:
@@ -255,12 +263,7 @@ def layout_changes(a: EifImage, b: EifImage) -> list[Change]:
     if order_a != order_b:
         detail = f"{', '.join(order_a)} → {', '.join(order_b)}"
         changes.append(Change("sections", False, _UNMEASURED, f"section order: {detail}"))
-    gaps_a, gaps_b = _gaps(a), _gaps(b)
+    gaps_a, gaps_b = section_gaps(a).total, section_gaps(b).total
     if gaps_a != gaps_b:
         changes.append(Change("sections", False, _UNMEASURED, f"padding: {gaps_a} → {gaps_b} bytes"))
     return changes
-
-
-def _gaps(image: EifImage) -> int:
-    """Bytes between and after the sections (eif_build writes none)."""
-    return image.file_size - HEADER_SIZE - sum(SECTION_HEADER_SIZE + s.size for s in image.sections)

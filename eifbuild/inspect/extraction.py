@@ -19,10 +19,10 @@ from ..eif import (
     DEFAULT_MEM,
     EIF_VERSION,
     FLAG_AARCH64,
-    HEADER_SIZE,
     SectionType,
     dumps,
     read_eif,
+    section_gaps,
 )
 from ..errors import FileAccessError, UsageError
 from ..util import fsutil
@@ -205,13 +205,10 @@ def _pack_differences(image: EifImage) -> list[str]:
     expected = [SectionType.KERNEL, SectionType.CMDLINE, SectionType.METADATA]
     if kinds[:3] != expected or image.sections[-1].type not in (SectionType.RAMDISK, SectionType.SIGNATURE):
         found.append(f"sections are not in eif_build's order ({_ORDER_TEXT})")
-    end = HEADER_SIZE
-    for section in image.sections:
-        if section.offset != end:
-            found.append("there are gaps between sections")
-            break
-        end = section.end
-    if image.file_size != end:
+    gaps = section_gaps(image)
+    if gaps.before:
+        found.append("there are gaps between sections")
+    if gaps.trailing:
         found.append("there are bytes after the last section")
     found += _cmdline_problem(image) + _metadata_problem(image)
     return found

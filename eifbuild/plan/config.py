@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from ..arch import ARCHES, Arch
 from ..eif import BuildTime, key_kind, parse_build_time, signs_deterministically
 from ..errors import ConfigError, FileAccessError, InputError, UsageError
+from ..ramdisk import COMPRESSIONS
 from ..store.remote import CacheSettings, parse_cache_table
 from ..util.tomlfile import parse_toml
 from ..util.tomltable import TomlTables, join_key, type_name
@@ -417,9 +418,11 @@ def parse_project(text: str, path: Path) -> Project:
         raise ctx.error("eif.name", "missing: the image name")
     arches = _arches(eif.get("arch", list(ARCHES)), ctx)
     build_time = _build_time(eif.get("build_time"), ctx)
-    compression = eif.get("compression", "none")
-    if compression not in ("none", "gzip"):
-        raise ctx.error("eif.compression", f"expected 'none' or 'gzip', got {compression!r}")
+    given = eif.get("compression", "none")
+    compression = next((c for c in COMPRESSIONS if c == given), None)  # the ramdisk writer's list
+    if compression is None:
+        expected = " or ".join(repr(c) for c in COMPRESSIONS)
+        raise ctx.error("eif.compression", f"expected {expected}, got {given!r}")
     recipes = eif.get("recipes", [])
     return Project(
         path=path,

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 Bootstrap = Literal["demo", "aws"]
-BOOTSTRAPS: Final[tuple[Bootstrap, ...]] = ("demo", "aws")
 
 DODO: Final = (
     "# Tasks for ./eif.toml: doit eif | doit check | doit list | doit clean\n"

@@ -8,10 +8,11 @@ from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
     from .layout import Modes, app_entries, bootstrap_entries, list_archive, parse_env_args, tree_entries
-    from .newc import Compression, Entry, eif_alignment, write_cpio, write_cpio_file
+    from .newc import COMPRESSIONS, Compression, Entry, eif_alignment, write_cpio, write_cpio_file
     from .reader import CpioMember, read_cpio
 
 EXPORTS = {
+    "COMPRESSIONS": ".newc",
     "Modes": ".layout",
     "app_entries": ".layout",
     "bootstrap_entries": ".layout",
@@ -28,6 +29,7 @@ EXPORTS = {
 }
 
 __all__ = [
+    "COMPRESSIONS",
     "Compression",
     "CpioMember",
     "Entry",

@@ -351,12 +351,8 @@ def _lookup(by_path: Mapping[str, Entry], path: str) -> Entry | None:
     return by_path.get(found.link_to) if found is not None and found.kind == "hardlink" else found
 
 
-def check_program(rootfs: Iterable[Entry], program: str) -> None:
-    """Warn when init.c will not find ``program`` (cmd[0]) in the rootfs."""
-    _check_program({e.path: e for e in rootfs}, program)
-
-
 def _check_program(by_path: Mapping[str, Entry], program: str) -> None:
+    """Warn when init.c will not find ``program`` (cmd[0]) in the rootfs."""
     if "/" in program:
         if _lookup(by_path, program) is None:
             log.warn(f"cmd[0] {program!r} does not exist in the rootfs")

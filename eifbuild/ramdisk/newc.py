@@ -62,7 +62,7 @@ FileContent = Union[bytes, str, "os.PathLike[str]", Callable[[], "Readable"]]
 
 
 KINDS: Final = frozenset(get_args(Kind))
-COMPRESSIONS: Final = frozenset(get_args(Compression))
+COMPRESSIONS: Final[tuple[Compression, ...]] = get_args(Compression)  # "none" first: the default
 BLOCK: Final = 512
 GZIP_LEVEL: Final = 6
 MAX_FIELD: Final = 0xFFFFFFFF

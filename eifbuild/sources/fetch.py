@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import log
 from ..errors import ArchiveError, ConfigError, FetchError, FileAccessError, HashMismatch, ToolError
-from ..store import Downloaded, Downloader, SourceCache, apt_download
+from ..store import Downloaded, Downloader, SourceCache, apt_download, download_checked
 from ..util.fsutil import StreamHasher, copy_hashed
 from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
 from .lock import LOCK_COMMAND
@@ -314,19 +314,14 @@ def _download(source: Source, cache: SourceCache, downloader: Downloader, name: 
     for origin in source.origins:
         what = origin
         try:
-            got = _download_origin(source, origin, cache, downloader, name)
-            try:
-                _check_file(source, got.path, got.digests, what=what, tmp_dir=cache.root / "partial")
-            except HashMismatch:
-                if not got.resumed:
-                    raise
-                log.info(f"{origin}: the resumed download does not match; fetching it whole")
-                cache.discard(name)
-                got = _download_origin(source, origin, cache, downloader, name)
-                _check_file(source, got.path, got.digests, what=what, tmp_dir=cache.root / "partial")
+            got = download_checked(
+                functools.partial(_download_origin, source, origin, cache, downloader, name),
+                functools.partial(_check_download, source, what, cache.root / "partial"),
+                what=origin,
+            )
         except _FAILURES as exc:
-            if not isinstance(exc, FetchError):
-                cache.discard(name)  # wrong bytes: never resume from them
+            if isinstance(exc, ToolError):
+                cache.discard(name)  # apt-get failed, or the bytes could not be checked: start afresh
             failures.append(exc)
             if origin != source.origins[-1]:
                 log.warn(f"{exc}; trying the next mirror")
@@ -354,6 +349,10 @@ def _download_origin(
         deb.replace(part)
         return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)
     return downloader.download(origin, part, algorithms)
+
+
+def _check_download(source: Source, what: str, tmp_dir: Path, got: Downloaded) -> None:
+    _check_file(source, got.path, got.digests, what=what, tmp_dir=tmp_dir)
 
 
 def _check_file(source: Source, path: Path, digests: dict[str, str], *, what: str, tmp_dir: Path) -> None:

@@ -10,11 +10,12 @@ from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
     from .blobs import BlobDownloads, check_blob
-    from .download import Downloaded, Downloader, SourceCache, apt_download, failure_reason
+    from .download import Downloaded, Downloader, SourceCache, apt_download, download_checked, failure_reason
     from .local import Garbage, Store, StoreEntry, describe_garbage
     from .step import Step, TypedParams, canonical_json
 
 EXPORTS = {
+    "download_checked": ".download",
     "BlobDownloads": ".blobs",
     "check_blob": ".blobs",
     "Downloaded": ".download",
@@ -45,6 +46,7 @@ __all__ = [
     "canonical_json",
     "check_blob",
     "describe_garbage",
+    "download_checked",
     "failure_reason",
 ]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 from typing import IO, TYPE_CHECKING, Protocol
 
-from .. import log
 from ..errors import ArchiveError, HashMismatch
+from .download import download_checked
 
 if TYPE_CHECKING:
     import contextlib
@@ -67,25 +67,10 @@ class BlobDownloads:
             self.verified(digest).unlink(missing_ok=True)
 
     def _download(self, source: BlobSource, digest: str, size: int | None, what: str) -> None:
-        got = self._fetch(source, digest, size)
-        algorithm = digest.partition(":")[0]
-        if got.resumed and f"{algorithm}:{got.digests[algorithm]}" != digest:
-            log.info(f"{what}: the resumed download does not match; fetching it whole")
-            self._discard(digest)
-            got = self._fetch(source, digest, size)
-        try:
-            _check(got, digest, size, what)
-        except (HashMismatch, ArchiveError):
-            self._discard(digest)  # wrong bytes: never resume from them
-            raise
+        def fetch() -> Downloaded:
+            return source.download(digest, self.part(digest), max_size=size, label=f"layer {digest[7:19]}")
 
-    def _fetch(self, source: BlobSource, digest: str, size: int | None) -> Downloaded:
-        return source.download(digest, self.part(digest), max_size=size, label=f"layer {digest[7:19]}")
-
-    def _discard(self, digest: str) -> None:
-        part = self.part(digest)
-        for path in (part, part.with_name(part.name + ".json")):
-            path.unlink(missing_ok=True)
+        download_checked(fetch, lambda got: _check(got, digest, size, what), what=what)
 
 
 def check_blob(what: str, digest: str, actual: str, size: int, declared: int | None) -> None:

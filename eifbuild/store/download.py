@@ -8,6 +8,8 @@ This is the network edge; :mod:`eifbuild.sources.fetch` decides what to fetch an
   drops mid-body. A partial file left by a killed run is resumed by the next one. A caller with
   its own HTTP client (the OCI registry client: auth, its session) passes the GET to send as
   ``request``;
+- :func:`download_checked` is how a caller checks what came (the pins, a blob's digest): a resumed
+  download that does not match is fetched once more whole, wrong bytes are never resumed from;
 - :func:`apt_download` is the one call to ``apt-get download NAME=VERSION`` (Debian packages are
   reachable by name only, not by URL);
 - :class:`SourceCache` is the download cache shared by every project of the user
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__, log
-from ..errors import FetchError, ToolError
+from ..errors import ArchiveError, FetchError, HashMismatch, ToolError
 from ..util.fsutil import StreamHasher, atomic_write, copy_hashed, exclusive_lock
 
 if TYPE_CHECKING:
@@ -86,6 +88,39 @@ class Downloaded:
     @property
     def sha256(self) -> str:
         return self.digests["sha256"]
+
+
+def discard_partial(part: Path) -> None:
+    """Drop a partial download and its resume state (``part.json``): the next fetch starts afresh."""
+    for path in (part, part.with_name(part.name + ".json")):
+        path.unlink(missing_ok=True)
+
+
+def download_checked(
+    fetch: Callable[[], Downloaded], check: Callable[[Downloaded], None], *, what: str
+) -> Downloaded:
+    """``fetch`` (which resumes a partial download), then ``check`` what came.
+
+    A resumed download that does not match (:class:`HashMismatch`) is discarded and fetched once
+    more, whole. Wrong bytes (``check`` raising HashMismatch or :class:`ArchiveError`) are discarded
+    before the error goes up: no later run resumes from them. A failed transfer (``fetch``'s
+    :class:`FetchError`) keeps its partial file for the next run to resume.
+    """
+    got = fetch()
+    try:
+        try:
+            check(got)
+        except HashMismatch:
+            if not got.resumed:
+                raise
+            log.info(f"{what}: the resumed download does not match; fetching it whole")
+            discard_partial(got.path)
+            got = fetch()
+            check(got)
+    except (HashMismatch, ArchiveError):
+        discard_partial(got.path)  # wrong bytes: never resume from them
+        raise
+    return got
 
 
 # -- HTTP --------------------------------------------------------------------------------------------
@@ -410,8 +445,7 @@ class SourceCache:
         return path
 
     def discard(self, name: str) -> None:
-        for suffix in (".part", ".part.json"):
-            (self.root / "partial" / f"{name}{suffix}").unlink(missing_ok=True)
+        discard_partial(self.partial(name))
 
     def publish(self, file: Path, sha256: str) -> Path:
         """Move a verified file into the cache (read-only) under its sha256."""

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from eifbuild import cli
-from eifbuild.eif import SectionType, read_eif
+from eifbuild.eif import SectionType, read_eif, section_gaps
 from eifbuild.eif.format import EifHeader
 from eifbuild.errors import EifFormatError
+from eifbuild.inspect import diff_files, extract
 
 Capture = pytest.CaptureFixture[str]
 
@@ -229,6 +230,23 @@ def test_malformed_files_are_one_line_errors(tmp_path: Path, capsys: Capture, ca
         assert captured.out == ""
         assert captured.err.startswith(f"error: {path}: {message}")
         assert captured.err.count("\n") == 1
+
+
+def test_section_gaps_is_what_verify_extract_and_diff_see(tmp_path: Path) -> None:
+    plain = _write(tmp_path, Layout()).rename(tmp_path / "plain.eif")
+    gapped = _write(tmp_path, Layout(gap_before={3: 5}, trailing=b"junk"))
+    image = read_eif(gapped)
+    gaps = section_gaps(image)
+    assert [(section.index, size) for section, size in gaps.before] == [(3, 5)]
+    assert (gaps.trailing, gaps.total) == (4, 9)
+    assert section_gaps(read_eif(plain)).total == 0
+    differences = extract(gapped, tmp_path / "x").differences
+    assert "there are gaps between sections" in differences
+    assert "there are bytes after the last section" in differences
+    padding = [
+        c.detail for c in diff_files(plain, gapped, "sha384").changes if c.detail.startswith("padding")
+    ]
+    assert padding == ["padding: 0 → 9 bytes"]
 
 
 def test_unreadable_paths(tmp_path: Path, capsys: Capture) -> None:

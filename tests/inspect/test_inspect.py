@@ -7,12 +7,15 @@ import dataclasses
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tracemalloc
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import VECTORS, require_tool
@@ -21,11 +24,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from eifbuild import cli
-from eifbuild.eif import PackRequest, SectionType, measure, pack, parse_build_time, read_eif
+from eifbuild.eif import (
+    HEADER_SIZE,
+    SECTION_HEADER_SIZE,
+    PackRequest,
+    SectionType,
+    measure,
+    pack,
+    parse_build_time,
+    read_eif,
+)
 from eifbuild.eif.reader import read_section
 from eifbuild.eif.sign import PemSigner
+from eifbuild.errors import ArchiveError
 from eifbuild.inspect import diff_files, extract
+from eifbuild.inspect.diff import DiffResult
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
+from eifbuild.util.fsutil import StreamHasher
 
 Capture = pytest.CaptureFixture[str]
 INPUTS = VECTORS / "inputs"
@@ -313,6 +328,81 @@ def test_diff_memory_is_bounded_by_chunks_not_ramdisk_size(tmp_path: Path) -> No
     assert peak < 12 << 20, peak
 
 
+class _CountingFile:
+    """A file whose reads add up the bytes they return under its path."""
+
+    def __init__(self, fh: IO[bytes], path: Path, counts: Counter[Path]) -> None:
+        self._fh, self._path, self._counts = fh, path, counts
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._fh.read(size)
+        self._counts[self._path] += len(data)
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._fh, name)
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+
+def _bytes_read_by_diff(
+    a: Path, b: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Counter[Path], DiffResult]:
+    counts: Counter[Path] = Counter()
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: object, **kwargs: object) -> object:
+        fh = real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+        return _CountingFile(fh, self, counts) if self.suffix == ".eif" else fh
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "open", counting_open)
+        result = diff_files(a, b, "sha384")
+    return counts, result
+
+
+def _read_once(eif: Path, counts: Counter[Path]) -> bool:
+    """Whether ``eif``'s bytes were read once: its size, plus at most what read_eif reads (the
+    headers and the small sections, which the pass then reads again)."""
+    image = read_eif(eif)
+    small = sum(s.size for s in image.sections if s.type not in (SectionType.KERNEL, SectionType.RAMDISK))
+    size = eif.stat().st_size
+    return size <= counts[eif] <= size + HEADER_SIZE + SECTION_HEADER_SIZE * len(image.sections) + small
+
+
+def test_diff_reads_each_eif_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = build_eif(tmp_path, "a", Spec(app_compression="gzip"))
+    b = build_eif(tmp_path, "b", Spec(app_compression="gzip", conf=b"listen=81\n" * 50))  # same size
+    counts, result = _bytes_read_by_diff(a, b, monkeypatch)
+    assert set(counts) == {a, b}
+    assert _read_once(a, counts), counts
+    assert _read_once(b, counts), counts
+    assert [c.where for c in result.changes] == ["ramdisk[1]:rootfs/etc/app/conf.d/app.conf"]
+    assert result.measurements == (measure(a).pcrs(), measure(b).pcrs())
+    copy = tmp_path / "copy.eif"
+    shutil.copyfile(a, copy)
+    counts, result = _bytes_read_by_diff(a, copy, monkeypatch)
+    assert _read_once(a, counts), counts
+    assert _read_once(copy, counts), counts
+    assert result.identical
+
+
+def test_diff_of_identical_files_ignores_what_their_ramdisks_hold(tmp_path: Path) -> None:
+    """Identical bytes are identical even when a ramdisk cannot be read; a differing file with such a
+    ramdisk is an error, the first file's first."""
+    bad = _corrupt_ramdisk(tmp_path, "bad", b"0707zz" + bytes(200))
+    copy = tmp_path / "copy.eif"
+    shutil.copyfile(bad, copy)
+    assert diff_files(bad, copy, "sha384").identical
+    with pytest.raises(ArchiveError, match="ramdisk\\[0\\]") as caught:
+        diff_files(bad, tmp_path / "missing.eif", "sha384")
+    assert caught.value.path == f"{bad}, ramdisk[0]"
+
+
 # ---------------------------------------------------------------------------------------------
 # extract
 
@@ -394,6 +484,23 @@ def test_extract_unpack_writes_the_tree(tmp_path: Path) -> None:
     assert isinstance(unpacked, list)
     listed = {(e["path"], e["type"]) for e in unpacked[1]["not_created"]}
     assert listed == {("rootfs/dev/console", "char device"), ("rootfs/run/pipe", "fifo")}
+
+
+def test_extract_unpack_hashes_each_section_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest's sha256 of each section is all the hashing: unpacking a ramdisk hashes neither
+    its bytes again nor its cpio stream nor its members."""
+    eif = build_eif(tmp_path, "a", Spec(app_compression="gzip"))
+    hashed = 0
+    real_update = StreamHasher.update
+
+    def counting_update(self: StreamHasher, data: bytes) -> None:
+        nonlocal hashed
+        hashed += len(data) * len(self.algorithms)
+        real_update(self, data)
+
+    monkeypatch.setattr(StreamHasher, "update", counting_update)
+    extract(eif, tmp_path / "x", unpack=True)
+    assert hashed == sum(s.size for s in read_eif(eif).sections)
 
 
 def _newc(*members: tuple[str, int, bytes]) -> bytes:

@@ -61,11 +61,6 @@ def store_is_empty(store: Store) -> bool:
     return not list(store.keys()) and (not tmp.exists() or not list(tmp.iterdir()))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
-
-
 # -- references --------------------------------------------------------------------------------------
 def test_parse_image_ref(tmp_path: Path) -> None:
     (tmp_path / "lay").mkdir()

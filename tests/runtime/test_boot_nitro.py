@@ -90,11 +90,6 @@ def nitro_qemu() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    return Store(tmp_path_factory.mktemp("store"))
-
-
 def _compile(store: Store, tmp_path: Path, source: str, name: str) -> Path:
     path = tmp_path / f"{name}.c"
     path.write_text(source)
@@ -139,8 +134,10 @@ def _eif(
 
 
 @pytest.fixture(scope="module")
-def demo_eif(tmp_path_factory: pytest.TempPathFactory, store: Store) -> Path:
-    return _eif(tmp_path_factory.mktemp("demo"), bootstrap_entries(_init(store)), _hello_app(store))
+def demo_eif(tmp_path_factory: pytest.TempPathFactory, shared_store: Store) -> Path:
+    return _eif(
+        tmp_path_factory.mktemp("demo"), bootstrap_entries(_init(shared_store)), _hello_app(shared_store)
+    )
 
 
 def _boot(eif: Path, qemu_path: str, **options: object) -> boot.BootResult:
@@ -191,9 +188,11 @@ def test_one_flipped_byte_is_refused_by_qemu_s_crc_check(
     assert result.detail.endswith("; the enclave sent no heartbeat (vsock CID 3 port 9000)")
 
 
-def test_an_init_that_never_sends_the_heartbeat_fails(store: Store, nitro_qemu: str, tmp_path: Path) -> None:
-    silent = _compile(store, tmp_path, SILENT_INIT_C, "silent-init")
-    eif = _eif(tmp_path, bootstrap_entries(silent), _hello_app(store))
+def test_an_init_that_never_sends_the_heartbeat_fails(
+    shared_store: Store, nitro_qemu: str, tmp_path: Path
+) -> None:
+    silent = _compile(shared_store, tmp_path, SILENT_INIT_C, "silent-init")
+    eif = _eif(tmp_path, bootstrap_entries(silent), _hello_app(shared_store))
     timed = boot.boot_eif(eif, boot.BootOptions(qemu=nitro_qemu, timeout=15))
     assert (timed.ok, timed.reason) == (False, "timeout"), timed.console
     assert timed.detail == "timed out after 15 s; the enclave sent no heartbeat (vsock CID 3 port 9000)"
@@ -226,11 +225,11 @@ def pong_server() -> Iterator[int]:
 
 
 def test_an_app_talks_to_the_host_through_vsock_forward(
-    store: Store, nitro_qemu: str, tmp_path: Path, pong_server: int
+    shared_store: Store, nitro_qemu: str, tmp_path: Path, pong_server: int
 ) -> None:
-    client = _compile(store, tmp_path, VSOCK_CLIENT_C, "vsock-client")
+    client = _compile(shared_store, tmp_path, VSOCK_CLIENT_C, "vsock-client")
     app = app_entries([], ["/bin/client"], {}, files={"bin/client": client})
-    eif = _eif(tmp_path, bootstrap_entries(_init(store)), app)
+    eif = _eif(tmp_path, bootstrap_entries(_init(shared_store)), app)
     result = _boot(eif, nitro_qemu, vsock_forwards=(f"5000=tcp:127.0.0.1:{pong_server}",))
     assert (result.ok, result.reason) == (True, "shutdown"), result.console
     assert "host said: pong" in result.console
@@ -255,12 +254,14 @@ def test_attest_passes_on_the_demo(demo_eif: Path, nitro_qemu: str) -> None:
 
 
 @needs_nsm
-def test_attest_passes_for_a_signed_eif_with_pcr8(store: Store, nitro_qemu: str, tmp_path: Path) -> None:
+def test_attest_passes_for_a_signed_eif_with_pcr8(
+    shared_store: Store, nitro_qemu: str, tmp_path: Path
+) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     signer = PemSigner.from_files(
         certificate_for(key.public_key(), tmp_path / "cert.pem"), pem_key(key, tmp_path / "key.pem")
     )
-    eif = _eif(tmp_path, bootstrap_entries(_init(store)), _hello_app(store), signer=signer)
+    eif = _eif(tmp_path, bootstrap_entries(_init(shared_store)), _hello_app(shared_store), signer=signer)
     result = _boot(eif, nitro_qemu, attest=True)
     assert result.ok, result.console
     assert result.notes[-1] == "attested: PCR0, PCR1, PCR2, PCR8 equal the EIF's and are locked"

@@ -39,11 +39,6 @@ ARCHES: tuple[Arch, ...] = ("x86_64", "aarch64")
 HELLO_LINE = "Hello from the enclave, eifbuild! [one arg]"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    return Store(tmp_path_factory.mktemp("store"))
-
-
 def _qemu(arch: Arch) -> None:
     require_tool(info(arch).qemu_system)
 
@@ -100,9 +95,9 @@ def _boot(eif: Path, **options: object) -> boot.BootResult:
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_hello_runs_and_the_machine_shuts_down(tmp_path: Path, store: Store, arch: Arch) -> None:
+def test_hello_runs_and_the_machine_shuts_down(tmp_path: Path, shared_store: Store, arch: Arch) -> None:
     _qemu(arch)
-    eif = _eif(tmp_path, arch, bootstrap_entries(_init(store, arch)), _hello_app(store, arch))
+    eif = _eif(tmp_path, arch, bootstrap_entries(_init(shared_store, arch)), _hello_app(shared_store, arch))
     result = _boot(eif, timeout=120)
     assert (result.ok, result.reason) == (True, "shutdown"), result.console
     console = result.console
@@ -113,19 +108,29 @@ def test_hello_runs_and_the_machine_shuts_down(tmp_path: Path, store: Store, arc
     assert result.returncode == 0  # QEMU exited by itself (power-off on aarch64, reboot on x86)
 
 
-def test_x86_pc_machine_boots_too(tmp_path: Path, store: Store) -> None:
+def test_x86_pc_machine_boots_too(tmp_path: Path, shared_store: Store) -> None:
     _qemu("x86_64")
-    eif = _eif(tmp_path, "x86_64", bootstrap_entries(_init(store, "x86_64")), _hello_app(store, "x86_64"))
+    eif = _eif(
+        tmp_path,
+        "x86_64",
+        bootstrap_entries(_init(shared_store, "x86_64")),
+        _hello_app(shared_store, "x86_64"),
+    )
     result = _boot(eif, machine="pc", timeout=120)
     assert (result.ok, result.reason, result.returncode) == (True, "shutdown", 0), result.console
     assert HELLO_LINE in result.console
 
 
 def test_cli_stops_at_the_expected_text(
-    tmp_path: Path, store: Store, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, shared_store: Store, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _qemu("aarch64")
-    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(store, "aarch64")), _hello_app(store, "aarch64"))
+    eif = _eif(
+        tmp_path,
+        "aarch64",
+        bootstrap_entries(_init(shared_store, "aarch64")),
+        _hello_app(shared_store, "aarch64"),
+    )
     args = ["boot", str(eif), "--expect", "Hello from the enclave", "--timeout", "120"]
     assert main([*args, "--cache", str(tmp_path / "store")]) == 0
     out = capsys.readouterr().out
@@ -147,10 +152,12 @@ def _broken_app(hello: Path, *, cmd: bytes, drop: str = "") -> list[Entry]:
 
 
 @pytest.mark.parametrize("arch", ARCHES)
-def test_missing_rootfs_dev_panics_with_init_s_message(tmp_path: Path, store: Store, arch: Arch) -> None:
+def test_missing_rootfs_dev_panics_with_init_s_message(
+    tmp_path: Path, shared_store: Store, arch: Arch
+) -> None:
     _qemu(arch)
-    app = _broken_app(_hello(store, arch), cmd=b"/bin/hello\n", drop="dev")
-    eif = _eif(tmp_path, arch, bootstrap_entries(_init(store, arch)), app)
+    app = _broken_app(_hello(shared_store, arch), cmd=b"/bin/hello\n", drop="dev")
+    eif = _eif(tmp_path, arch, bootstrap_entries(_init(shared_store, arch)), app)
     result = _boot(eif, expect="Hello from", timeout=120)
     assert (result.ok, result.reason) == (False, "panic"), result.console
     assert result.detail.startswith(
@@ -159,20 +166,20 @@ def test_missing_rootfs_dev_panics_with_init_s_message(tmp_path: Path, store: St
     )
 
 
-def test_a_wrong_command_fails_with_init_s_message(tmp_path: Path, store: Store) -> None:
+def test_a_wrong_command_fails_with_init_s_message(tmp_path: Path, shared_store: Store) -> None:
     _qemu("x86_64")
-    app = _broken_app(_hello(store, "x86_64"), cmd=b"/bin/nope\n")
-    eif = _eif(tmp_path, "x86_64", bootstrap_entries(_init(store, "x86_64")), app)
+    app = _broken_app(_hello(shared_store, "x86_64"), cmd=b"/bin/nope\n")
+    eif = _eif(tmp_path, "x86_64", bootstrap_entries(_init(shared_store, "x86_64")), app)
     result = _boot(eif, timeout=120)
     assert (result.ok, result.reason) == (False, "app-failed"), result.console
     assert result.detail == "eifbuild-init: cannot run '/bin/nope': No such file or directory"
     assert "eifbuild-init: command exited with status 127" in result.console
 
 
-def test_a_missing_cmd_file_is_fatal(tmp_path: Path, store: Store) -> None:
+def test_a_missing_cmd_file_is_fatal(tmp_path: Path, shared_store: Store) -> None:
     _qemu("aarch64")
-    app = [e for e in _broken_app(_hello(store, "aarch64"), cmd=b"x\n") if e.path != "cmd"]
-    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(store, "aarch64")), app)
+    app = [e for e in _broken_app(_hello(shared_store, "aarch64"), cmd=b"x\n") if e.path != "cmd"]
+    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(shared_store, "aarch64")), app)
     result = _boot(eif, timeout=120)
     assert result.reason == "panic", result.console
     assert (
@@ -181,31 +188,41 @@ def test_a_missing_cmd_file_is_fatal(tmp_path: Path, store: Store) -> None:
     )
 
 
-def test_local_init_replaces_the_eif_s_init(tmp_path: Path, store: Store) -> None:
+def test_local_init_replaces_the_eif_s_init(tmp_path: Path, shared_store: Store) -> None:
     """An EIF whose init cannot boot locally (here: hello as /init) boots with --local-init."""
     _qemu("aarch64")
-    bootstrap = bootstrap_entries(_hello(store, "aarch64"))
-    eif = _eif(tmp_path, "aarch64", bootstrap, _hello_app(store, "aarch64"))
+    bootstrap = bootstrap_entries(_hello(shared_store, "aarch64"))
+    eif = _eif(tmp_path, "aarch64", bootstrap, _hello_app(shared_store, "aarch64"))
     as_built = _boot(eif, timeout=120)
     assert as_built.reason == "panic", as_built.console
     assert "Hello from the enclave, stranger" in as_built.console  # hello ran as PID 1, then exited
-    replaced = boot.boot_eif(eif, boot.BootOptions(timeout=120, local_init=True), store=store)
+    replaced = boot.boot_eif(eif, boot.BootOptions(timeout=120, local_init=True), store=shared_store)
     assert (replaced.ok, replaced.reason) == (True, "shutdown"), replaced.console
     assert HELLO_LINE in replaced.console
 
 
-def test_timeout_kills_qemu_mid_boot(tmp_path: Path, store: Store) -> None:
+def test_timeout_kills_qemu_mid_boot(tmp_path: Path, shared_store: Store) -> None:
     _qemu("x86_64")
-    eif = _eif(tmp_path, "x86_64", bootstrap_entries(_init(store, "x86_64")), _hello_app(store, "x86_64"))
+    eif = _eif(
+        tmp_path,
+        "x86_64",
+        bootstrap_entries(_init(shared_store, "x86_64")),
+        _hello_app(shared_store, "x86_64"),
+    )
     result = _boot(eif, expect="Hello from", timeout=0.3)
     assert (result.ok, result.reason, result.returncode) == (False, "timeout", None)
     assert HELLO_LINE not in result.console
 
 
-def test_without_the_local_flag_a_missing_vsock_peer_is_fatal(tmp_path: Path, store: Store) -> None:
+def test_without_the_local_flag_a_missing_vsock_peer_is_fatal(tmp_path: Path, shared_store: Store) -> None:
     """Fail closed: only eifbuild.local=1 lets init skip the heartbeat (boot() always adds it)."""
     _qemu("aarch64")
-    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(store, "aarch64")), _hello_app(store, "aarch64"))
+    eif = _eif(
+        tmp_path,
+        "aarch64",
+        bootstrap_entries(_init(shared_store, "aarch64")),
+        _hello_app(shared_store, "aarch64"),
+    )
     image = read_eif(eif)
     kernel, initrd = boot.prepare(image, tmp_path)
     cmd = qemu.unpacked_command(
@@ -226,20 +243,22 @@ def test_without_the_local_flag_a_missing_vsock_peer_is_fatal(tmp_path: Path, st
     )
 
 
-def test_a_bare_name_falls_back_to_aws_s_fixed_path(tmp_path: Path, store: Store) -> None:
+def test_a_bare_name_falls_back_to_aws_s_fixed_path(tmp_path: Path, shared_store: Store) -> None:
     _qemu("aarch64")
     app = app_entries(
-        [], ["hello"], {"HELLO_NAME": "fallback"}, files={"bin/hello": _hello(store, "aarch64")}
+        [], ["hello"], {"HELLO_NAME": "fallback"}, files={"bin/hello": _hello(shared_store, "aarch64")}
     )
-    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(store, "aarch64")), app)
+    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(shared_store, "aarch64")), app)
     result = _boot(eif, expect="Hello from the enclave, fallback!", timeout=120)
     assert result.ok, result.console
 
 
-def test_a_bare_name_not_found_names_both_paths(tmp_path: Path, store: Store) -> None:
+def test_a_bare_name_not_found_names_both_paths(tmp_path: Path, shared_store: Store) -> None:
     _qemu("aarch64")
-    app = app_entries([], ["nope"], {"PATH": "/usr/local/bin"}, files={"bin/hello": _hello(store, "aarch64")})
-    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(store, "aarch64")), app)
+    app = app_entries(
+        [], ["nope"], {"PATH": "/usr/local/bin"}, files={"bin/hello": _hello(shared_store, "aarch64")}
+    )
+    eif = _eif(tmp_path, "aarch64", bootstrap_entries(_init(shared_store, "aarch64")), app)
     result = _boot(eif, timeout=120)
     assert (result.ok, result.reason) == (False, "app-failed"), result.console
     assert result.detail == (

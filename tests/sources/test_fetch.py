@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import multiprocessing
 import os
 import random
@@ -30,11 +31,6 @@ SHA = hashlib.sha256(DATA).hexdigest()
 @pytest.fixture
 def cache(tmp_path: Path) -> SourceCache:
     return SourceCache(tmp_path / "sources")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
 
 
 def source(tmp_path: Path, **fields: object) -> Source:
@@ -245,6 +241,24 @@ def test_truncated_body_without_length_is_a_hash_mismatch(
         get(source(tmp_path, url=url, pins=Pins(sha256=SHA)), store, cache)
     assert str(info.value) == f"{url}: hash mismatch: expected {SHA}, got {sha(DATA[:5000])}"
     assert blobs(cache) == []
+    assert list((cache.root / "partial").glob("*.part*")) == []  # wrong bytes are never resumed from
+
+
+def test_a_partial_download_with_wrong_bytes_is_fetched_whole(
+    tmp_path: Path, server: LocalServer, store: Store, cache: SourceCache
+) -> None:
+    url = server.serve("/blob", DATA)
+    part = cache.partial(f"sha256-{SHA}")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 30_000)  # what a killed run left, but not the first bytes of DATA
+    part.with_name(part.name + ".json").write_text(json.dumps({"url": url, "validator": '"v1"'}))
+    stream = io.StringIO()
+    with log.use(log.StderrReporter(stream, verbosity=1)):
+        got = get(source(tmp_path, url=url, pins=Pins(sha256=SHA)), store, cache)
+    assert got.path.read_bytes() == DATA
+    resumed, whole = server.hits("/blob")
+    assert (resumed.headers["Range"], "Range" in whole.headers) == ("bytes=30000-", False)
+    assert f"{url}: the resumed download does not match; fetching it whole" in stream.getvalue()
 
 
 @pytest.mark.parametrize("length", [True, False], ids=["with-length", "without-length"])

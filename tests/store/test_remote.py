@@ -31,7 +31,7 @@ from eifbuild.store.remote import (
     with_environment,
 )
 from eifbuild.store.remote.cache import blob_name, manifest_name
-from eifbuild.store.remote.config import parse_s3_url
+from eifbuild.store.remote.config import NamedKey, parse_named_key, parse_s3_url
 from eifbuild.store.remote.manifest import (
     ManifestRefused,
     SecretKey,
@@ -81,6 +81,13 @@ class Keys:
     public: str
     path: Path
 
+    @property
+    def trusted(self) -> NamedKey:
+        """The public key as [cache] trusted_keys holds it, parsed."""
+        key = parse_named_key(self.public)
+        assert key is not None
+        return key
+
 
 def make_key(tmp_path: Path, name: str) -> Keys:
     secret_text, public = generate_key(name)
@@ -101,7 +108,7 @@ def remote(moto: MotoServer, keys: Keys) -> CacheSettings:
         remote=parse_s3_url(f"s3://{bucket}/team/eif"),
         endpoint_url=moto.endpoint,
         region="us-east-1",
-        trusted_keys=(keys.public,),
+        trusted_keys=(keys.trusted,),
         signing_key_file=str(keys.path),
     )
 
@@ -135,7 +142,7 @@ def pushed_store(tmp_path: Path, settings: CacheSettings, keys: Keys) -> Store:
 def pull(tmp_path: Path, settings: CacheSettings, name: str = "b") -> tuple[Store, list[Path], Recorder]:
     """Machine B: an empty store with the remote attached; realizes STEP and records what ran."""
     store = Store(tmp_path / name)
-    attach(store, settings, environ={})
+    attach(store, settings)
     calls: list[Path] = []
     recorder = Recorder()
     with log.use(recorder):
@@ -170,7 +177,7 @@ def test_a_miss_builds_locally_quietly(tmp_path: Path, remote: CacheSettings) ->
 
 def test_a_required_remote_makes_a_miss_an_error(tmp_path: Path, remote: CacheSettings) -> None:
     store = Store(tmp_path / "b")
-    attach(store, remote, environ={"EIFBUILD_REQUIRE_REMOTE": "1"})
+    attach(store, with_environment(remote, {"EIFBUILD_REQUIRE_REMOTE": "1"}))
     with pytest.raises(RemoteCacheError, match="forbids building it here"):
         store.realize(STEP, build_into([]))  # type: ignore[arg-type]
     assert STEP.key not in store
@@ -245,7 +252,7 @@ def test_a_manifest_pointing_at_a_missing_blob_is_refused(
 def test_an_unreachable_remote_warns_once_and_builds_locally(tmp_path: Path, remote: CacheSettings) -> None:
     closed = CacheSettings(remote=remote.remote, endpoint_url=f"http://127.0.0.1:{free_port()}")
     store = Store(tmp_path / "b")
-    attach(store, closed, environ={})
+    attach(store, closed)
     recorder = Recorder()
     calls: list[Path] = []
     with log.use(recorder):
@@ -311,21 +318,21 @@ def test_manifest_verifies_with_the_trusted_key_only(tmp_path: Path, keys: Keys)
     entry = store.get(key)
     assert entry is not None
     data = sign(body_of(entry), keys.secret)
-    manifest = open_manifest(data, key=key, trusted=trusted_keys([keys.public]))
+    manifest = open_manifest(data, key=key, trusted=trusted_keys([keys.trusted]))
     assert manifest.trusted_by == "ci-1"
     assert manifest.dirs == ("bin", "empty")
     with pytest.raises(ManifestRefused, match="signed by: ci-1"):
         open_manifest(data, key=key, trusted={})
     with pytest.raises(ManifestRefused, match="not for key"):
-        open_manifest(data, key="0" * 64, trusted=trusted_keys([keys.public]))
+        open_manifest(data, key="0" * 64, trusted=trusted_keys([keys.trusted]))
     doc = json.loads(data)
     doc["manifest"]["outputs"]["bin/init"]["size"] += 1
     with pytest.raises(ManifestRefused, match="no valid signature"):
-        open_manifest(json.dumps(doc).encode(), key=key, trusted=trusted_keys([keys.public]))
+        open_manifest(json.dumps(doc).encode(), key=key, trusted=trusted_keys([keys.trusted]))
     doc = json.loads(data)
     doc["manifest"]["outputs"]["../escape"] = doc["manifest"]["outputs"].pop("bin/init")
     with pytest.raises(ManifestRefused, match="malformed"):
-        open_manifest(json.dumps(doc).encode(), key=key, trusted=trusted_keys([keys.public]))
+        open_manifest(json.dumps(doc).encode(), key=key, trusted=trusted_keys([keys.trusted]))
 
 
 def test_a_pinned_source_file_needs_no_signature_but_its_hash_must_hold() -> None:
@@ -414,7 +421,7 @@ def test_cache_table_is_validated_like_the_rest_of_eif_toml(tmp_path: Path, keys
         path,
     )
     assert str(project.cache.remote) == "s3://bkt/p"
-    assert project.cache.trusted_keys == (keys.public,)
+    assert [key.text for key in project.cache.trusted_keys] == [keys.public]
     with pytest.raises(ConfigError, match=r"key 'cache.remot'.*did you mean 'remote'"):
         parse_project(TOML + '[cache]\nremot = "s3://b"\n', path)
     with pytest.raises(ConfigError, match=r"key 'cache.remote': expected an 's3://bucket/prefix'"):
@@ -438,4 +445,4 @@ def test_without_boto3_a_configured_remote_is_one_error_naming_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(RemoteCacheError, match=r"pip install 'eifbuild\[s3\]'"):
-        attach(Store(tmp_path), CacheSettings(remote=parse_s3_url("s3://bkt")), environ={})
+        attach(Store(tmp_path), CacheSettings(remote=parse_s3_url("s3://bkt")))

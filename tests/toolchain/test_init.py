@@ -26,14 +26,9 @@ pytestmark = pytest.mark.slow
 STRICT = ["-Wall", "-Wextra", "-Werror"]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    return Store(tmp_path_factory.mktemp("store"))
-
-
 @pytest.mark.parametrize("arch", ARCHES)
-def test_init_compiles_warning_free(store: Store, arch: Arch) -> None:
-    binary = compile_c_binary(store, [EIFBUILD_INIT_C], arch=arch, cflags=STRICT, output_name="init")
+def test_init_compiles_warning_free(shared_store: Store, arch: Arch) -> None:
+    binary = compile_c_binary(shared_store, [EIFBUILD_INIT_C], arch=arch, cflags=STRICT, output_name="init")
     elf = read_elf(binary.path, "init")
     assert elf.interpreter is None
     assert binary.size < 200_000
@@ -44,12 +39,14 @@ def test_init_is_package_data() -> None:
     assert EIFBUILD_INIT_C.read_text().startswith("/*\n * eifbuild init: PID 1 of a Nitro Enclave image")
 
 
-def test_outside_an_enclave_init_fails_closed_with_a_message(store: Store, tmp_path: Path) -> None:
+def test_outside_an_enclave_init_fails_closed_with_a_message(shared_store: Store, tmp_path: Path) -> None:
     """Run as an ordinary process in a user namespace: the first mount fails, init exits at once."""
     unshare = require_tool("unshare")
     if subprocess.run([unshare, "-Urm", "true"], capture_output=True, check=False).returncode != 0:
         pytest.skip("user namespaces are not available here")
-    binary = compile_c_binary(store, [EIFBUILD_INIT_C], arch="x86_64", cflags=STRICT, output_name="init")
+    binary = compile_c_binary(
+        shared_store, [EIFBUILD_INIT_C], arch="x86_64", cflags=STRICT, output_name="init"
+    )
     proc = subprocess.run(
         [unshare, "-Urm", str(binary.path)],
         capture_output=True,

@@ -1,8 +1,8 @@
 """zig cross-compiles through the store: real compiles of tests/data/toolchain/*.c.
 
-One session-scoped store is shared by every test, so its zig cache builds musl once per arch (about
-a minute each). The default run pays that for x86_64; aarch64 and the second cold store (byte
-equality across directories and caches, concurrent compiles) are ``slow``.
+One session-scoped store (conftest's ``shared_store``) is shared by every test, so its zig cache
+builds musl once per arch (about a minute each). The default run pays that for x86_64; aarch64 and
+the second cold store (byte equality across directories and caches, concurrent compiles) are ``slow``.
 """
 
 from __future__ import annotations
@@ -34,18 +34,13 @@ DATA = Path(__file__).parents[1] / "data" / "toolchain"
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    return Store(tmp_path_factory.mktemp("zig-store"))
+def hello_x86(shared_store: Store) -> StoreEntry:
+    return toolchain.compile_c(shared_store, [DATA / "hello.c"], arch="x86_64", output_name="hello")
 
 
 @pytest.fixture(scope="session")
-def hello_x86(store: Store) -> StoreEntry:
-    return toolchain.compile_c(store, [DATA / "hello.c"], arch="x86_64", output_name="hello")
-
-
-@pytest.fixture(scope="session")
-def hello_arm(store: Store) -> StoreEntry:
-    return toolchain.compile_c(store, [DATA / "hello.c"], arch="aarch64", output_name="hello")
+def hello_arm(shared_store: Store) -> StoreEntry:
+    return toolchain.compile_c(shared_store, [DATA / "hello.c"], arch="aarch64", output_name="hello")
 
 
 def run(argv: list[str | Path]) -> subprocess.CompletedProcess[str]:
@@ -95,15 +90,15 @@ def test_step_record_names_target_flags_and_zig(hello_x86: StoreEntry) -> None:
     assert step["tool"] == {"zig": "0.17.1"}
 
 
-def test_no_host_path_reaches_the_binary(hello_x86: StoreEntry, store: Store) -> None:
+def test_no_host_path_reaches_the_binary(hello_x86: StoreEntry, shared_store: Store) -> None:
     data = hello_x86.file("hello").read_bytes()
-    for path in (store.root, DATA, toolchain.zig_package_dir(), Path.home()):
+    for path in (shared_store.root, DATA, toolchain.zig_package_dir(), Path.home()):
         assert str(path).encode() not in data
     assert b"file=%s" in data  # the strings are there, so the search above can find things
 
 
 def test_second_compile_is_a_store_hit(
-    hello_x86: StoreEntry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hello_x86: StoreEntry, shared_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same content and name from another directory: no zig process, the same entry."""
 
@@ -116,11 +111,11 @@ def test_second_compile_is_a_store_hit(
     copy = tmp_path / "elsewhere" / "hello.c"
     copy.parent.mkdir()
     shutil.copyfile(DATA / "hello.c", copy)
-    again = toolchain.compile_c(store, [copy], arch="x86_64", output_name="hello")
+    again = toolchain.compile_c(shared_store, [copy], arch="x86_64", output_name="hello")
     assert (again.key, again.path) == (hello_x86.key, hello_x86.path)
-    assert toolchain.compile_c_binary(store, [copy], arch="x86_64", output_name="hello").path == again.file(
-        "hello"
-    )
+    assert toolchain.compile_c_binary(
+        shared_store, [copy], arch="x86_64", output_name="hello"
+    ).path == again.file("hello")
 
 
 def test_a_zig_cache_that_has_musl_does_not_announce_building_it(
@@ -135,7 +130,7 @@ def test_a_zig_cache_that_has_musl_does_not_announce_building_it(
 
 
 def test_zig_comes_from_the_package_not_path(
-    hello_x86: StoreEntry, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    hello_x86: StoreEntry, shared_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -144,18 +139,20 @@ def test_zig_comes_from_the_package_not_path(
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake_bin))
     monkeypatch.setenv("ZIG_GLOBAL_CACHE_DIR", str(tmp_path / "not-this-cache"))
-    entry = toolchain.compile_c(store, [DATA / "hello.c"], arch="x86_64", cflags=["-DPATH_TEST"])
+    entry = toolchain.compile_c(shared_store, [DATA / "hello.c"], arch="x86_64", cflags=["-DPATH_TEST"])
     assert entry.key != hello_x86.key
     assert_static(entry.file("a.out"), 62)
     assert not (tmp_path / "not-this-cache").exists()
     assert toolchain.zig_executable() == toolchain.zig_package_dir() / "zig"
 
 
-def test_compile_error_reports_the_compiler_and_leaves_nothing(hello_x86: StoreEntry, store: Store) -> None:
-    before = set(store.keys())
+def test_compile_error_reports_the_compiler_and_leaves_nothing(
+    hello_x86: StoreEntry, shared_store: Store
+) -> None:
+    before = set(shared_store.keys())
     step = toolchain.compile_step([DATA / "broken.c"], arch="x86_64")
     with pytest.raises(ToolError) as exc:
-        toolchain.compile_c(store, [DATA / "broken.c"], arch="x86_64")
+        toolchain.compile_c(shared_store, [DATA / "broken.c"], arch="x86_64")
     assert str(exc.value) == (
         "zig cc failed for a.out (x86_64): broken.c:3:12: error: use of undeclared identifier 'undeclared_value'"
     )
@@ -164,33 +161,35 @@ def test_compile_error_reports_the_compiler_and_leaves_nothing(hello_x86: StoreE
     assert exc.value.returncode != 0
     assert exc.value.cmd is not None
     assert exc.value.cmd[1:4] == ["cc", "-target", "x86_64-linux-musl"]
-    assert set(store.keys()) == before
-    assert store.get(step.key) is None
-    assert not store.entry_dir(step.key).exists()
-    assert list(store.tmp_dir.iterdir()) == []
+    assert set(shared_store.keys()) == before
+    assert shared_store.get(step.key) is None
+    assert not shared_store.entry_dir(step.key).exists()
+    assert list(shared_store.tmp_dir.iterdir()) == []
 
 
-def test_link_error_is_reported(hello_x86: StoreEntry, store: Store, tmp_path: Path) -> None:
+def test_link_error_is_reported(hello_x86: StoreEntry, shared_store: Store, tmp_path: Path) -> None:
     src = tmp_path / "undef.c"
     src.write_text("int missing(void);\nint main(void) { return missing(); }\n")
     with pytest.raises(ToolError) as exc:
-        toolchain.compile_c(store, [src], arch="x86_64")
+        toolchain.compile_c(shared_store, [src], arch="x86_64")
     assert str(exc.value) == "zig cc failed for a.out (x86_64): ld.lld: error: undefined symbol: missing"
 
 
-def test_dynamic_output_fails_the_elf_check(hello_x86: StoreEntry, store: Store) -> None:
-    before = set(store.keys())
+def test_dynamic_output_fails_the_elf_check(hello_x86: StoreEntry, shared_store: Store) -> None:
+    before = set(shared_store.keys())
     with pytest.raises(ToolError) as exc:
-        toolchain.compile_c(store, [DATA / "hello.c"], arch="x86_64", cflags=["-dynamic"], output_name="dyn")
+        toolchain.compile_c(
+            shared_store, [DATA / "hello.c"], arch="x86_64", cflags=["-dynamic"], output_name="dyn"
+        )
     assert str(exc.value) == (
         "dyn (x86_64): dynamically linked (interpreter /lib/ld-musl-x86_64.so.1), expected a static executable"
     )
-    assert set(store.keys()) == before
-    assert list(store.tmp_dir.iterdir()) == []
+    assert set(shared_store.keys()) == before
+    assert list(shared_store.tmp_dir.iterdir()) == []
 
 
-def test_init_from_source_applies_aws_warnings(hello_x86: StoreEntry, store: Store) -> None:
-    entry = init_module.init_from_source(store, DATA / "strict_ok.c", "x86_64")
+def test_init_from_source_applies_aws_warnings(hello_x86: StoreEntry, shared_store: Store) -> None:
+    entry = init_module.init_from_source(shared_store, DATA / "strict_ok.c", "x86_64")
     assert entry.record["step"]["params"]["cflags"] == list(init_module.INIT_CFLAGS)
     init = entry.file("init")
     assert_static(init, 62)
@@ -199,17 +198,17 @@ def test_init_from_source_applies_aws_warnings(hello_x86: StoreEntry, store: Sto
     with pytest.raises(
         ToolError, match=r"^zig cc failed for init \(x86_64\): strict_unused\.c:2:29: error: unused"
     ):
-        init_module.init_from_source(store, DATA / "strict_unused.c", "x86_64")
-    toolchain.compile_c(store, [DATA / "strict_unused.c"], arch="x86_64")
+        init_module.init_from_source(shared_store, DATA / "strict_unused.c", "x86_64")
+    toolchain.compile_c(shared_store, [DATA / "strict_unused.c"], arch="x86_64")
     # ... and -Wno-missing-field-initializers is what lets an init.c-style table through.
     with pytest.raises(ToolError, match=r"-Werror,-Wmissing-field-initializers"):
         toolchain.compile_c(
-            store, [DATA / "strict_ok.c"], arch="x86_64", cflags=["-Wall", "-Wextra", "-Werror"]
+            shared_store, [DATA / "strict_ok.c"], arch="x86_64", cflags=["-Wall", "-Wextra", "-Werror"]
         )
 
 
-def test_the_cli_reaches_the_init_key(hello_x86: StoreEntry, store: Store, tmp_path: Path) -> None:
-    entry = init_module.init_from_source(store, DATA / "strict_ok.c", "x86_64")
+def test_the_cli_reaches_the_init_key(hello_x86: StoreEntry, shared_store: Store, tmp_path: Path) -> None:
+    entry = init_module.init_from_source(shared_store, DATA / "strict_ok.c", "x86_64")
     out = tmp_path / "init"
     flags = "--cflags=" + " ".join(init_module.INIT_CFLAGS)
     argv = [
@@ -221,18 +220,20 @@ def test_the_cli_reaches_the_init_key(hello_x86: StoreEntry, store: Store, tmp_p
         str(out),
         flags,
         "--cache",
-        str(store.root),
+        str(shared_store.root),
     ]
     assert cli.main(argv) == 0
     assert out.read_bytes() == entry.file("init").read_bytes()
 
 
-def test_headers_are_copied_not_compiled(hello_x86: StoreEntry, store: Store, tmp_path: Path) -> None:
-    binary = toolchain.compile_c_binary(store, [DATA / "with_header.c", DATA / "greeting.h"], arch="x86_64")
+def test_headers_are_copied_not_compiled(hello_x86: StoreEntry, shared_store: Store, tmp_path: Path) -> None:
+    binary = toolchain.compile_c_binary(
+        shared_store, [DATA / "with_header.c", DATA / "greeting.h"], arch="x86_64"
+    )
     assert run([binary.path]).stdout == "greetings from a header\n"
     changed = tmp_path / "greeting.h"
     changed.write_text('#define GREETING "changed"\n')
-    other = toolchain.compile_c_binary(store, [DATA / "with_header.c", changed], arch="x86_64")
+    other = toolchain.compile_c_binary(shared_store, [DATA / "with_header.c", changed], arch="x86_64")
     assert other.key != binary.key
     assert run([other.path]).stdout == "changed\n"
 
@@ -240,12 +241,12 @@ def test_headers_are_copied_not_compiled(hello_x86: StoreEntry, store: Store, tm
 # -- the command line --------------------------------------------------------------------------
 def test_cli_compile_writes_the_binary(
     hello_x86: StoreEntry,
-    store: Store,
+    shared_store: Store,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("EIFBUILD_CACHE", str(store.root))
+    monkeypatch.setenv("EIFBUILD_CACHE", str(shared_store.root))
     out = tmp_path / "bin" / "hello"
     assert cli.main(["-q", "compile", str(DATA / "hello.c"), "--arch", "amd64", "-o", str(out)]) == 0
     assert out.read_bytes() == hello_x86.file("hello").read_bytes()
@@ -256,7 +257,7 @@ def test_cli_compile_writes_the_binary(
 
 
 def test_cli_compile_error_is_one_line(
-    hello_x86: StoreEntry, store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hello_x86: StoreEntry, shared_store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "broken"
     argv = [
@@ -268,7 +269,7 @@ def test_cli_compile_error_is_one_line(
         "-o",
         str(out),
         "--cache",
-        str(store.root),
+        str(shared_store.root),
     ]
     assert cli.main(argv) == 2
     assert capsys.readouterr().err == (

@@ -154,7 +154,3 @@ class S3Bucket:
             ContentType=content_type,
             **extra,
         )
-
-    def delete(self, name: str) -> None:
-        with self._errors(name):
-            self.client.delete_object(Bucket=self.url.bucket, Key=self.url.object_key(name))

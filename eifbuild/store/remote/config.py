@@ -18,7 +18,7 @@ import binascii
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ...errors import ConfigError
 
@@ -59,8 +59,19 @@ def parse_s3_url(text: str) -> S3Url | None:
     return S3Url(match["bucket"], (match["prefix"] or "").strip("/"))
 
 
-def parse_named_key(text: str) -> tuple[str, bytes] | None:
-    """``name:base64`` of a 32-byte ed25519 key as (name, raw bytes), or None when malformed."""
+class NamedKey(NamedTuple):
+    """A ``name:base64`` ed25519 key, parsed: its name and its 32 raw bytes."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}:{base64.b64encode(self.raw).decode()}"
+
+
+def parse_named_key(text: str) -> NamedKey | None:
+    """``name:base64`` of a 32-byte ed25519 key, or None when malformed."""
     name, sep, encoded = text.strip().partition(":")
     if not sep or not _KEY_NAME_RE.match(name):
         return None
@@ -68,7 +79,7 @@ def parse_named_key(text: str) -> tuple[str, bytes] | None:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return None
-    return (name, raw) if len(raw) == ED25519_KEY_SIZE else None
+    return NamedKey(name, raw) if len(raw) == ED25519_KEY_SIZE else None
 
 
 @dataclass(frozen=True)
@@ -78,7 +89,7 @@ class CacheSettings:
     remote: S3Url | None = None
     endpoint_url: str | None = None
     region: str | None = None
-    trusted_keys: tuple[str, ...] = ()
+    trusted_keys: tuple[NamedKey, ...] = ()  # parsed once, by parse_cache_table
     push: bool = False
     require: bool = False
     signing_key_file: str | None = None
@@ -101,12 +112,14 @@ def parse_cache_table(value: Any, ctx: TomlTables) -> CacheSettings:
     endpoint = ctx.optional_string(table, "endpoint_url", "cache")
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
         raise ctx.error("cache.endpoint_url", f"expected an http:// or https:// URL, got {endpoint!r}")
-    keys = ctx.string_list(table.get("trusted_keys", []), "cache.trusted_keys")
-    for i, key in enumerate(keys):
-        if parse_named_key(key) is None:
+    keys = []
+    for i, text in enumerate(ctx.string_list(table.get("trusted_keys", []), "cache.trusted_keys")):
+        key = parse_named_key(text)
+        if key is None:
             msg = "expected 'name:base64' of a 32-byte ed25519 public key (see 'eifbuild cache keygen')"
             raise ctx.error(f"cache.trusted_keys[{i}]", msg)
-    return CacheSettings(remote, endpoint, ctx.optional_string(table, "region", "cache"), keys)
+        keys.append(key)
+    return CacheSettings(remote, endpoint, ctx.optional_string(table, "region", "cache"), tuple(keys))
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:

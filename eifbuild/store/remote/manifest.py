@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from ..local import StoreEntry
+    from .config import NamedKey
 
 MANIFEST_FORMAT: Final = 1
 SIGNED_PREFIX: Final = b"eifbuild-cache-manifest-v1\n"
@@ -79,14 +80,9 @@ def generate_key(name: str) -> tuple[str, str]:
     return f"{name}:{base64.b64encode(seed).decode()}\n", SecretKey(name, private).public_text()
 
 
-def trusted_keys(texts: Iterable[str]) -> dict[str, Ed25519PublicKey]:
-    """``name:base64`` public keys (already validated by the config) by name."""
-    found = {}
-    for text in texts:
-        parsed = parse_named_key(text)
-        if parsed is not None:
-            found[parsed[0]] = Ed25519PublicKey.from_public_bytes(parsed[1])
-    return found
+def trusted_keys(keys: Iterable[NamedKey]) -> dict[str, Ed25519PublicKey]:
+    """The public keys (as the config parsed them) by name."""
+    return {key.name: Ed25519PublicKey.from_public_bytes(key.raw) for key in keys}
 
 
 # -- writing ---------------------------------------------------------------------------------------
