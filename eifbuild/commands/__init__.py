@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import boot, cache, eif, init, inspect, oci, sources, tools
+from . import boot, cache, eif, init, inspect, oci, qemu, sources, tools
 
 if TYPE_CHECKING:
     from .common import Adder
@@ -17,5 +17,6 @@ COMMANDS: list[Adder] = [
     *sources.COMMANDS,
     *oci.COMMANDS,
     *boot.COMMANDS,
+    *qemu.COMMANDS,
     *cache.COMMANDS,
 ]

@@ -11,13 +11,14 @@
  *      0xB7 back;
  *   5. read /cmd (argv) and /env (the whole environment), one entry per line, and delete them;
  *      an empty file means argv {"sh"} or env {"PATH=/sbin:/usr/sbin:/bin:/usr/bin"};
- *   6. switch root into /rootfs (bind mount, move onto /, chroot) and mount there: devtmpfs on
+ *   6. bring the loopback interface up (not in AWS's init: see below);
+ *   7. switch root into /rootfs (bind mount, move onto /, chroot) and mount there: devtmpfs on
  *      /dev, proc on /proc, the /dev/fd and /dev/std* links, tmpfs on /run, /tmp and /dev/shm,
  *      devpts on /dev/pts, sysfs on /sys, tmpfs on /sys/fs/cgroup and one cgroup-v1 hierarchy
  *      per enabled controller in /proc/cgroups;
- *   7. fork the command (new session, signals unblocked, environment exactly /env), reap every
+ *   8. fork the command (new session, signals unblocked, environment exactly /env), reap every
  *      child until the command exits, then reboot, which ends the enclave;
- *   8. fail closed: any setup error exits PID 1, and the kernel panics.
+ *   9. fail closed: any setup error exits PID 1, and the kernel panics.
  *
  * Differences from AWS's init.c, each on purpose:
  *
@@ -42,6 +43,10 @@
  *     the heartbeat and prints one line per PCR: "eifbuild-init: attest: PCR<n> locked|unlocked
  *     <hex>", or "eifbuild-init: attest: unavailable: <why>" without an NSM device. It changes
  *     nothing else: the command runs either way.
+ *   - Loopback: before switching root, the loopback interface "lo" is brought up (SIOCSIFFLAGS
+ *     IFF_UP), so the kernel gives it 127.0.0.1/8 and, with IPv6, ::1: an app can serve on
+ *     127.0.0.1 behind a vsock bridge. AWS's init leaves lo down. A kernel without networking (no
+ *     socket family to ask with) or without lo is left as it is; any other failure is fatal.
  *   - setpgid(0, 0) after setsid() is not called: setsid() already made the child a process group
  *     leader (and setpgid would fail with EPERM).
  *
@@ -67,6 +72,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
+#include <net/if.h>
 
 #define DEFAULT_PATH "/sbin:/usr/sbin:/bin:/usr/bin"
 #define NSM_MODULE "nsm.ko" /* relative to the initial root, like AWS's init */
@@ -396,6 +402,35 @@ static void attest(void)
 
 /* Read a newline-separated list (one entry per line, a final newline optional) and delete the
  * file. Returns a NULL-terminated array, or NULL for an empty file. */
+/* Bring "lo" up; the kernel then assigns 127.0.0.1/8 (and ::1 with IPv6) by itself. Any socket
+ * family can carry the interface ioctls: AF_UNIX works on kernels without IPv4. */
+static void loopback_up(void)
+{
+    static const int families[] = {AF_INET, AF_INET6, AF_UNIX};
+    int fd = -1;
+    for (size_t i = 0; i < sizeof families / sizeof families[0] && fd < 0; i++)
+        fd = socket(families[i], SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        if (errno == EAFNOSUPPORT)
+            return; /* no networking in this kernel */
+        die("loopback: socket");
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+        if (errno == ENODEV) {
+            close(fd);
+            return;
+        }
+        die("loopback: read the flags of lo");
+    }
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+        die("loopback: bring lo up");
+    close(fd);
+}
+
 static char **read_lines(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -640,6 +675,7 @@ int main(void)
     if (!cmd)
         cmd = default_cmd;
 
+    loopback_up();
     switch_root();
     setup_root();
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..arch import info
 from ..errors import ToolError
+from .qemubuild import BUILD_COMMAND
 
 if TYPE_CHECKING:
     from ..arch import Arch
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 NITRO_ENCLAVE: Final = "nitro-enclave"
 QEMU_ENV: Final[dict[Arch, str]] = {"x86_64": "EIFBUILD_QEMU_X86_64", "aarch64": "EIFBUILD_QEMU_AARCH64"}
 FIRMWARE_DIR: Final = Path("/usr/share/qemu")  # Debian's qemu-system-data and seabios
-BUILD_SCRIPT: Final = "tools/build-qemu-nitro.sh"
 _QEMU_PACKAGE: Final[dict[Arch, str]] = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm"}  # Debian
 _HELP_TIMEOUT: Final = 30.0
 
@@ -63,7 +63,7 @@ def has_nitro_enclave(qemu: str) -> bool:
 def no_nitro_enclave(qemu: str) -> ToolError:
     msg = (
         f"{qemu} has no {NITRO_ENCLAVE} machine (QEMU >= 9.2 built with libcbor; Debian's builds lack it): "
-        f"build one with {BUILD_SCRIPT} and pass --qemu PATH or set {QEMU_ENV['x86_64']}"
+        f"build one with '{BUILD_COMMAND}' and pass --qemu PATH or set {QEMU_ENV['x86_64']}"
     )
     return ToolError(msg, cmd=[qemu, "-M", "help"])
 

@@ -91,6 +91,15 @@ def test_init_then_doit_eif_from_an_installed_wheel_offline(tmp_path: Path) -> N
         check=True,
     )
     assert where.stdout.startswith(str(venv)), where.stdout
+    shipped = subprocess.run(  # `eifbuild qemu build`'s script is package data
+        [venv / "bin" / "python", "-c", "from eifbuild.runtime import qemubuild; print(qemubuild.SCRIPT.is_file())"],
+        cwd=app,
+        env=offline,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shipped.stdout == "True\n"
     init = subprocess.run(  # noqa: S602 - the README's command line, as a user types it
         "eifbuild init --bootstrap demo --rootfs rootfs --cmd /bin/app && doit eif",
         shell=True,

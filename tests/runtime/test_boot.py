@@ -325,7 +325,7 @@ def test_a_qemu_without_the_machine_says_how_to_get_one(tmp_path: Path) -> None:
         boot.choose_machine("x86_64", without, boot.BootOptions(attest=True))
     assert str(err.value) == (
         f"{without} has no nitro-enclave machine (QEMU >= 9.2 built with libcbor; Debian's builds lack it): "
-        "build one with tools/build-qemu-nitro.sh and pass --qemu PATH or set EIFBUILD_QEMU_X86_64"
+        "build one with 'eifbuild qemu build' and pass --qemu PATH or set EIFBUILD_QEMU_X86_64"
     )
 
 

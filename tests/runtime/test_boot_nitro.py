@@ -2,7 +2,7 @@
 eifbuild's vsock back-end answering the heartbeat, --vsock-forward, --attest and negative controls.
 
 Needs a QEMU with the machine: ``EIFBUILD_QEMU_X86_64`` (``.ci/run`` builds one with
-``tools/build-qemu-nitro.sh``) or a ``qemu-system-x86_64`` on PATH that has it. The attestation
+``eifbuild qemu build``) or a ``qemu-system-x86_64`` on PATH that has it. The attestation
 tests need a kernel with the NSM driver (``CONFIG_NSM=y``) as the committed demo kernel.
 """
 
@@ -83,7 +83,7 @@ def nitro_qemu() -> str:
     except ToolError as exc:
         found = str(exc)
     if not qemu.has_nitro_enclave(found):
-        why = f"no QEMU with the nitro-enclave machine ({found}): build one with tools/build-qemu-nitro.sh"
+        why = f"no QEMU with the nitro-enclave machine ({found}): build one with eifbuild qemu build"
         if IN_CI:
             pytest.fail(f"{why}; .ci/run must set EIFBUILD_QEMU_X86_64")
         pytest.skip(why)

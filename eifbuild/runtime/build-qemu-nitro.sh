@@ -6,7 +6,8 @@
 # tarball against the signed Sources index), builds only the x86_64 system emulator with libcbor and
 # gnutls, and installs it into a prefix that is reused when it already holds a working binary.
 #
-# Usage: tools/build-qemu-nitro.sh [--prefix DIR] [--version DEBIAN_VERSION] [--no-deps]
+# Usage: eifbuild qemu build [--prefix DIR] [--version DEBIAN_VERSION] [--no-deps]
+#    or: bash eifbuild/runtime/build-qemu-nitro.sh [the same options]   (the script ships in the wheel)
 # Needs: Debian 12 with `deb` and `deb-src` lines for bookworm-backports; root (or sudo) to install the
 # build dependencies unless --no-deps. Prints the path of the built binary as its last line.
 set -euo pipefail
@@ -19,7 +20,7 @@ while (($#)); do
     --prefix) prefix="$2"; shift 2 ;;
     --version) version="$2"; shift 2 ;;
     --no-deps) install_deps=0; shift ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-qemu-nitro: unknown option $1" >&2; exit 2 ;;
     esac
 done
