@@ -415,7 +415,8 @@ def test_aarch64_binary_is_static_and_runs_under_qemu(hello_arm: StoreEntry) -> 
 _COMPILE_SCRIPT = """
 import sys
 from pathlib import Path
-from eifbuild import log, toolchain
+from eifbuild import log
+from eifbuild.toolchain import zig as toolchain
 from eifbuild.store import Store
 with log.use(log.StderrReporter(verbosity=1)):
     binary = toolchain.compile_c_binary(Store(sys.argv[1]), [Path(sys.argv[2])], arch=sys.argv[3], output_name="hello")
