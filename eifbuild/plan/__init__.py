@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .config import CONFIG_NAME, FAILURE_FILE_ENV, find_project_dir, load_project
+    from .config import CONFIG_NAME, FAILURE_FILE_ENV, find_project, find_project_dir, load_project
     from .eifnode import EifNode
     from .inputs import CompileNode, OciNode, SourceNode
     from .kernelrecipe import build_from_recipe
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 EXPORTS = {
     "CONFIG_NAME": ".config",
     "FAILURE_FILE_ENV": ".config",
+    "find_project": ".config",
     "find_project_dir": ".config",
     "load_project": ".config",
     "EifNode": ".eifnode",
@@ -54,6 +55,7 @@ __all__ = [
     "SourceNode",
     "build_from_recipe",
     "default_lock_path",
+    "find_project",
     "find_project_dir",
     "init_project",
     "load_project",
