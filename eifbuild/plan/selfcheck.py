@@ -114,8 +114,8 @@ def _rebuild(plan: Plan, copy_root: Path, store: Path, *, failure: Path) -> subp
     env.update(CHECK_ENV, EIFBUILD_CACHE=str(store), EIFBUILD_CONFIG=str(config))
     env[REMOTE_ENV] = ""  # the check's point is to rebuild everything: no shared cache
     env[FAILURE_FILE_ENV] = str(failure)
-    # zig's libc (musl) builds are shared with the project's store; every compile itself is redone
-    zig_global = toolchain.zig_global_cache_dir(toolchain.zig_cache_dir(plan.store))
+    # zig's libc (musl) builds are shared (the user's zig cache); every compile itself is redone
+    zig_global = toolchain.zig_global_cache_dir()
     env[toolchain.ZIG_CACHE_ENV] = str(zig_global)
     dodo = store.parent / "dodo.py"
     dodo.write_text("from eifbuild.tasks import *  # noqa: F403\n")
