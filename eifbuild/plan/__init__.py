@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from .node import Node
     from .plan import Plan
     from .ramdisks import RamdiskNode
-    from .scaffold import ScaffoldApp, init_project
+    from .scaffold import ScaffoldApp, choose_arches, default_arches, image_arches, init_project, next_step
     from .selfcheck import self_check
     from .treedigest import FileDigests
 
@@ -36,7 +36,11 @@ EXPORTS = {
     "Plan": ".plan",
     "RamdiskNode": ".ramdisks",
     "ScaffoldApp": ".scaffold",
+    "choose_arches": ".scaffold",
+    "default_arches": ".scaffold",
+    "image_arches": ".scaffold",
     "init_project": ".scaffold",
+    "next_step": ".scaffold",
     "self_check": ".selfcheck",
     "FileDigests": ".treedigest",
 }
@@ -54,12 +58,16 @@ __all__ = [
     "ScaffoldApp",
     "SourceNode",
     "build_from_recipe",
+    "choose_arches",
+    "default_arches",
     "default_lock_path",
     "find_project",
     "find_project_dir",
+    "image_arches",
     "init_project",
     "load_project",
     "lock_project",
+    "next_step",
     "self_check",
 ]
 
