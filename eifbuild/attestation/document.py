@@ -100,7 +100,7 @@ def document_bytes(data: bytes | str) -> bytes:
     if len(raw) > MAX_INPUT_SIZE:
         msg = f"the document is over {MAX_INPUT_SIZE} bytes: not an NSM document"
         raise _refuse("size", msg)
-    if raw[:1] in (b"\x84", b"\xd2"):  # a 4-array, or tag 18: neither is text
+    if raw[:1] >= b"\x80":  # CBOR arrays, maps and tags: not ASCII, so never base64 or hex text
         return raw
     text = _WHITESPACE.sub(b"", raw)
     if text and len(text) % 2 == 0 and _HEX.fullmatch(text):
