@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from ..errors import FileAccessError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from pathlib import Path
 
 _DURATION: Final = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _PCR_ARG: Final = re.compile(r"(?:PCR)?(\d{1,2})=([0-9a-fA-F]*)", re.IGNORECASE)
@@ -48,13 +48,13 @@ def parse_pcr_args(args: Iterable[str]) -> dict[int, str]:
     return pcrs
 
 
-def load_pcr_file(path: Path) -> dict[int, str]:
+def load_pcr_file(path: str | Path) -> dict[int, str]:
     """PCR0/1/2 (and PCR8 when present) from a PCR JSON file as ``eifbuild pack``, eif_build or
     nitro-cli print it."""
     from ..eif import load_expected_pcrs  # noqa: PLC0415 - the EIF checker's one reader of these files
 
     pcrs: dict[int, str] = {}
-    for key, value in load_expected_pcrs(path).items():
+    for key, value in load_expected_pcrs(Path(path)).items():
         match = _PCR_KEY.fullmatch(key)
         if match is None or len(value) != 96:
             msg = f"{path}: {key} is not a SHA-384 PCR (96 hex digits)"
