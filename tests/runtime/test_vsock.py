@@ -6,6 +6,7 @@ Real boots on QEMU's nitro-enclave machine are in ``test_boot_nitro.py``.
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import threading
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from vsock_guest import GUEST_CID, FakeGuest, guest_packet
 
+from eifbuild import log
 from eifbuild.errors import ToolError, UsageError
 from eifbuild.runtime.vsock import VsockBackend, parse_forwards
 from eifbuild.runtime.vsock import _packet as packet
@@ -231,7 +233,9 @@ def test_a_forwarded_connection_reaches_a_tcp_server_and_back(tmp_path: Path) ->
 def test_a_forward_whose_target_is_down_resets_and_says_why(tmp_path: Path) -> None:
     forwards = parse_forwards([f"5000=unix:{tmp_path / 'nobody-listens'}"])
     backend = VsockBackend(tmp_path / "vsock.sock", forwards=forwards)
-    backend.start()
+    said = io.StringIO()
+    with log.use(log.StderrReporter(said)):  # the back-end's thread reports where it was started
+        backend.start()
     guest = FakeGuest(backend.socket_path)
     try:
         guest.handshake()
@@ -241,7 +245,8 @@ def test_a_forward_whose_target_is_down_resets_and_says_why(tmp_path: Path) -> N
     finally:
         guest.close()
         backend.stop()
-    assert any("cannot connect: No such file or directory" in e for e in backend.events)
+    line = f"vsock port 5000 -> unix:{tmp_path / 'nobody-listens'}: cannot connect: No such file or directory"
+    assert said.getvalue() == f"warning: vsock: {line} (the enclave's connection was reset)\n"
 
 
 def test_a_protocol_error_stops_the_back_end_with_one_line(backend: VsockBackend, guest: FakeGuest) -> None:

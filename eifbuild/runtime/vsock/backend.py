@@ -15,6 +15,7 @@ refuses, a published port the enclave does not accept on, a reset from either si
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import selectors
 import socket
@@ -102,7 +103,11 @@ class VsockBackend:
         self._listener = listener
         self._selector.register(listener, selectors.EVENT_READ, lambda _events: self._accept(listener))
         self._selector.register(self._wake_r, selectors.EVENT_READ, lambda _events: None)
-        self._thread = threading.Thread(target=self._run, name="eifbuild-vsock", daemon=True)
+        # In the caller's context: its log reporter (a ContextVar) shows the back-end's lines too.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run,), name="eifbuild-vsock", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -334,7 +339,7 @@ class VsockBackend:
                 host = forward.connect()
             except OSError as exc:
                 self._say(
-                    f"{forward}: cannot connect: {exc.strerror or exc} (the enclave's connection reset)"
+                    f"{forward}: cannot connect: {exc.strerror or exc} (the enclave's connection was reset)"
                 )
                 self._send([request.reply(Op.RST)])
                 return
