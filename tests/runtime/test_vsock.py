@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from vsock_guest import GUEST_CID, FakeGuest, guest_packet
+from vsock_guest import GUEST_CID, LINUX_RX_SIZE, FakeGuest, guest_packet
 
 from eifbuild import log
 from eifbuild.errors import ToolError, UsageError
@@ -223,6 +223,38 @@ def test_a_forwarded_connection_reaches_a_tcp_server_and_back(tmp_path: Path) ->
         assert [(p.op, p.payload) for p in got] == [(Op.RW, b"pong:ping"), (Op.SHUTDOWN, b"")]
         assert got[1].flags == packet.SHUTDOWN_SEND
         thread.join(5)
+    finally:
+        guest.close()
+        backend.stop()
+        server.close()
+    assert backend.error is None
+
+
+def test_a_packet_too_long_for_the_guest_s_rx_buffer_is_cut(tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    data = bytes(range(256)) * 15 + bytes(range(212))  # 4052 bytes: a one-page rx buffer's payload
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(data)
+            conn.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    forwards = parse_forwards([f"5000=tcp:127.0.0.1:{server.getsockname()[1]}"])
+    backend = VsockBackend(tmp_path / "vsock.sock", forwards=forwards)
+    backend.start()
+    guest = FakeGuest(backend.socket_path)
+    try:
+        guest.handshake()
+        guest.post_rx_buffers(1)  # one page: the back-end reads the host 4052 bytes at a time
+        guest.send_packet(guest_packet(Op.REQUEST, 5000))
+        guest.rx_size = LINUX_RX_SIZE  # then smaller buffers, as Linux posts them
+        assert _receive(guest, 1)[0].op == Op.RESPONSE
+        got = _receive(guest, 2)
+        assert [(p.op, len(p.payload)) for p in got] == [(Op.RW, LINUX_RX_SIZE - 44), (Op.RW, 320)]
+        assert b"".join(p.payload for p in got) == data
     finally:
         guest.close()
         backend.stop()

@@ -13,7 +13,16 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from vsock_guest import CLOSE_FIRST, ECHO, GUEST_CID, HALF_CLOSE, RESET, FakeGuest, GuestServer
+from vsock_guest import (
+    CLOSE_FIRST,
+    ECHO,
+    GUEST_CID,
+    HALF_CLOSE,
+    LINUX_RX_SIZE,
+    RESET,
+    FakeGuest,
+    GuestServer,
+)
 
 from eifbuild import log
 from eifbuild.errors import ToolError, UsageError
@@ -118,7 +127,7 @@ def published(tmp_path: Path) -> Iterator[Published]:
     with log.use(log.StderrReporter(warnings)):
         backend = VsockBackend(tmp_path / "vsock.sock", publishes=publishes)
         backend.start()
-    guest = FakeGuest(backend.socket_path)
+    guest = FakeGuest(backend.socket_path, rx_size=LINUX_RX_SIZE)  # packets are cut to fit
     try:
         with GuestServer(guest, BEHAVIOURS, payload=PAYLOAD) as server:
             yield Published(backend, server, warnings)

@@ -30,11 +30,13 @@ NUM = 64
 RINGS = {0: (0x0000, 0x1000, 0x2000), 1: (0x3000, 0x4000, 0x5000)}  # desc, avail, used
 BUFFERS = {0: 0x10000, 1: 0x60000}  # NUM buffers of BUF_SIZE each
 BUF_SIZE = 4096
+LINUX_RX_SIZE = 4096 - 320  # what Linux 6.12 posts: a page less the skb's overhead
 GUEST_CID = 16
 
 
 class FakeGuest:
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, *, rx_size: int = BUF_SIZE) -> None:
+        self.rx_size = rx_size  # the size of the rx buffers it posts
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(str(socket_path))
         self.fd = os.memfd_create("guest")
@@ -90,9 +92,9 @@ class FakeGuest:
         os.pwrite(self.fd, struct.pack("<H", self.avail_idx[index]), avail + 2)
         os.eventfd_write(self.kick[index], 1)
 
-    def post_rx_buffers(self) -> None:
-        for slot in range(NUM):
-            self._offer(0, slot, BUF_SIZE, vhost_user.DESC_F_WRITE)
+    def post_rx_buffers(self, count: int = NUM) -> None:
+        for slot in range(count):
+            self._offer(0, slot, self.rx_size, vhost_user.DESC_F_WRITE)
 
     def send_packet(self, pkt: packet.Packet) -> None:
         """Put ``pkt`` on the tx ring, once the back-end gave back the slot it goes in."""
@@ -123,7 +125,7 @@ class FakeGuest:
             )
             found.append(packet.decode(os.pread(self.fd, length, BUFFERS[0] + slot * BUF_SIZE)))
             self.used_seen[0] = (self.used_seen[0] + 1) & 0xFFFF
-            self._offer(0, slot, BUF_SIZE, vhost_user.DESC_F_WRITE)
+            self._offer(0, slot, self.rx_size, vhost_user.DESC_F_WRITE)
         return found
 
     def close(self) -> None:

@@ -18,7 +18,8 @@ from typing import Final
 from ._packet import SHUTDOWN_RCV, SHUTDOWN_SEND, Op, Packet
 
 BUF_ALLOC: Final = 256 << 10  # what we buffer per connection, guest -> host
-MAX_PAYLOAD: Final = 4096 - 44  # fits a guest rx buffer of one page, header included
+MAX_PAYLOAD: Final = 4096 - 44  # a guest rx buffer of one page, header included; the back-end
+# lowers it to the buffers the guest really posts
 HEARTBEAT_BYTE: Final = 0xB7
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a TCP RST
 

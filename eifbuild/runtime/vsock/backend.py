@@ -22,12 +22,13 @@ import socket
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from ... import log
 from ...errors import ToolError, first_line
 from . import _vhost_user as vu
-from ._packet import HOST_CID, PARENT_CID, SHUTDOWN_SEND, Op, Packet, decode
+from ._packet import HEADER, HOST_CID, PARENT_CID, SHUTDOWN_SEND, Op, Packet, decode
 from ._streams import MAX_PAYLOAD, Stream
 from .forward import HEARTBEAT_PORT
 
@@ -78,6 +79,7 @@ class VsockBackend:
         self._to_guest: deque[Packet] = deque()
         self._publish_listeners: list[socket.socket] = []
         self._next_port = _FIRST_HOST_PORT
+        self._payload_limit = MAX_PAYLOAD  # what the guest's rx buffers hold, less the header
 
     # -- life cycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -283,16 +285,28 @@ class VsockBackend:
             chain = rx.pop(self._memory)
             if chain is None:
                 break
-            data = self._to_guest.popleft().encode()
-            if len(data) > chain.room:
-                msg = f"the guest's rx buffer holds {chain.room} bytes, a packet needs {len(data)}"
-                raise vu.ProtocolError(msg)
-            rx.push(self._memory, chain, chain.write(data))
+            self._payload_limit = min(self._payload_limit, chain.room - HEADER.size)
+            rx.push(self._memory, chain, chain.write(self._next_for(chain.room)))
             given = True
         if given:
             rx.notify()
         for stream in list(self._streams.values()):
             self._watch_host(stream)
+
+    def _next_for(self, room: int) -> bytes:
+        """The next packet for the guest, in a buffer of ``room`` bytes: an RW packet too long for it
+        is cut, its rest sent next (Linux posts rx buffers of a page less its skb overhead)."""
+        packet = self._to_guest[0]
+        data = packet.encode()
+        if len(data) <= room:
+            self._to_guest.popleft()
+            return data
+        if packet.op != Op.RW or room <= HEADER.size:
+            msg = f"the guest's rx buffer holds {room} bytes, a packet needs {len(data)}"
+            raise vu.ProtocolError(msg)
+        cut = room - HEADER.size
+        self._to_guest[0] = replace(packet, payload=packet.payload[cut:])
+        return replace(packet, payload=packet.payload[:cut]).encode()
 
     # -- streams ------------------------------------------------------------------------------------
     def _from_guest(self, packet: Packet) -> None:  # noqa: C901 - one branch per op
@@ -425,7 +439,7 @@ class VsockBackend:
                 self._discard(stream, stream.host)
                 return
             try:
-                data = stream.host.recv(min(stream.peer_credit, MAX_PAYLOAD))
+                data = stream.host.recv(min(stream.peer_credit, self._payload_limit))
             except BlockingIOError:
                 return
             except OSError as exc:
