@@ -5,6 +5,7 @@
  *   GET /small  "hello from the enclave\n"
  *   GET /big    BIG_SIZE bytes, byte i = i % 251 (a prime: a lost or repeated packet shows)
  *   GET /close  closes at once, without answering or reading the rest (the enclave closes first)
+ *   POST /upload  reads its Content-Length bytes: "<count> bytes, fnv1a <hex>\n"
  *   GET /quit   "bye\n"; the server exits once it and every other connection are done
  *   other       404
  *
@@ -13,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -57,6 +59,27 @@ static int respond(int fd, const char *status, const char *body, size_t size)
     return 0;
 }
 
+/* Reads the body of an upload (``have`` bytes of it came with the head); its answer in ``out``. */
+static void upload(int fd, const char *req, const char *body, size_t have, char *out, size_t room)
+{
+    const char *length = strstr(req, "Content-Length: ");
+    size_t want = length != NULL ? strtoul(length + 16, NULL, 10) : 0, count = 0;
+    unsigned hash = 2166136261u;
+    static char buf[1 << 16];
+    for (;;) {
+        for (size_t i = 0; i < have && count < want; i++, count++)
+            hash = (hash ^ (unsigned char)body[i]) * 16777619u;
+        if (count >= want)
+            break;
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        body = buf;
+        have = (size_t)n;
+    }
+    snprintf(out, room, "%zu bytes, fnv1a %08x\n", count, hash);
+}
+
 static void serve(int fd)
 {
     char req[2048];
@@ -72,6 +95,7 @@ static void serve(int fd)
     }
     req[got] = 0;
     int status = 0, failed = 0;
+    char answer[64];
     if (strncmp(req, "GET /close ", 11) == 0) {
         close(fd);
         _exit(0);
@@ -80,7 +104,12 @@ static void serve(int fd)
         failed = respond(fd, "200 OK", "hello from the enclave\n", 23);
     else if (strncmp(req, "GET /big ", 9) == 0)
         failed = respond(fd, "200 OK", NULL, BIG_SIZE);
-    else if (strncmp(req, "GET /quit ", 10) == 0) {
+    else if (strncmp(req, "POST /upload ", 13) == 0) {
+        char *end = strstr(req, "\r\n\r\n");
+        size_t head = end != NULL ? (size_t)(end + 4 - req) : got;
+        upload(fd, req, req + head, got - head, answer, sizeof answer);
+        failed = respond(fd, "200 OK", answer, strlen(answer));
+    } else if (strncmp(req, "GET /quit ", 10) == 0) {
         failed = respond(fd, "200 OK", "bye\n", 4);
         status = QUIT_STATUS;
     } else

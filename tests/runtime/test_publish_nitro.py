@@ -34,13 +34,17 @@ HTTP_C = Path(__file__).with_name("http_vsock.c")
 BIG_SIZE = 6 << 20
 BIG_BODY = (bytes(range(251)) * (BIG_SIZE // 251 + 1))[:BIG_SIZE]
 SMALL_BODY = b"hello from the enclave\n"
+UPLOAD = bytes(range(256)) * (3 << 12) + b"tail"  # 3 MiB and 4 bytes, host -> enclave
 LISTENING = "http-vsock: listening on vsock port 5000"
 BOOT_TIMEOUT = 600
 
 
 @pytest.fixture(scope="module")
 def http_eif(tmp_path_factory: pytest.TempPathFactory, shared_store: Store) -> Path:
-    server = compile_c_binary(shared_store, [HTTP_C], arch="x86_64", output_name="http-vsock").path
+    flags = ("-Wall", "-Wextra", "-Werror")
+    server = compile_c_binary(
+        shared_store, [HTTP_C], arch="x86_64", cflags=flags, output_name="http-vsock"
+    ).path
     app = app_entries([], ["/bin/http-vsock"], {}, files={"bin/http-vsock": server})
     tmp = tmp_path_factory.mktemp("http")
     return _eif(tmp, bootstrap_entries(_init(shared_store)), app, name="http")
@@ -108,6 +112,24 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _fnv1a(data: bytes) -> int:
+    value = 2166136261
+    for byte in data:
+        value = ((value ^ byte) * 16777619) & 0xFFFFFFFF
+    return value
+
+
+def _upload(port: int, body: bytes) -> Reply:
+    """POST /upload: the enclave reads every byte and says how many and their FNV-1a."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        conn.request("POST", "/upload", body=body)
+        response = conn.getresponse()
+        return Reply(response.status, response.read())
+    finally:
+        conn.close()
+
+
 def _post_to_close(port: int) -> str:
     """POST 1 MiB to /close: the enclave reads the head, closes; the host sees an empty reply."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
@@ -137,8 +159,10 @@ def test_http_clients_reach_the_enclave_through_publish(
             refused = _get(unserved, "/small")  # nothing listens on the enclave's port 5001
             paths = ["/big"] * 4 + ["/small"] * 16 + ["/close"] * 2 + ["/missing"]
             start = time.monotonic()
-            with ThreadPoolExecutor(len(paths)) as pool:
+            with ThreadPoolExecutor(len(paths) + 2) as pool:
+                uploads = [pool.submit(_upload, port, UPLOAD) for _ in range(2)]
                 replies = list(pool.map(lambda path: _get(port, path), paths))
+                uploaded = [u.result() for u in uploads]
             seconds = time.monotonic() - start
             closed = _post_to_close(port)
             quit_reply = _get(port, "/quit")
@@ -161,12 +185,14 @@ def test_http_clients_reach_the_enclave_through_publish(
             assert "Empty reply from server" in reply.error or "RemoteDisconnected" in reply.error, reply
         else:
             assert reply == Reply(404, b"")
+    assert uploaded == [Reply(200, f"{len(UPLOAD)} bytes, fnv1a {_fnv1a(UPLOAD):08x}\n".encode())] * 2
     assert closed == "RemoteDisconnected"
     assert quit_reply == Reply(200, b"bye\n")
-    assert f"http-vsock: served {len(paths) + 2} connections" in out
+    assert f"http-vsock: served {len(paths) + 4} connections" in out
     warnings = [ln for ln in said.splitlines() if ln.startswith("warning:")]
     assert warnings == [
         f"warning: vsock: --publish 127.0.0.1:{unserved} -> enclave vsock port 5001: "
         "the enclave refused the connection (nothing listens there)"
     ]
-    print(f"{len(paths)} requests at once ({4 * BIG_SIZE >> 20} MiB) in {seconds:.1f} s")
+    total = (4 * BIG_SIZE + 2 * len(UPLOAD)) >> 20
+    print(f"{len(paths) + 2} requests at once ({total} MiB both ways) in {seconds:.1f} s")
