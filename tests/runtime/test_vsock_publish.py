@@ -4,6 +4,7 @@ by the stand-in guest's listeners (tests/runtime/vsock_guest.py). Real boots: te
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import socket
@@ -199,6 +200,29 @@ def test_a_reset_from_the_host_resets_the_vsock_stream_and_is_said(published: Pu
     port = published.ports[ECHO_PORT]
     line = f"--publish 127.0.0.1:{port} -> enclave vsock port {ECHO_PORT}: the host side reset the connection"
     assert published.warnings.getvalue() == f"warning: vsock: {line} (Connection reset by peer)\n"
+
+
+def test_a_port_that_cannot_accept_rests_a_moment_and_says_so(
+    published: Published, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accept = socket.socket.accept
+    failed: list[bool] = []
+
+    def out_of_fds(sock: socket.socket) -> tuple[socket.socket, object]:
+        if not failed:
+            failed.append(True)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return accept(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", out_of_fds)
+    start = time.monotonic()
+    with published.connect(ECHO_PORT) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(100) == b"ping"  # accepted when the port listens again
+    assert time.monotonic() - start >= 0.9
+    port = published.ports[ECHO_PORT]
+    line = f"--publish 127.0.0.1:{port} -> enclave vsock port {ECHO_PORT}: cannot accept: Too many open files"
+    assert published.warnings.getvalue() == f"warning: vsock: {line}\n"
 
 
 def _echo(published: Published, data: bytes) -> bytes:

@@ -44,6 +44,8 @@ RX, TX = 0, 1
 _PENDING_LIMIT: Final = 64  # packets queued for the guest before we stop reading host sockets
 _FIRST_HOST_PORT: Final = 49152  # the parent's ports for published connections, one per connection
 _LAST_HOST_PORT: Final = 0xFFFFFFFE
+_EVENTS_KEPT: Final = 256
+_ACCEPT_PAUSE: Final = 1.0  # seconds a published port waits when accepting fails (out of fds)
 LINGER: Final = 5.0  # seconds a host socket may take its last bytes after the guest closed
 
 
@@ -65,7 +67,7 @@ class VsockBackend:
         self.publishes = tuple(publishes)
         self.heartbeats = 0
         self.error: str | None = None
-        self.events: list[str] = []
+        self.events: deque[str] = deque(maxlen=_EVENTS_KEPT)  # the latest notes, for tests and debugging
         self._selector = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self._control: socket.socket | None = None
@@ -78,6 +80,7 @@ class VsockBackend:
         self._draining: list[Stream] = []  # the guest closed; its last bytes still go to the host
         self._to_guest: deque[Packet] = deque()
         self._publish_listeners: list[socket.socket] = []
+        self._paused: list[tuple[float, Publish, socket.socket]] = []  # (until, port, listener)
         self._next_port = _FIRST_HOST_PORT
         self._payload_limit = MAX_PAYLOAD  # what the guest's rx buffers hold, less the header
 
@@ -126,7 +129,7 @@ class VsockBackend:
                 for key, events in self._selector.select(1.0):
                     callback: Callable[[int], None] = key.data
                     callback(events)
-                self._expire_draining()
+                self._timers()
         except (ToolError, OSError, ValueError) as exc:
             self.error = f"vsock back-end: {first_line(exc)}"
             log.info(self.error)
@@ -366,7 +369,9 @@ class VsockBackend:
 
     def _publish(self, publish: Publish, listener: socket.socket) -> None:
         self._publish_listeners.append(listener)
+        self._listen_on(publish, listener)
 
+    def _listen_on(self, publish: Publish, listener: socket.socket) -> None:
         def accept(_events: int) -> None:
             self._accept_host(publish, listener)
 
@@ -379,8 +384,10 @@ class VsockBackend:
                 conn, peer = listener.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:  # out of file descriptors: said, and the connection waits
+            except OSError as exc:  # out of file descriptors: said, and the port rests a moment
                 self._say(f"--publish {publish}: cannot accept: {exc.strerror or exc}")
+                self._selector.unregister(listener)
+                self._paused.append((time.monotonic() + _ACCEPT_PAUSE, publish, listener))
                 return
             conn.setblocking(False)
             port = self._fresh_port(publish.vsock_port)
@@ -518,10 +525,15 @@ class VsockBackend:
         else:
             self._end(stream)
 
-    def _expire_draining(self) -> None:
+    def _timers(self) -> None:
+        """Close the lingering host sockets whose time is up; listen again on rested ports."""
         now = time.monotonic()
         for stream in [s for s in self._draining if s.linger_until < now]:
             self._end(stream)
+        due = [entry for entry in self._paused if entry[0] < now]
+        self._paused = [entry for entry in self._paused if entry[0] >= now]
+        for _when, publish, listener in due:
+            self._listen_on(publish, listener)
 
     def _host_failed(self, stream: Stream, exc: OSError) -> None:
         """The host socket failed (reset, or closed while the guest still sends): reset the stream."""
