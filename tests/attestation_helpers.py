@@ -168,3 +168,12 @@ def emulator_document(*, nonce: bytes | None = None) -> bytes:
         "nonce": nonce,
     }
     return cbor2.dumps([cbor2.dumps({1: -1}), {}, cbor2.dumps(payload), bytes(64)])
+
+
+EMULATOR_VECTORS = Path(__file__).parent / "vectors" / "qemu-nsm"
+EMULATOR_INDEX = json.loads((EMULATOR_VECTORS / "index.json").read_text(encoding="utf-8"))
+
+
+def emulator_raw() -> bytes:
+    """The real document QEMU's emulated NSM gave eifbuild's init (tests/vectors/qemu-nsm)."""
+    return base64.b64decode((EMULATOR_VECTORS / EMULATOR_INDEX["file"]).read_text(encoding="ascii"))

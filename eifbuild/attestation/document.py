@@ -21,6 +21,7 @@ MAX_INPUT_SIZE: Final = 2 * MAX_DOCUMENT_SIZE + 4096  # hex doubles it; base64 a
 COSE_SIGN1_TAG: Final = 18
 ES384: Final = -35
 EMULATOR_ALG: Final = -1  # QEMU's virtio-nsm: "we don't actually sign the data"
+EMULATOR_ZEROS: Final = bytes(64)  # QEMU's signature, certificate and only cabundle entry
 PCR_SIZE: Final = 48
 MAX_PCR_INDEX: Final = 31
 MAX_FIELD_SIZE: Final = 1024  # public_key, user_data, nonce (the NSM API's limit)
@@ -49,7 +50,7 @@ class AttestationDocument:
     protected: bytes = field(repr=False)
     payload: bytes = field(repr=False)
     signature: bytes = field(repr=False)
-    emulated: bool = False  # QEMU's unsigned shape (alg -1, zero signature and certificate)
+    emulated: bool = False  # QEMU's unsigned shape (alg -1; signature, certificate, cabundle zeros)
 
     @property
     def timestamp(self) -> datetime:
@@ -122,8 +123,11 @@ def parse_document(data: bytes | str, *, emulator_allowed: bool = False) -> Atte
     if len(raw) > MAX_DOCUMENT_SIZE:
         raise _refuse("size", f"the document is {len(raw)} bytes, over the {MAX_DOCUMENT_SIZE}-byte limit")
     protected, payload, signature = _cose_parts(raw)
-    emulated = _check_protected(protected, signature, emulator_allowed)
-    return _parse_payload(protected, payload, signature, emulated)
+    unsigned = _check_protected(protected)
+    document = _parse_payload(protected, payload, signature, unsigned)
+    if unsigned:
+        _check_emulator(document, emulator_allowed)
+    return document
 
 
 def _decode(data: bytes, what: str, *, top_tags: bool = False) -> object:
@@ -155,26 +159,45 @@ def _cose_parts(raw: bytes) -> tuple[bytes, bytes, bytes]:
     return protected, payload, signature
 
 
-def _check_protected(protected: bytes, signature: bytes, emulator_allowed: bool) -> bool:
-    """Whether the document is QEMU's unsigned shape (then only with ``emulator_allowed``)."""
+def _check_protected(protected: bytes) -> bool:
+    """Whether the header says alg -1 (QEMU's unsigned documents; judged by :func:`_check_emulator`)."""
     header = _decode(protected, "protected header")
     if header == {1: ES384}:
         return False
     if not isinstance(header, dict) or set(header) != {1} or type(header[1]) is not int:
         raise _refuse("protected", f"the protected header must be exactly {{1: -35}} (ES384): {header!r}")
     if header[1] == EMULATOR_ALG:
-        if emulator_allowed:
-            return True
-        unsigned = "a zero signature" if not any(signature) else "a signature"
-        msg = (
-            f"alg -1 and {unsigned}: an unsigned document from QEMU's emulated NSM, which proves "
-            "nothing (accepted only with --insecure-emulator)"
-        )
-        raise _refuse("emulator", msg)
+        return True
     raise _refuse("alg", f"algorithm {header[1]} in the protected header: an NSM signs with ES384 (-35)")
 
 
-def _parse_payload(protected: bytes, payload: bytes, signature: bytes, emulated: bool) -> AttestationDocument:
+def _check_emulator(document: AttestationDocument, emulator_allowed: bool) -> None:
+    """An alg -1 document passes structure only in exactly the shape QEMU's virtio-nsm writes (64
+    zero bytes as signature, certificate and sole cabundle entry), and only when allowed."""
+    differs = [
+        what
+        for what, ok in (
+            ("the signature", document.signature == EMULATOR_ZEROS),
+            ("the certificate", document.certificate == EMULATOR_ZEROS),
+            ("the cabundle", document.cabundle == (EMULATOR_ZEROS,)),
+        )
+        if not ok
+    ]
+    if differs:
+        msg = (
+            f"alg -1 (unsigned) but {', '.join(differs)} not 64 zero bytes: not the shape QEMU's "
+            "emulated NSM writes, refused even with --insecure-emulator"
+        )
+        raise _refuse("emulator", msg)
+    if not emulator_allowed:
+        msg = (
+            "alg -1, a zero signature, a zero certificate and a zero cabundle: an unsigned document "
+            "from QEMU's emulated NSM, which proves nothing (accepted only with --insecure-emulator)"
+        )
+        raise _refuse("emulator", msg)
+
+
+def _parse_payload(protected: bytes, payload: bytes, signature: bytes, unsigned: bool) -> AttestationDocument:
     value = _decode(payload, "payload")
     if not isinstance(value, dict):
         raise _refuse("payload", f"the payload is not a CBOR map: {type(value).__name__}")
@@ -204,7 +227,7 @@ def _parse_payload(protected: bytes, payload: bytes, signature: bytes, emulated:
         protected=protected,
         payload=payload,
         signature=signature,
-        emulated=emulated,
+        emulated=unsigned,
     )
 
 

@@ -35,7 +35,7 @@ class Verified:
 
     document: AttestationDocument
     checked: tuple[str, ...]  # "structure", "chain", "signature", "PCR0", …, "nonce", "max-age"
-    insecure_emulator: bool = False  # chain and signature were skipped
+    insecure_emulator: bool = False  # QEMU's unsigned document: chain and signature were skipped
 
     # the payload's fields, as the relying party uses them
     @property
@@ -91,7 +91,10 @@ def verify(
     (UsageError otherwise: verifying against nothing proves nothing). ``max_age``: how old the
     document may be at ``at`` (default now, UTC). ``allow_debug`` accepts an enclave in debug mode
     (PCR0, PCR1 and PCR2 all zero). ``root``: a DER certificate to trust instead of AWS's root.
-    ``insecure_emulator`` skips the chain and signature rules (QEMU's NSM signs nothing).
+    ``insecure_emulator`` accepts a document in the unsigned shape QEMU's emulated NSM writes (alg
+    -1; 64 zero bytes as signature, certificate and cabundle) and skips the chain and signature
+    rules for it, which ``Verified.insecure_emulator`` then says; a signed document is still
+    checked in full.
 
     Raises :class:`~eifbuild.errors.AttestationError` (``code``: the rule and reason) when the
     document is not verified.
@@ -103,7 +106,7 @@ def verify(
     when = _as_of(at)
     parsed = parse_document(document, emulator_allowed=insecure_emulator)
     checked = ["structure"]
-    if not insecure_emulator:
+    if not parsed.emulated:  # a signed document is checked in full, --insecure-emulator or not
         leaf = check_chain(parsed, aws_root_der() if root is None else root, when)
         checked.append("chain")
         _check_signature(parsed, leaf)
@@ -112,7 +115,7 @@ def verify(
         parsed, expected_pcrs, nonce=nonce, user_data=user_data, public_key=public_key,
         max_age=max_age, at=when, allow_debug=allow_debug,
     )  # fmt: skip
-    return Verified(parsed, tuple(checked), insecure_emulator=insecure_emulator)
+    return Verified(parsed, tuple(checked), insecure_emulator=parsed.emulated)
 
 
 def _as_of(at: datetime | None) -> datetime:

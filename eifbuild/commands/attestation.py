@@ -44,7 +44,8 @@ def _add_attestation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     v.add_argument("--root", type=Path, metavar="PEM", help="trust this root instead of AWS's (tests)")
     v.add_argument(
         "--insecure-emulator", action="store_true",
-        help="accept QEMU's unsigned documents: skips the chain and signature rules (proves nothing)",
+        help="accept QEMU's unsigned documents (alg -1, zeros): skips their chain and signature rules "
+        "(proves nothing); a signed document is still checked in full",
     )  # fmt: skip
     v.add_argument("--json", action="store_true", help="print the verified payload (or the refusal) as JSON")
     v.set_defaults(func=_cmd_verify)
@@ -73,7 +74,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         else:
             print(f"not verified: {exc}")
         return EXIT_FAILED
-    if args.insecure_emulator:
+    if verified.insecure_emulator:
         print("warning: --insecure-emulator: the chain and signature were NOT checked", file=sys.stderr)
     if args.json:
         print(json.dumps(verified.to_json(), indent=2))
@@ -81,7 +82,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     document = verified.document
     made = document.to_json()["timestamp"]
     print(f"verified: {document.module_id}, made {made}; checked: {', '.join(verified.checked)}")
-    if args.insecure_emulator:
+    if verified.insecure_emulator:
         print("insecure: chain and signature skipped (--insecure-emulator): this proves nothing")
     return EXIT_OK
 
