@@ -46,7 +46,14 @@ def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--attest",
         action="store_true",
-        help="nitro-enclave: eifbuild's init reads PCR0/1/2/8 from /dev/nsm; PASS only if equal to the EIF's",
+        help="nitro-enclave: eifbuild's init reads PCR0/1/2/8 from /dev/nsm and an attestation document "
+        "with a fresh nonce; PASS only if the PCRs equal the EIF's and the document verifies",
+    )
+    p.add_argument(
+        "--attestation-out",
+        type=Path,
+        metavar="FILE",
+        help="with --attest: save the attestation document (raw CBOR) to FILE and print its nonce",
     )
     p.add_argument(
         "--vsock-forward",
@@ -72,6 +79,9 @@ def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_boot(args: argparse.Namespace) -> int:
     from ..runtime import BootOptions, boot_eif  # noqa: PLC0415
 
+    if args.attestation_out is not None and not args.attest:
+        msg = "--attestation-out saves the document --attest asks for: add --attest"
+        raise UsageError(msg, key="--attestation-out")
     options = BootOptions(
         expect=args.expect,
         timeout=args.timeout,
@@ -95,8 +105,21 @@ def _cmd_boot(args: argparse.Namespace) -> int:
     result = boot_eif(args.eif, options, store=store, console=None if args.quiet else show)
     if shown and shown[-1] != "\n":
         sys.stdout.write("\n")
+    if result.nonce is not None:
+        print(f"attest: nonce {result.nonce.hex()}")
+    if args.attestation_out is not None:
+        _save_document(args.attestation_out, result.document)
     print(result.verdict)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _save_document(path: Path, document: bytes | None) -> None:
+    if document is None:
+        print(f"attest: no attestation document to save to {path}")
+        return
+    with fsutil.atomic_write(path) as fh:
+        fh.write(document)
+    print(f"attest: document saved to {path} ({len(document)} bytes)")
 
 
 def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

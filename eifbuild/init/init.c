@@ -41,8 +41,13 @@
  *     (added by `eifbuild boot --attest` through QEMU's -append, which is not measured), init
  *     reads PCR0, 1, 2 and 8 from /dev/nsm with DescribePCR requests (NSM_IOCTL_RAW, CBOR) after
  *     the heartbeat and prints one line per PCR: "eifbuild-init: attest: PCR<n> locked|unlocked
- *     <hex>", or "eifbuild-init: attest: unavailable: <why>" without an NSM device. It changes
- *     nothing else: the command runs either way.
+ *     <hex>", or "eifbuild-init: attest: unavailable: <why>" without an NSM device. Then it asks
+ *     the NSM for an attestation document (an Attestation request with the nonce the host passed
+ *     as "eifbuild.nonce=<hex>", 1 to 64 bytes, also unmeasured; null without one) and prints it
+ *     base64-encoded in numbered lines of at most 384 characters: "eifbuild-init: attest:
+ *     document <k>/<n> <base64>" (the console: no extra vsock port the parent would have to
+ *     serve), or "eifbuild-init: attest: document error: <why>". It changes nothing else: the
+ *     command runs either way.
  *   - Loopback: before switching root, the loopback interface "lo" is brought up (SIOCSIFFLAGS
  *     IFF_UP), so the kernel gives it 127.0.0.1/8 and, with IPv6, ::1: an app can serve on
  *     127.0.0.1 behind a vsock bridge. AWS's init leaves lo down. A kernel without networking (no
@@ -81,12 +86,17 @@
 #define HEARTBEAT 0xB7
 #define LOCAL_FLAG "eifbuild.local=1"
 #define ATTEST_FLAG "eifbuild.attest=1"
+#define NONCE_PREFIX "eifbuild.nonce="
+#define NONCE_MAX 64 /* bytes; the host sends 32 */
+#define DOCUMENT_LINE 384 /* base64 characters per console line (288 bytes) */
 #define NSM_DEVICE "/dev/nsm"
 #define NSM_RESPONSE_MAX 0x3000
 #define MAX_LINE_FILE (16u << 20) /* /cmd and /env: more than this is not a command line */
 
 static int local_mode;
 static int attest_mode;
+static unsigned char nonce[NONCE_MAX];
+static int nonce_len = -1; /* -1: no eifbuild.nonce= word; -2: one that is not 1..64 bytes of hex */
 
 static void vsay(const char *prefix, const char *fmt, va_list ap, int err)
 {
@@ -171,7 +181,34 @@ static void open_console(void)
         close(out);
 }
 
-/* Set local_mode and attest_mode from the kernel command line (whole words only). */
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The nonce from "eifbuild.nonce=<hex>": 1 to NONCE_MAX bytes, else nonce_len = -2. */
+static void parse_nonce(const char *hex)
+{
+    size_t len = strlen(hex);
+    nonce_len = -2;
+    if (len == 0 || len % 2 != 0 || len > 2 * NONCE_MAX)
+        return;
+    for (size_t i = 0; i < len; i += 2) {
+        int hi = hex_digit(hex[i]), lo = hex_digit(hex[i + 1]);
+        if (hi < 0 || lo < 0)
+            return;
+        nonce[i / 2] = (unsigned char)(hi << 4 | lo);
+    }
+    nonce_len = (int)(len / 2);
+}
+
+/* Set local_mode, attest_mode and the nonce from the kernel command line (whole words only). */
 static void read_cmdline_flags(void)
 {
     char buf[4096];
@@ -191,6 +228,8 @@ static void read_cmdline_flags(void)
                     local_mode = 1;
                 if (strcmp(tok, ATTEST_FLAG) == 0)
                     attest_mode = 1;
+                if (strncmp(tok, NONCE_PREFIX, strlen(NONCE_PREFIX)) == 0)
+                    parse_nonce(tok + strlen(NONCE_PREFIX));
             }
         }
     }
@@ -318,16 +357,16 @@ static int cbor_key_is(struct cbor *c, const char *key)
     return cbor_string(c, 3, &s, &len) == 0 && len == strlen(key) && memcmp(s, key, len) == 0;
 }
 
-/* Parse {"DescribePCR": {"lock": bool, "data": bytes}}; an {"Error": text} is put in `error`. */
-static int parse_describe_pcr(struct cbor *c, int *lock, const unsigned char **data, size_t *len,
-                              char *error, size_t error_size)
+/* Enter a response {name: {...}}: on success the cursor is past the inner map's head and `count`
+ * is its number of pairs; an {"Error": text} is put in `error`. */
+static int cbor_response(struct cbor *c, const char *name, uint64_t *count, char *error, size_t error_size)
 {
     unsigned major;
-    uint64_t count, inner;
-    if (cbor_head(c, &major, &count) != 0 || major != 5 || count != 1)
+    uint64_t outer;
+    if (cbor_head(c, &major, &outer) != 0 || major != 5 || outer != 1)
         return -1;
     const unsigned char *key = c->p;
-    if (!cbor_key_is(c, "DescribePCR")) {
+    if (!cbor_key_is(c, name)) {
         struct cbor text = {key, c->end};
         const unsigned char *s;
         size_t n;
@@ -335,7 +374,16 @@ static int parse_describe_pcr(struct cbor *c, int *lock, const unsigned char **d
             snprintf(error, error_size, "the NSM answered %.*s", (int)n, (const char *)s);
         return -1;
     }
-    if (cbor_head(c, &major, &inner) != 0 || major != 5)
+    return cbor_head(c, &major, count) != 0 || major != 5 ? -1 : 0;
+}
+
+/* Parse {"DescribePCR": {"lock": bool, "data": bytes}}; an {"Error": text} is put in `error`. */
+static int parse_describe_pcr(struct cbor *c, int *lock, const unsigned char **data, size_t *len,
+                              char *error, size_t error_size)
+{
+    unsigned major;
+    uint64_t inner;
+    if (cbor_response(c, "DescribePCR", &inner, error, error_size) != 0)
         return -1;
     *lock = -1;
     *data = NULL;
@@ -386,7 +434,96 @@ static void describe_pcr(int nsm, unsigned index)
     say("attest: PCR%u %s %s", index, lock ? "locked" : "unlocked", hex);
 }
 
-/* Print PCR0, 1, 2 and 8 as the NSM holds them, for `eifbuild boot --attest` to compare. */
+/* Parse {"Attestation": {"document": bytes}}; an {"Error": text} is put in `error`. */
+static int parse_attestation(struct cbor *c, const unsigned char **doc, size_t *len, char *error,
+                             size_t error_size)
+{
+    uint64_t inner;
+    if (cbor_response(c, "Attestation", &inner, error, error_size) != 0)
+        return -1;
+    *doc = NULL;
+    for (uint64_t i = 0; i < inner; i++) {
+        if (cbor_key_is(c, "document")) {
+            if (cbor_string(c, 2, doc, len) != 0)
+                return -1;
+        } else if (cbor_skip(c, 0) != 0) {
+            return -1;
+        }
+    }
+    return *doc ? 0 : -1;
+}
+
+/* Print `data` base64-encoded, DOCUMENT_LINE characters per line, each line numbered k/n. */
+static void print_document(const unsigned char *data, size_t len)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const size_t per_line = DOCUMENT_LINE / 4 * 3;
+    size_t lines = (len + per_line - 1) / per_line;
+    for (size_t k = 0; k < lines; k++) {
+        char text[DOCUMENT_LINE + 1];
+        size_t n = 0, start = k * per_line, end = start + per_line < len ? start + per_line : len;
+        for (size_t i = start; i < end; i += 3) {
+            size_t left = end - i;
+            uint32_t v = (uint32_t)data[i] << 16 | (left > 1 ? (uint32_t)data[i + 1] << 8 : 0) |
+                         (left > 2 ? data[i + 2] : 0);
+            text[n++] = alphabet[v >> 18 & 63];
+            text[n++] = alphabet[v >> 12 & 63];
+            text[n++] = left > 1 ? alphabet[v >> 6 & 63] : '=';
+            text[n++] = left > 2 ? alphabet[v & 63] : '=';
+        }
+        text[n] = '\0';
+        say("attest: document %zu/%zu %s", k + 1, lines, text);
+    }
+}
+
+/* Ask the NSM for an attestation document carrying the host's nonce and print it. */
+static void attestation_document(int nsm)
+{
+    /* {"Attestation": {"user_data": null, "nonce": <bytes>|null, "public_key": null}} */
+    static const unsigned char head[] = {0xA1, 0x6B, 'A', 't', 't', 'e', 's', 't', 'a', 't', 'i', 'o', 'n',
+                                         0xA3, 0x69, 'u', 's', 'e', 'r', '_', 'd', 'a', 't', 'a', 0xF6,
+                                         0x65, 'n', 'o', 'n', 'c', 'e'};
+    static const unsigned char tail[] = {0x6A, 'p', 'u', 'b', 'l', 'i', 'c', '_', 'k', 'e', 'y', 0xF6};
+    static unsigned char response[NSM_RESPONSE_MAX];
+    unsigned char request[sizeof head + 2 + NONCE_MAX + sizeof tail];
+    size_t n = sizeof head;
+    if (nonce_len == -2) {
+        say("attest: document error: " NONCE_PREFIX " is not 1 to %d bytes of hex", NONCE_MAX);
+        return;
+    }
+    memcpy(request, head, sizeof head);
+    if (nonce_len < 0) {
+        request[n++] = 0xF6; /* null: no eifbuild.nonce= word */
+    } else {
+        if (nonce_len < 24) {
+            request[n++] = (unsigned char)(0x40 | nonce_len);
+        } else {
+            request[n++] = 0x58;
+            request[n++] = (unsigned char)nonce_len;
+        }
+        memcpy(request + n, nonce, (size_t)nonce_len);
+        n += (size_t)nonce_len;
+    }
+    memcpy(request + n, tail, sizeof tail);
+    n += sizeof tail;
+    struct nsm_raw raw = {{(uintptr_t)request, n}, {(uintptr_t)response, sizeof response}};
+    if (ioctl(nsm, NSM_IOCTL_RAW, &raw) != 0) {
+        say("attest: document error: ioctl NSM_IOCTL_RAW: %s", strerror(errno));
+        return;
+    }
+    struct cbor c = {response, response + (raw.response.len < sizeof response ? raw.response.len : sizeof response)};
+    char error[128] = "cannot parse the NSM's answer";
+    const unsigned char *doc;
+    size_t len;
+    if (parse_attestation(&c, &doc, &len, error, sizeof error) != 0 || len == 0) {
+        say("attest: document error: %s", error);
+        return;
+    }
+    print_document(doc, len);
+}
+
+/* Print PCR0, 1, 2 and 8 as the NSM holds them and an attestation document, for `eifbuild boot
+ * --attest` to compare and verify. */
 static void attest(void)
 {
     static const unsigned indexes[] = {0, 1, 2, 8};
@@ -397,6 +534,7 @@ static void attest(void)
     }
     for (size_t i = 0; i < sizeof indexes / sizeof *indexes; i++)
         describe_pcr(nsm, indexes[i]);
+    attestation_document(nsm);
     close(nsm);
 }
 

@@ -28,6 +28,9 @@ KILL_GRACE: Final = 2.0
 INIT_LINE: Final = "eifbuild-init:"
 _QEMU_ERROR: Final = re.compile(r"^qemu-system-[\w-]+: (.+)$", re.MULTILINE)
 _KEEP: Final = 1 << 16  # console bytes kept for the verdict (the tail)
+ATTEST_LINE: Final = "eifbuild-init: attest:"
+_ATTEST_LINES: Final = 256  # init prints 4 PCR lines and a document of at most 32 lines
+_LONGEST_LINE: Final = 4096  # a longer line is cut (an attest line is under 450 characters)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class BootResult:
     returncode: int | None
     console: str  # the last 64 KiB of console output
     notes: tuple[str, ...] = field(default=())  # the machine, the heartbeat, the attestation
+    attest_lines: tuple[str, ...] = field(default=(), repr=False)  # init's attest lines, wherever they were
+    document: bytes | None = field(default=None, repr=False)  # the attestation document (--attest)
+    nonce: bytes | None = field(default=None, repr=False)  # the nonce the host passed for it
 
     @property
     def verdict(self) -> str:
@@ -60,8 +66,18 @@ class _Watch:
         self.panic_at: int | None = None
         self.abort: Callable[[], str | None] | None = None
         self.aborted: str | None = None
+        self.attest_lines: list[str] = []  # kept apart: an app's output can push them out of the tail
+        self.partial = ""  # the console's unfinished last line
+
+    def collect(self, chunk: str) -> None:
+        lines = (self.partial + chunk).split("\n")
+        self.partial = lines.pop()[-_LONGEST_LINE:]
+        for line in lines:
+            if ATTEST_LINE in line and len(self.attest_lines) < _ATTEST_LINES:
+                self.attest_lines.append(line[line.index(ATTEST_LINE) :].strip()[:_LONGEST_LINE])
 
     def feed(self, chunk: str) -> None:
+        self.collect(chunk)
         self.text += chunk
         longest = max(len(PANIC_MARKER), len(self.expect or ""))
         start = max(0, self.scanned - longest)
@@ -200,7 +216,10 @@ def _judge(
 ) -> BootResult:
     reason, detail = _verdict(watch, timed_out=timed_out, returncode=returncode, timeout=timeout)
     ok = reason in {"expected", "shutdown"}
-    return BootResult(ok, reason, detail, seconds, returncode, watch.text)
+    watch.collect("\n")  # the last line, if the console ended without a newline
+    return BootResult(
+        ok, reason, detail, seconds, returncode, watch.text, attest_lines=tuple(watch.attest_lines)
+    )
 
 
 def _verdict(watch: _Watch, *, timed_out: bool, returncode: int | None, timeout: float) -> tuple[str, str]:

@@ -4,8 +4,9 @@ Two machines. x86_64 EIFs boot by default on QEMU's ``nitro-enclave`` machine wh
 (see :mod:`eifbuild.runtime._qemu`): QEMU reads the EIF file itself (``-kernel app.eif``), checks its CRC and
 measures it into its emulated NSM; eifbuild's vhost-user-vsock back-end (:mod:`eifbuild.runtime.vsock`)
 answers the enclave heartbeat, so the EIF boots with its production command line and any init
-that keeps AWS's boot contract. Only ``reboot=t panic=-1`` (and ``eifbuild.attest=1`` with
-``--attest``) are appended, after QEMU measured the command line.
+that keeps AWS's boot contract. Only ``reboot=t panic=-1`` (and, with ``--attest``,
+``eifbuild.attest=1 eifbuild.nonce=<hex>``: a fresh nonce per boot) are appended, after QEMU
+measured the command line.
 
 Otherwise (``--machine microvm``/``pc``/``q35``, or aarch64's ``virt``) the EIF's kernel and its
 ramdisks (concatenated, each zero-padded to 4 bytes: the kernel only finds an uncompressed cpio at
@@ -32,7 +33,7 @@ from ..eif import EifImage, iter_section, measure, min_enclave_memory_mib, read_
 from ..errors import ArchiveError, InputError, UsageError
 from ..ramdisk import bootstrap_entries, read_cpio, write_cpio
 from ..toolchain import EIFBUILD_INIT_C
-from ._attest import ATTEST_FLAG, compare
+from ._attest import append_words, check_document, compare, new_nonce, read_document
 from ._console import BootResult, run_qemu
 from ._qemu import (
     NITRO_ENCLAVE,
@@ -276,7 +277,8 @@ def _boot_unpacked(
 def _boot_nitro(
     image: EifImage, qemu: str, options: BootOptions, console: Callable[[str], None] | None
 ) -> BootResult:
-    append = f"{NITRO_APPEND} {ATTEST_FLAG}" if options.attest else NITRO_APPEND
+    nonce = new_nonce() if options.attest else None
+    append = NITRO_APPEND if nonce is None else f"{NITRO_APPEND} {append_words(nonce)}"
     with tempfile.TemporaryDirectory(prefix="eifbuild-boot.") as tmp:
         forwards = parse_forwards(list(options.vsock_forwards))
         publishes = parse_publishes(list(options.publishes))
@@ -301,11 +303,15 @@ def _boot_nitro(
             )
         finally:
             backend.stop()
+    if nonce is not None:
+        document, _ = read_document(result.attest_lines)
+        result = replace(result, document=document, nonce=nonce)
     return _judge_nitro(result, backend, image if options.attest else None)
 
 
 def _judge_nitro(result: BootResult, backend: VsockBackend, attest_image: EifImage | None) -> BootResult:
-    """Add what only nitro-enclave can tell: the back-end's health, the heartbeat, the PCRs."""
+    """Add what only nitro-enclave can tell: the back-end's health, the heartbeat, the PCRs read
+    and the attestation document."""
     notes = [f"-M {NITRO_ENCLAVE}"]
     beat = backend.heartbeats > 0
     notes.append("heartbeat answered" if beat else "no heartbeat")
@@ -319,10 +325,15 @@ def _judge_nitro(result: BootResult, backend: VsockBackend, attest_image: EifIma
     if not beat:
         why = f"{result.detail}, but the enclave sent no heartbeat (vsock CID 3 port {HEARTBEAT_PORT})"
         return replace(result, ok=False, reason="no-heartbeat", detail=why, notes=tuple(notes))
-    if attest_image is not None:
-        attestation = compare(result.console, measure(attest_image))
-        notes.append(attestation.detail)
-        if not attestation.ok:
-            detail = f"{attestation.detail} ({result.detail})"
-            return replace(result, ok=False, reason="attest", detail=detail, notes=tuple(notes[:-1]))
+    if attest_image is not None and result.nonce is not None:
+        expected = measure(attest_image)
+        document, problem = read_document(result.attest_lines)
+        for attestation in (
+            compare("\n".join(result.attest_lines), expected),
+            check_document(document, problem, expected, result.nonce),
+        ):
+            if not attestation.ok:
+                detail = f"{attestation.detail} ({result.detail})"
+                return replace(result, ok=False, reason="attest", detail=detail, notes=tuple(notes))
+            notes.append(attestation.detail)
     return replace(result, notes=tuple(notes))

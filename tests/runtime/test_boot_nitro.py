@@ -100,9 +100,12 @@ def _init(store: Store) -> Path:
     return init_from_source(store, boot.EIFBUILD_INIT_C, "x86_64").file("init")
 
 
+def _hello_bin(store: Store) -> Path:
+    return compile_c_binary(store, [HELLO_C], arch="x86_64", output_name="hello").path
+
+
 def _hello_app(store: Store) -> list[Entry]:
-    hello = compile_c_binary(store, [HELLO_C], arch="x86_64", output_name="hello").path
-    return app_entries([], ["/bin/hello"], {"HELLO_NAME": "nitro"}, files={"bin/hello": hello})
+    return app_entries([], ["/bin/hello"], {"HELLO_NAME": "nitro"}, files={"bin/hello": _hello_bin(store)})
 
 
 def _eif(
@@ -246,11 +249,64 @@ def test_attest_without_an_nsm_driver_says_so(demo_eif: Path, nitro_qemu: str) -
     )
 
 
+UNSIGNED = "chain and signature not checked: QEMU's NSM does not sign"
+
+
 @needs_nsm
 def test_attest_passes_on_the_demo(demo_eif: Path, nitro_qemu: str) -> None:
     result = _boot(demo_eif, nitro_qemu, attest=True)
     assert result.ok, result.console
-    assert result.notes[-1] == "attested: PCR0, PCR1, PCR2 equal the EIF's and are locked"
+    assert result.notes[-2:] == (
+        "attested: PCR0, PCR1, PCR2 equal the EIF's and are locked",
+        f"document verified (PCR0, PCR1, PCR2, nonce; {UNSIGNED})",
+    )
+    assert result.nonce is not None
+    assert f"eifbuild.nonce={result.nonce.hex()}" in result.console  # after the measured cmdline
+    assert result.document is not None
+    again = _boot(demo_eif, nitro_qemu, attest=True)
+    assert again.ok, again.console
+    assert again.nonce != result.nonce  # a fresh nonce per boot
+
+
+@needs_nsm
+def test_the_saved_document_verifies_with_the_eif_s_pcrs_and_the_nonce_only(
+    demo_eif: Path, shared_store: Store, nitro_qemu: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = tmp_path / "att.cbor"
+    args = ["boot", str(demo_eif), "--qemu", nitro_qemu, "--attest", "--attestation-out", str(doc)]
+    assert main([*args, "--timeout", "120", "--cache", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    nonce = next(line for line in out if line.startswith("attest: nonce ")).split()[-1]
+    assert f"attest: document saved to {doc} ({doc.stat().st_size} bytes)" in out
+    assert out[-1].startswith("PASS: the machine shut down (")
+    assert out[-1].endswith(f", document verified (PCR0, PCR1, PCR2, nonce; {UNSIGNED}))")
+    pcrs = tmp_path / "demo.pcr.json"
+    assert main(["pcrs", str(demo_eif), "--pcrs-out", str(pcrs)]) == 0
+    app = app_entries(
+        [], ["/bin/hello"], {"HELLO_NAME": "another"}, files={"bin/hello": _hello_bin(shared_store)}
+    )
+    other = _eif(tmp_path, bootstrap_entries(_init(shared_store)), app, name="other")
+    other_pcrs = tmp_path / "other.pcr.json"
+    assert main(["pcrs", str(other), "--pcrs-out", str(other_pcrs)]) == 0
+    capsys.readouterr()
+
+    def verify(*extra: str) -> tuple[int, str]:
+        code = main(["attestation", "verify", str(doc), "--insecure-emulator", *extra])
+        return code, capsys.readouterr().out
+
+    code, text = verify("--pcrs", str(pcrs), "--nonce", nonce)
+    assert code == 0, text
+    assert text.startswith("verified: eifbuild-boot, made ")
+    assert "checked: structure, PCR0, PCR1, PCR2, nonce" in text
+    assert "insecure: chain and signature skipped (--insecure-emulator): this proves nothing" in text
+    code, text = verify("--pcrs", str(other_pcrs), "--nonce", nonce)
+    assert (code, text.split(":")[:2]) == (1, ["not verified", " policy.pcr"])
+    code, text = verify("--pcrs", str(pcrs), "--nonce", "00" * 32)
+    assert (code, text.split(":")[:2]) == (1, ["not verified", " policy.nonce"])
+    code = main(["attestation", "verify", str(doc), "--pcrs", str(pcrs), "--nonce", nonce])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert text.startswith("not verified: structure.emulator: alg -1, a zero signature, a zero certificate")
 
 
 @needs_nsm
@@ -264,7 +320,10 @@ def test_attest_passes_for_a_signed_eif_with_pcr8(
     eif = _eif(tmp_path, bootstrap_entries(_init(shared_store)), _hello_app(shared_store), signer=signer)
     result = _boot(eif, nitro_qemu, attest=True)
     assert result.ok, result.console
-    assert result.notes[-1] == "attested: PCR0, PCR1, PCR2, PCR8 equal the EIF's and are locked"
+    assert result.notes[-2:] == (
+        "attested: PCR0, PCR1, PCR2, PCR8 equal the EIF's and are locked",
+        f"document verified (PCR0, PCR1, PCR2, PCR8, nonce; {UNSIGNED})",
+    )
 
 
 @needs_nsm
