@@ -303,13 +303,15 @@ def _boot_nitro(
             )
         finally:
             backend.stop()
-    if nonce is not None:
-        document, _ = read_document(result.attest_lines)
-        result = replace(result, document=document, nonce=nonce)
-    return _judge_nitro(result, backend, image if options.attest else None)
+    if nonce is None:
+        return _judge_nitro(result, backend, None)
+    document, problem = read_document(result.attest_lines)
+    return _judge_nitro(replace(result, document=document, nonce=nonce), backend, (image, problem))
 
 
-def _judge_nitro(result: BootResult, backend: VsockBackend, attest_image: EifImage | None) -> BootResult:
+def _judge_nitro(
+    result: BootResult, backend: VsockBackend, attest: tuple[EifImage, str] | None
+) -> BootResult:
     """Add what only nitro-enclave can tell: the back-end's health, the heartbeat, the PCRs read
     and the attestation document."""
     notes = [f"-M {NITRO_ENCLAVE}"]
@@ -325,12 +327,12 @@ def _judge_nitro(result: BootResult, backend: VsockBackend, attest_image: EifIma
     if not beat:
         why = f"{result.detail}, but the enclave sent no heartbeat (vsock CID 3 port {HEARTBEAT_PORT})"
         return replace(result, ok=False, reason="no-heartbeat", detail=why, notes=tuple(notes))
-    if attest_image is not None and result.nonce is not None:
-        expected = measure(attest_image)
-        document, problem = read_document(result.attest_lines)
+    if attest is not None and result.nonce is not None:
+        image, problem = attest  # problem: why init's lines held no document
+        expected = measure(image)
         for attestation in (
             compare("\n".join(result.attest_lines), expected),
-            check_document(document, problem, expected, result.nonce),
+            check_document(result.document, problem, expected, result.nonce),
         ):
             if not attestation.ok:
                 detail = f"{attestation.detail} ({result.detail})"
