@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
 import pytest
 from attestation_helpers import EMULATOR_INDEX, emulator_raw
 
+from eifbuild.cli import main
 from eifbuild.eif import Measurements
 from eifbuild.runtime._attest import (
     append_words,
@@ -166,3 +168,10 @@ def test_the_console_watcher_keeps_attest_lines_out_of_the_tail() -> None:
     assert watch.attest_lines[0] == f"eifbuild-init: attest: PCR0 locked {P0}"
     assert read_document(watch.attest_lines) == (DOC, "")
     assert watch.attest_lines[-1].endswith("last line without a newline")
+
+
+def test_attestation_out_needs_attest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "att.cbor"
+    assert main(["boot", str(tmp_path / "app.eif"), "--attestation-out", str(out)]) == 2
+    assert "--attestation-out saves the document --attest asks for: add --attest" in capsys.readouterr().err
+    assert not out.exists()
