@@ -55,8 +55,10 @@ from ..util.fsutil import (
     hash_file,
     lock_if_free,
     make_readonly,
+    not_writable,
     remove_tree,
     tree_size,
+    write_if_writable,
 )
 from .step import RawParams, Step, StepParams, canonical_json
 
@@ -273,6 +275,7 @@ class Store:
         if entry is not None:
             return entry
         self._reclaim_once()
+        self._check_writable(step)
         with self.lock(key):
             entry = self.get(key)  # another process may have built it while we waited
             if entry is not None:
@@ -298,8 +301,28 @@ class Store:
         if entry is not None or self.substituter is None:
             return entry
         self._reclaim_once()
+        self._check_writable(step)
         with self.lock(key):
             return self.get(key) or self._substitute_locked(step, key, self.substituter)
+
+    def _check_writable(self, step: Step[Any]) -> None:
+        """Check that the store can be written before a step is built or pulled into it: a store that
+        cannot be (a read-only mount of a shared cache) serves what it holds, and otherwise this is
+        one :class:`StoreError` naming its directory."""
+        for path in (self.root / "locks", self.tmp_dir):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                writable = os.access(path, os.W_OK)
+            except OSError as exc:
+                if not not_writable(exc):
+                    raise
+                writable = False
+            if not writable:
+                msg = (
+                    f"the store {self.root} cannot be written ({path.name}/ is read-only) and lacks "
+                    f"{step.kind} {step.key[:12]}: build with a writable store ($EIFBUILD_CACHE)"
+                )
+                raise StoreError(msg)
 
     def _substitute_locked(self, step: Step[Any], key: str, substituter: Substituter) -> StoreEntry | None:
         with self._work_dir(key) as out:
@@ -431,9 +454,8 @@ class Store:
         return problems
 
     def write_roots(self, name: str, keys: Iterable[str]) -> None:
-        """Record the keys a project's last build used; ``gc`` keeps them."""
-        with atomic_write(self.root / "roots" / f"{name}.json") as fh:
-            fh.write(canonical_json(sorted(set(keys))) + b"\n")
+        """Record the keys a project's last build used; ``gc`` keeps them (a read-only store: no gc)."""
+        write_if_writable(self.root / "roots" / f"{name}.json", canonical_json(sorted(set(keys))) + b"\n")
 
     def roots(self) -> set[str]:
         keys: set[str] = set()
@@ -491,6 +513,8 @@ class Store:
         if self.root in _RECLAIMED:
             return
         _RECLAIMED.add(self.root)
+        if not os.access(self.root, os.W_OK):  # a read-only store: nothing can be removed
+            return
         if garbage := self.reclaim_garbage(downloads=False):
             log.step(f"store: removed {describe_garbage(garbage)}")
 
