@@ -37,7 +37,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import stat
 import tempfile
 import time
@@ -49,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import log
 from ..errors import StoreError
+from ..util import treepath
 from ..util.fsutil import (
     atomic_write,
     exclusive_lock,
@@ -60,6 +60,7 @@ from ..util.fsutil import (
     tree_size,
     write_if_writable,
 )
+from ..util.safetree import UnsafePathError, copy_node, tree_writer
 from .step import RawParams, Step, StepParams, canonical_json
 
 if TYPE_CHECKING:
@@ -181,11 +182,30 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
+@dataclass(frozen=True)
+class _Node:
+    kind: str
+    target: str = ""
+
+
+def listing_problems(outputs: Mapping[str, Mapping[str, Any]], dirs: Iterable[str] = ()) -> list[str]:
+    """What makes an entry's listing unsafe to write or trust (a remote manifest's, a record's, what
+    is on disk): a path through a symlink or a file, a symlink out of the entry."""
+    nodes = {name: _Node("dir") for name in dirs}
+    for name, out in outputs.items():
+        nodes[name] = _Node(str(out.get("type")), str(out.get("target", "")))
+    return treepath.listing_problems(nodes)
+
+
 def _copy_outputs(entry: StoreEntry, _: RawParams, out: Path) -> Mapping[str, Any]:
-    for name in entry.outputs:
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(entry.path / name, target, follow_symlinks=False)
+    if problems := listing_problems(entry.outputs):
+        raise StoreError(problems[0], key=entry.key)
+    try:
+        with tree_writer(out) as writer:
+            for name in sorted(entry.outputs):
+                copy_node(writer, entry.path / name, name)
+    except UnsafePathError as exc:
+        raise StoreError(str(exc), key=entry.key) from None
     return entry.meta
 
 
@@ -435,6 +455,8 @@ class Store:
             elif got.get("executable") != want.get("executable"):
                 problems.append(f"{name}: executable bit changed")
         problems.extend(f"{name}: not in the record" for name in sorted(set(actual) - set(entry.outputs)))
+        unsafe = listing_problems(entry.outputs) + listing_problems(actual)  # e.g. a link out of the store
+        problems.extend(f"unsafe: {p}" for p in dict.fromkeys(unsafe))
         return problems
 
     def remove(self, key: str) -> None:
