@@ -92,11 +92,7 @@ def test_init_then_doit_eif_from_an_installed_wheel_offline(tmp_path: Path) -> N
     )
     assert where.stdout.startswith(str(venv)), where.stdout
     shipped = subprocess.run(  # `eifbuild qemu build`'s script is package data
-        [
-            venv / "bin" / "python",
-            "-c",
-            "from eifbuild.runtime import qemubuild; print(qemubuild.SCRIPT.is_file())",
-        ],
+        [venv / "bin" / "python", "-c", "from eifbuild.runtime import qemubuild; print(qemubuild.SCRIPT.is_file())"],
         cwd=app,
         env=offline,
         capture_output=True,
