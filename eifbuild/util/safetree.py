@@ -8,8 +8,9 @@ final component, whatever the tree already holds or another process puts there m
 whose parent is a symlink or a file is refused (:class:`UnsafePathError`), never written through.
 
 Dangerous nodes are a policy here too: device nodes are not created and setuid/setgid bits are
-not set unless the writer was asked to (``preserve_special``); what was left out is in
-:attr:`TreeWriter.skipped`, for the caller to list.
+not set on anything but a directory (where setgid only passes the group on) unless the writer was
+asked to (``preserve_special``); what was left out is in :attr:`TreeWriter.skipped`, for the caller
+to list.
 """
 
 from __future__ import annotations
@@ -201,14 +202,14 @@ class TreeWriter:
         os.unlink(parts[-1], dir_fd=self._parent(parts, create=False))
 
     def chmod(self, rel: str, mode: int) -> None:
-        """Set ``mode`` (setuid/setgid only with ``preserve_special``) on the node at ``rel``; a
-        symlink is left alone, never followed."""
+        """Set ``mode`` (setuid/setgid of a non-directory only with ``preserve_special``) on the
+        node at ``rel``; a symlink is left alone, never followed."""
         parts = self._split(rel)
         parent = self._parent(parts, create=False)
         st = os.lstat(parts[-1], dir_fd=parent)
         if stat.S_ISLNK(st.st_mode):
             return
-        mode = self._mode(rel, mode)
+        mode = stat.S_IMODE(mode) if stat.S_ISDIR(st.st_mode) else self._mode(rel, mode)
         if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):  # opening a device may do things
             os.chmod(parts[-1], mode, dir_fd=parent)
             return
