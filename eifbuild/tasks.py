@@ -8,7 +8,8 @@ An app repo's ``dodo.py`` is two lines::
 doit runs dodo.py from its own directory, so the project is ``./eif.toml`` (``$EIFBUILD_CONFIG``
 names another file). Each node of the build plan (:mod:`eifbuild.plan`) becomes one task whose
 up-to-date check asks the store, never a file timestamp: a no-op run computes keys and stats files.
-doit's own dependency file (sqlite3) lives in the store directory.
+doit's own dependency file (sqlite3) lives in the store directory (in a temp dir while the store
+cannot be written).
 
 A remote cache (eif.toml's ``[cache]`` or ``$EIFBUILD_REMOTE_CACHE``) is attached to the plan's
 store: steps the store lacks are pulled from it when a trusted key signed them, and with
@@ -26,9 +27,12 @@ a nonce, so it is rebuilt).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -91,15 +95,25 @@ def _config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV, CONFIG_NAME)).absolute()
 
 
+def _dep_file(store: Store, config: Path) -> Path:
+    """doit's database, in the store; a store that cannot be written (a read-only mount of a
+    shared cache) gets a throw-away one instead: every up-to-date check asks the store, not it."""
+    dep_file = store.root / "doit" / f"{FileDigests.path_id(config)}.sqlite3"
+    with contextlib.suppress(OSError):
+        dep_file.parent.mkdir(parents=True, exist_ok=True)
+    if os.access(dep_file.parent, os.W_OK) and (not dep_file.exists() or os.access(dep_file, os.W_OK)):
+        return dep_file
+    scratch = Path(tempfile.mkdtemp(prefix="eifbuild-doit."))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return scratch / dep_file.name
+
+
 def _doit_config() -> dict[str, Any]:
     config = _config_path()
-    store = Store.for_project(config.parent)
-    dep_file = store.root / "doit" / f"{FileDigests.path_id(config)}.sqlite3"
-    dep_file.parent.mkdir(parents=True, exist_ok=True)
     return {
         "default_tasks": ["eif"],
         "backend": "sqlite3",
-        "dep_file": str(dep_file),
+        "dep_file": str(_dep_file(Store.for_project(config.parent), config)),
         "verbosity": 2,
         "action_string_formatting": "new",
     }

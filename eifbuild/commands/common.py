@@ -22,6 +22,11 @@ STORE_HELP: Final = (
     "current directory, else the user's cache directory: ~/.cache/eifbuild/store on Linux)"
 )
 
+PRESERVE_SPECIAL_HELP: Final = (
+    "also create device nodes (as root) and set setuid/setgid bits; by default they are left out "
+    "and listed, so an untrusted image cannot plant a /dev/mem or a setuid-root file"
+)
+
 
 def default_store() -> Store:
     """``$EIFBUILD_CACHE``, else ``cache/`` of the project around the current directory, else the

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .. import log
 from ..eif import dumps as json_dumps
 from ..eif import parse_algo
-from .common import EXIT_FAILED, EXIT_OK, Adder, add_algo
+from .common import EXIT_FAILED, EXIT_OK, PRESERVE_SPECIAL_HELP, Adder, add_algo
 
 if TYPE_CHECKING:
     import argparse
@@ -50,18 +50,33 @@ def _add_extract(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("eif", type=Path, metavar="FILE")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="new or empty directory")
     p.add_argument("--unpack", action="store_true", help="also unpack each ramdisk into ramdisk-<i>/")
+    p.add_argument("--preserve-special", action="store_true", help=f"with --unpack: {PRESERVE_SPECIAL_HELP}")
     p.set_defaults(func=_cmd_extract)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from ..inspect import extract  # noqa: PLC0415
 
-    result = extract(args.eif, args.output, unpack=args.unpack)
+    result = extract(args.eif, args.output, unpack=args.unpack, preserve_special=args.preserve_special)
     log.step(f"extracted {args.eif} into {result.directory}")
+    _warn_skipped(result.manifest.get("unpacked"))
     for reason in result.differences:
         log.warn(f"pack cannot rebuild the same bytes: {reason}")
     print(json_dumps(result.manifest, indent=2))
     return EXIT_OK
+
+
+def _warn_skipped(unpacked: object) -> None:
+    """Say what --unpack left out (the manifest lists each): nodes not made, setuid/setgid bits dropped."""
+    if not isinstance(unpacked, list):
+        return
+    nodes = sum(len(u.get("not_created", [])) for u in unpacked if isinstance(u, dict))
+    bits = sum(len(u.get("special_bits_dropped", [])) for u in unpacked if isinstance(u, dict))
+    if nodes or bits:
+        log.warn(
+            f"unpack left out {nodes} device nodes, fifos or sockets and the setuid/setgid bits of {bits} "
+            "files (listed in manifest.json; --preserve-special makes them)"
+        )
 
 
 COMMANDS: list[Adder] = [_add_diff, _add_extract]

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import log
 from ..arch import parse_arch
-from .common import EXIT_OK, STORE_HELP, Adder, store_of
+from .common import EXIT_OK, PRESERVE_SPECIAL_HELP, STORE_HELP, Adder, store_of
 
 if TYPE_CHECKING:
     import argparse
@@ -37,6 +38,7 @@ def _add_oci(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     inspect.set_defaults(func=_cmd_oci_inspect)
     unpack = actions.add_parser("unpack", help="write the merged rootfs into a new directory")
     unpack.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="new or empty dir")
+    unpack.add_argument("--preserve-special", action="store_true", help=PRESERVE_SPECIAL_HELP)
     unpack.set_defaults(func=_cmd_oci_unpack)
     for action in (inspect, unpack):
         action.add_argument("ref", metavar="REF", help="the image")
@@ -78,8 +80,12 @@ def _cmd_oci_unpack(args: argparse.Namespace) -> int:
     from ..oci import unpack_image  # noqa: PLC0415
 
     image, store = _oci_image(args)
-    count = unpack_image(image, store, args.output)
-    print(f"{count} paths of {image.manifest_digest} ({image.platform}) written to {args.output}")
+    result = unpack_image(image, store, args.output, preserve_special=args.preserve_special)
+    for skipped in result.skipped:
+        print(f"skipped: {skipped.path}: {skipped.what}")
+    print(f"{result.paths} paths of {image.manifest_digest} ({image.platform}) written to {args.output}")
+    if result.skipped:
+        log.warn(f"{len(result.skipped)} device nodes or setuid/setgid bits left out (--preserve-special)")
     return EXIT_OK
 
 

@@ -61,8 +61,9 @@ class ExtractResult:
     differences: list[str]  # why ``pack_args`` cannot give the same bytes (empty: they do)
 
 
-def extract(eif: Path, out: Path, *, unpack: bool = False) -> ExtractResult:
-    """Write the sections of ``eif`` into the new or empty directory ``out``."""
+def extract(eif: Path, out: Path, *, unpack: bool = False, preserve_special: bool = False) -> ExtractResult:
+    """Write the sections of ``eif`` into the new or empty directory ``out`` (with ``unpack`` each
+    ramdisk's tree too: device nodes, fifos and setuid/setgid bits only with ``preserve_special``)."""
     image = read_eif(eif)
     _prepare(out)
     files = [_write_section(image, section, out) for section in image.sections]
@@ -84,7 +85,7 @@ def extract(eif: Path, out: Path, *, unpack: bool = False) -> ExtractResult:
         manifest["signature"] = signature
     if unpack:
         manifest["unpacked"] = [
-            unpack_ramdisk(image, section, index, out / f"ramdisk-{index}")
+            unpack_ramdisk(image, section, index, out / f"ramdisk-{index}", preserve_special=preserve_special)
             for index, section in enumerate(image.ramdisks)
         ]
     _write(out / MANIFEST, (dumps(manifest, indent=2) + "\n").encode("utf-8"))

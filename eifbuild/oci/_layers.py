@@ -14,7 +14,8 @@ application, as umoci implements them (umoci is the test oracle):
   put there: paths this layer created (and their ancestors) survive (the spec's "upper" set);
 - a hard link shares the inode of the path it names (a later replacement of either path gives
   that path a new inode); modes keep setuid/setgid/sticky; owners and times are dropped (uid/gid 0
-  as nitro-cli's ramdisk has them); char/block devices and fifos are kept as entries.
+  as nitro-cli's ramdisk has them); char/block devices and fifos are kept as entries (an unpacked
+  tree has device nodes and setuid/setgid bits only when asked: ``preserve_special``).
 
 Unsafe layers are refused with an :class:`ArchiveError` naming the layer digest and the member:
 absolute names, ``..`` components, symlinks whose target leaves the rootfs (from where the link
@@ -25,8 +26,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
-import stat
 import tarfile
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, cast
@@ -36,6 +35,7 @@ from ..errors import ArchiveError
 from ..ramdisk import Entry
 from ..util import treepath
 from ..util.fsutil import CHUNK
+from ..util.safetree import Skipped, TreeWriter, UnsafePathError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -64,6 +64,15 @@ class LayerFile:
 
     digest: str
     path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Unpacked:
+    """What :meth:`Rootfs.unpack` wrote: the number of paths, and what it left out (device nodes,
+    setuid/setgid bits) without ``preserve_special``."""
+
+    paths: int
+    skipped: tuple[Skipped, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +210,12 @@ class Rootfs:
             return Entry(path, node.kind, node.mode, rdev_major=major, rdev_minor=minor)
         return Entry(path, node.kind, node.mode)
 
-    def unpack(self, dest: Path) -> int:
-        """Write the tree into ``dest`` (new or empty); return the number of paths written.
+    def unpack(self, dest: Path, *, preserve_special: bool = False) -> Unpacked:
+        """Write the tree into ``dest`` (new or empty); return what was written and left out.
 
-        Every path is created by us, parents first, with O_EXCL|O_NOFOLLOW, so no write can go
-        through a symlink. Device nodes need root: without it they become empty files (like
+        Every path goes through the one safe tree writer (no symlink followed, for any parent or
+        the last component). Device nodes and setuid/setgid bits only with ``preserve_special``
+        (else they are listed as skipped); a device node without root becomes an empty file (like
         umoci's rootless mode) and a warning says so.
         """
         dest.mkdir(parents=True, exist_ok=True)
@@ -213,38 +223,40 @@ class Rootfs:
             msg = "unpack target is not empty"
             raise ArchiveError(msg, path=dest)
         dirs: list[tuple[str, int]] = []
-        for path, node, owner in self._in_order():
-            target = os.path.join(dest, path)
-            if owner != path:
-                os.link(os.path.join(dest, owner), target, follow_symlinks=False)
-            elif node.kind == "dir":
-                os.mkdir(target, 0o700)
-                dirs.append((target, node.mode))
-            else:
-                self._unpack_node(target, node)
-        for target, mode in reversed(dirs):  # last, so a read-only dir does not block its children
-            os.chmod(target, mode)
-        return len(self.nodes)
+        with TreeWriter(dest, preserve_special=preserve_special) as writer:
+            try:
+                for path, node, owner in self._in_order():
+                    if owner != path:
+                        writer.link(path, owner)
+                    elif node.kind == "dir":
+                        writer.mkdir(path, 0o700)
+                        dirs.append((path, node.mode))
+                    else:
+                        self._unpack_node(writer, path, node)
+                for path, mode in reversed(dirs):  # last, so a read-only dir does not block its children
+                    writer.chmod(path, mode)
+            except UnsafePathError as exc:
+                raise ArchiveError(str(exc), path=dest) from None
+        return Unpacked(len(self.nodes), tuple(writer.skipped))
 
-    def _unpack_node(self, target: str, node: Inode) -> None:
+    def _unpack_node(self, writer: TreeWriter, path: str, node: Inode) -> None:
         if node.kind == "symlink":
-            os.symlink(node.target, target)
+            writer.symlink(path, node.target)
             return
         if node.kind == "file":
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            with os.fdopen(os.open(target, flags, 0o600), "wb") as out, self._open(node) as src:
-                while chunk := src.read(CHUNK):
-                    out.write(chunk)
-        elif node.kind == "fifo":
-            os.mkfifo(target, 0o600)
-        else:
-            kind = stat.S_IFCHR if node.kind == "char" else stat.S_IFBLK
-            try:
-                os.mknod(target, kind | 0o600, os.makedev(*node.rdev))
-            except PermissionError:
-                log.warn(f"{target}: not root: wrote an empty file for {node.kind} device {node.rdev}")
-                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
-        os.chmod(target, node.mode)
+            with self._open(node) as src:
+                writer.write_file(path, src, node.mode)
+            return
+        if node.kind == "fifo":
+            writer.mkfifo(path, node.mode)
+            return
+        try:
+            writer.device(path, node.kind, node.mode, node.rdev)
+        except PermissionError:
+            log.warn(f"{path}: not root: wrote an empty file for {node.kind} device {node.rdev}")
+            with writer.open_file(path):
+                pass
+            writer.chmod(path, node.mode)
 
     def _open(self, node: Inode) -> IO[bytes]:
         return open_slice(self.layers[node.layer].path, node.offset, node.size)

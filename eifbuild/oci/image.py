@@ -41,7 +41,7 @@ from ..errors import ArchiveError, ConfigError, FileAccessError, InputError, Sto
 from ..sources import LOCK_COMMAND
 from ..store import Store, canonical_json
 from ._importer import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
-from ._layers import LayerFile, Rootfs
+from ._layers import LayerFile, Rootfs, Unpacked
 from ._registry import (
     DIGEST_RE,
     DOCKER_LIST,
@@ -522,9 +522,10 @@ def rootfs_entries(image: OciImage, store: Store) -> list[Entry]:
     return Rootfs(layer_files(image, store)).entries()
 
 
-def unpack_image(image: OciImage, store: Store, dest: Path) -> int:
-    """Write the merged rootfs into ``dest`` (new or empty) for inspection; return the path count."""
-    return Rootfs(layer_files(image, store)).unpack(dest)
+def unpack_image(image: OciImage, store: Store, dest: Path, *, preserve_special: bool = False) -> Unpacked:
+    """Write the merged rootfs into ``dest`` (new or empty) for inspection; device nodes and
+    setuid/setgid bits only with ``preserve_special`` (the result lists what was skipped)."""
+    return Rootfs(layer_files(image, store)).unpack(dest, preserve_special=preserve_special)
 
 
 def app_command(

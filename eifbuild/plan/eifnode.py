@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from .. import __version__, log
 from ..errors import EifbuildError
 from ..store import Step, TypedParams, canonical_json
-from ..util.fsutil import atomic_write
+from ..util.fsutil import atomic_write, write_if_writable
 from .inputs import ResolvedImage
 from .node import Artifact, Node, StoredNode, cached_results, digests
 from .treedigest import FileDigests
@@ -248,8 +248,7 @@ class EifNode(StoredNode[Artifact]):
         """Link (else copy) the store's files into the output dir, atomically, and stamp them."""
         for name, target in (("image.eif", self.out.eif), ("pcr.json", self.out.pcrs)):
             _link_or_copy(entry.file(name), target)
-        with atomic_write(self._stamp_path()) as fh:
-            fh.write(canonical_json(self._stamp(entry.key)))
+        write_if_writable(self._stamp_path(), canonical_json(self._stamp(entry.key)))  # read-only: none
 
     def summary(self) -> str:
         from ..eif import min_enclave_memory_mib  # noqa: PLC0415

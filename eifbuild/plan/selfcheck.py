@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,12 @@ from ..errors import FetchError, SigningError, ToolError
 from ..store import Store
 from ..store.remote import REMOTE_ENV
 from ..util.fsutil import hash_file, remove_tree
+from ..util.safetree import UnsafePathError, copy_node, tree_writer
 from .config import FAILURE_FILE_ENV
 from .inputs import LocalNode, OciNode
 
 if TYPE_CHECKING:
+    from ..util.safetree import TreeWriter
     from .plan import Plan
 
 # What a fresh clone would not have: caches, outputs, VCS data.
@@ -52,12 +53,25 @@ def _is_venv(path: Path) -> bool:
     return (path / "pyvenv.cfg").is_file()
 
 
-def _copy_tree(source: Path, dest: Path, skip: set[Path]) -> None:
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        here = Path(directory)
-        return {n for n in names if n in _SKIP or (here / n).absolute() in skip or _is_venv(here / n)}
+def _copy_tree(writer: TreeWriter, source: Path, rel: str, skip: set[Path]) -> None:
+    """Copy the directory ``source`` to ``rel`` in the copy (``""``: its top), but what a fresh
+    clone would not have."""
 
-    shutil.copytree(source, dest, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    def wanted(path: Path) -> bool:
+        return path.name not in _SKIP and path.absolute() not in skip and not _is_venv(path)
+
+    if rel:
+        copy_node(writer, source, rel)
+    for dirpath, dirnames, filenames in os.walk(source):
+        here = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if wanted(here / n))  # symlinks among them: not walked
+        for name in sorted([*dirnames, *filenames]):
+            if wanted(here / name):
+                copy_node(writer, here / name, _join(rel, (here / name).relative_to(source).as_posix()))
+
+
+def _join(rel: str, name: str) -> str:
+    return f"{rel}/{name}" if rel else name
 
 
 def _git_files(root: Path) -> list[str] | None:
@@ -80,28 +94,38 @@ def _git_files(root: Path) -> list[str] | None:
 def _copy_project(plan: Plan, dest: Path, skip: set[Path]) -> None:
     """Copy what the build reads: in a git work tree its files (tracked or new, not ignored) and
     every path input of the plan inside the project (a rootfs a tool made is often ignored);
-    elsewhere the whole project. Never a venv, the store, the output dir or VCS data."""
+    elsewhere the whole project. Never a venv, the store, the output dir or VCS data.
+
+    The copy is written by the one safe tree writer, modes (setuid too) and device nodes kept (it
+    is the user's own tree): a path below a symlink of the project is not copied through the link
+    (that would write into what the link points to); the copied link leads where it did."""
     root = plan.project.root
     files = _git_files(root)
-    if files is None:
-        _copy_tree(root, dest, skip)
-        return
-    for name in files:
-        source = root / name
-        if any(part in _SKIP for part in Path(name).parts) or not os.path.lexists(source):
-            continue  # deleted but still tracked, or VCS data
-        if any(parent.absolute() in skip or _is_venv(parent) for parent in source.parents):
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, dest / name, follow_symlinks=False)
-    for path in _local_inputs(plan):
-        if path.is_relative_to(root) and os.path.lexists(path):
-            target = dest / path.relative_to(root)
-            if path.is_dir() and not path.is_symlink():
-                _copy_tree(path, target, skip)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target, follow_symlinks=False)
+    with tree_writer(dest, preserve_special=True) as writer:
+        if files is None:
+            _copy_tree(writer, root, "", skip)
+            return
+        for name in files:
+            source = root / name
+            if any(part in _SKIP for part in Path(name).parts) or not os.path.lexists(source):
+                continue  # deleted but still tracked, or VCS data
+            if any(parent.absolute() in skip or _is_venv(parent) for parent in source.parents):
+                continue
+            _copy_safely(writer, source, Path(name).as_posix(), None)
+        for path in _local_inputs(plan):
+            if path.is_relative_to(root) and os.path.lexists(path):
+                _copy_safely(writer, path, path.relative_to(root).as_posix(), skip)
+
+
+def _copy_safely(writer: TreeWriter, source: Path, rel: str, skip: set[Path] | None) -> None:
+    """One file or (with ``skip``) tree into the copy; not through a symlink the copy holds."""
+    try:
+        if skip is not None and source.is_dir() and not source.is_symlink():
+            _copy_tree(writer, source, rel, skip)
+        else:
+            copy_node(writer, source, rel)
+    except UnsafePathError as exc:
+        log.info(f"check: not copying {rel}: {exc}")
 
 
 def _local_inputs(plan: Plan) -> list[Path]:

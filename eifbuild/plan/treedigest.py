@@ -8,7 +8,8 @@ To stay cheap on a no-op, each file's content hash is cached against its stat fi
 mtime_ns, ctime_ns, inode, device). ctime is part of it on purpose: an edit that keeps the size and
 restores the mtime (``touch -r``) still moves the ctime, so we re-hash it where an mtime-only (or
 doit-md5-on-mtime) check would not. When the fingerprints of the whole tree equal the last run's, the
-previous digest is returned without opening the per-file cache at all.
+previous digest is returned without opening the per-file cache at all. The caches are only
+caches: a store that cannot be written (read-only) goes without them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from stat import S_ISDIR, S_ISREG, S_ISSOCK
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import ArchiveError
-from ..util.fsutil import atomic_write, hash_file
+from ..util.fsutil import hash_file, write_if_writable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -182,8 +183,7 @@ def tree_digest(root: Path, *, cache_path: Path | None = None) -> TreeDigest:
             "files": result.files,
             "size": result.size,
         }
-        with atomic_write(cache_path) as fh:  # written last: it vouches for the files cache
-            fh.write(json.dumps(summary).encode())
+        write_if_writable(cache_path, json.dumps(summary).encode())  # last: it vouches for the files cache
     return result
 
 
@@ -215,8 +215,8 @@ def _digest(root: Path, listing: list[tuple[str, _Stat]], cache_path: Path | Non
             links[(st.dev, st.ino)] = leader
         manifest.update(line.encode("utf-8", "surrogateescape") + b"\n")
     if cache_path is not None:
-        with atomic_write(_files_cache(cache_path)) as fh:
-            fh.write(json.dumps({"format": CACHE_FORMAT, "files": files}, separators=(",", ":")).encode())
+        text = json.dumps({"format": CACHE_FORMAT, "files": files}, separators=(",", ":"))
+        write_if_writable(_files_cache(cache_path), text.encode())
     return TreeDigest(manifest.hexdigest(), len(listing), size, rehashed)
 
 
@@ -254,8 +254,7 @@ class FileDigests:
             return str(old[5])
         digest = _hash_member(path.parent, path.name)
         known[absolute] = [*fingerprint, digest]
-        with atomic_write(self.cache_path) as fh:
-            fh.write(json.dumps({"format": CACHE_FORMAT, "files": known}).encode())
+        write_if_writable(self.cache_path, json.dumps({"format": CACHE_FORMAT, "files": known}).encode())
         return digest
 
     def tree_cache(self, root: Path) -> Path:

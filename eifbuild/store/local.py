@@ -37,7 +37,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import stat
 import tempfile
 import time
@@ -49,15 +48,19 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import log
 from ..errors import StoreError
+from ..util import treepath
 from ..util.fsutil import (
     atomic_write,
     exclusive_lock,
     hash_file,
     lock_if_free,
     make_readonly,
+    not_writable,
     remove_tree,
     tree_size,
+    write_if_writable,
 )
+from ..util.safetree import UnsafePathError, copy_node, tree_writer
 from .step import RawParams, Step, StepParams, canonical_json
 
 if TYPE_CHECKING:
@@ -179,11 +182,30 @@ def _scan_outputs(root: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
+@dataclass(frozen=True)
+class _Node:
+    kind: str
+    target: str = ""
+
+
+def listing_problems(outputs: Mapping[str, Mapping[str, Any]], dirs: Iterable[str] = ()) -> list[str]:
+    """What makes an entry's listing unsafe to write or trust (a remote manifest's, a record's, what
+    is on disk): a path through a symlink or a file, a symlink out of the entry."""
+    nodes = {name: _Node("dir") for name in dirs}
+    for name, out in outputs.items():
+        nodes[name] = _Node(str(out.get("type")), str(out.get("target", "")))
+    return treepath.listing_problems(nodes)
+
+
 def _copy_outputs(entry: StoreEntry, _: RawParams, out: Path) -> Mapping[str, Any]:
-    for name in entry.outputs:
-        target = out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(entry.path / name, target, follow_symlinks=False)
+    if problems := listing_problems(entry.outputs):
+        raise StoreError(problems[0], key=entry.key)
+    try:
+        with tree_writer(out) as writer:
+            for name in sorted(entry.outputs):
+                copy_node(writer, entry.path / name, name)
+    except UnsafePathError as exc:
+        raise StoreError(str(exc), key=entry.key) from None
     return entry.meta
 
 
@@ -273,6 +295,7 @@ class Store:
         if entry is not None:
             return entry
         self._reclaim_once()
+        self._check_writable(step)
         with self.lock(key):
             entry = self.get(key)  # another process may have built it while we waited
             if entry is not None:
@@ -298,8 +321,28 @@ class Store:
         if entry is not None or self.substituter is None:
             return entry
         self._reclaim_once()
+        self._check_writable(step)
         with self.lock(key):
             return self.get(key) or self._substitute_locked(step, key, self.substituter)
+
+    def _check_writable(self, step: Step[Any]) -> None:
+        """Check that the store can be written before a step is built or pulled into it: a store that
+        cannot be (a read-only mount of a shared cache) serves what it holds, and otherwise this is
+        one :class:`StoreError` naming its directory."""
+        for path in (self.root / "locks", self.tmp_dir):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                writable = os.access(path, os.W_OK)
+            except OSError as exc:
+                if not not_writable(exc):
+                    raise
+                writable = False
+            if not writable:
+                msg = (
+                    f"the store {self.root} cannot be written ({path.name}/ is read-only) and lacks "
+                    f"{step.kind} {step.key[:12]}: build with a writable store ($EIFBUILD_CACHE)"
+                )
+                raise StoreError(msg)
 
     def _substitute_locked(self, step: Step[Any], key: str, substituter: Substituter) -> StoreEntry | None:
         with self._work_dir(key) as out:
@@ -412,6 +455,8 @@ class Store:
             elif got.get("executable") != want.get("executable"):
                 problems.append(f"{name}: executable bit changed")
         problems.extend(f"{name}: not in the record" for name in sorted(set(actual) - set(entry.outputs)))
+        unsafe = listing_problems(entry.outputs) + listing_problems(actual)  # e.g. a link out of the store
+        problems.extend(f"unsafe: {p}" for p in dict.fromkeys(unsafe))
         return problems
 
     def remove(self, key: str) -> None:
@@ -431,9 +476,8 @@ class Store:
         return problems
 
     def write_roots(self, name: str, keys: Iterable[str]) -> None:
-        """Record the keys a project's last build used; ``gc`` keeps them."""
-        with atomic_write(self.root / "roots" / f"{name}.json") as fh:
-            fh.write(canonical_json(sorted(set(keys))) + b"\n")
+        """Record the keys a project's last build used; ``gc`` keeps them (a read-only store: no gc)."""
+        write_if_writable(self.root / "roots" / f"{name}.json", canonical_json(sorted(set(keys))) + b"\n")
 
     def roots(self) -> set[str]:
         keys: set[str] = set()
@@ -491,6 +535,8 @@ class Store:
         if self.root in _RECLAIMED:
             return
         _RECLAIMED.add(self.root)
+        if not os.access(self.root, os.W_OK):  # a read-only store: nothing can be removed
+            return
         if garbage := self.reclaim_garbage(downloads=False):
             log.step(f"store: removed {describe_garbage(garbage)}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -48,6 +49,29 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+# What writing into a directory we may not write raises: a read-only mount, or no permission.
+NOT_WRITABLE: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def not_writable(exc: OSError) -> bool:
+    """True when ``exc`` says the place cannot be written (read-only mount, no permission)."""
+    return exc.errno in NOT_WRITABLE
+
+
+def write_if_writable(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Replace ``path`` with ``data`` (atomically) unless its directory cannot be written: for
+    what only saves work later (fingerprints, stamps, gc roots), which a read-only store does
+    without. Return whether it was written; other errors propagate."""
+    try:
+        with atomic_write(path) as fh:
+            fh.write(data)
+    except OSError as exc:
+        if not_writable(exc):
+            return False
+        raise
+    return True
 
 
 @contextlib.contextmanager

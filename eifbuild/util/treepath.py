@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
 MAX_HOPS: Final = 40  # Linux's MAXSYMLINKS
 
@@ -120,3 +120,26 @@ def _check_step(node: Linkable | None, path: str, *, create: bool, last: bool) -
     if node is not None and node.kind != "dir" and (create or not last):
         msg = f"parent {path!r} is a {node.kind}, not a directory"
         raise UnresolvablePathError(msg)
+
+
+def listing_problems(nodes: Mapping[str, Linkable]) -> list[str]:
+    """What makes a listing of a closed tree (path → node, e.g. a store entry's outputs) unsafe to
+    write or to trust: a path below a symlink or a file (writing it would go through that node),
+    and a symlink that leads outside the tree. Empty when there is nothing."""
+    problems = []
+    for path in sorted(nodes):
+        parts = split(path)
+        for i in range(1, len(parts)):
+            above = nodes.get("/".join(parts[:i]))
+            if above is not None and above.kind != "dir":
+                problems.append(f"{path!r} goes through the {above.kind} {'/'.join(parts[:i])!r}")
+                break
+        node = nodes[path]
+        if node.kind == "symlink":
+            try:
+                resolve_link(parts[:-1], node.target, nodes.get)
+            except OutsideTreeError:
+                problems.append(f"symlink {path!r} to {node.target!r} leads outside the tree")
+            except SymlinkLoopError:
+                pass  # dangling in a loop: harmless to write and to read
+    return problems

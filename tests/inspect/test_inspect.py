@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tracemalloc
@@ -533,6 +534,52 @@ def test_unpack_refuses_paths_that_escape(
     assert words in err, err
     assert not (tmp_path / "escape").exists()
     assert not Path("/tmp/evil").exists()
+
+
+def _hostile_ramdisk() -> bytes:
+    """A root-owned setuid shell and /dev/mem and /dev/sda nodes, as an untrusted EIF may carry."""
+    out = b""
+    members = [
+        ("dev", 0o40755, b"", (0, 0)),
+        ("dev/mem", 0o20666, b"", (1, 1)),
+        ("dev/sda", 0o60666, b"", (8, 0)),
+        ("bin", 0o40755, b"", (0, 0)),
+        ("bin/rootshell", 0o104755, b"#!/bin/sh\n", (0, 0)),
+        ("TRAILER!!!", 0, b"", (0, 0)),
+    ]
+    for ino, (name, mode, data, rdev) in enumerate(members, 1):
+        raw = name.encode() + b"\0"
+        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(raw), 0)
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + raw
+        out += bytes(-len(out) % 4) + data + bytes(-len(data) % 4)
+    return out
+
+
+def test_unpack_makes_no_device_node_or_setuid_file_unless_asked(tmp_path: Path, capsys: Capture) -> None:
+    eif = _corrupt_ramdisk(tmp_path, "nodes", _hostile_ramdisk())
+    assert cli.main(["extract", str(eif), "-o", str(tmp_path / "x"), "--unpack"]) == 0
+    captured = capsys.readouterr()
+    tree = tmp_path / "x" / "ramdisk-0"
+    assert not os.path.lexists(tree / "dev/mem")
+    assert not os.path.lexists(tree / "dev/sda")
+    assert (tree / "bin/rootshell").stat().st_mode & 0o7777 == 0o755
+    unpacked = json.loads((tmp_path / "x" / "manifest.json").read_text())["unpacked"][0]
+    assert {(e["path"], e["type"]) for e in unpacked["not_created"]} == {
+        ("dev/mem", "char device"),
+        ("dev/sda", "block device"),
+    }
+    assert unpacked["special_bits_dropped"] == [
+        {"path": "bin/rootshell", "what": "setuid/setgid bits of 4755"}
+    ]
+    assert "--preserve-special" in captured.err
+    assert cli.main(["extract", str(eif), "-o", str(tmp_path / "y"), "--unpack", "--preserve-special"]) == 0
+    tree = tmp_path / "y" / "ramdisk-0"
+    assert (tree / "bin/rootshell").stat().st_mode & 0o7777 == 0o4755
+    if os.geteuid() == 0:
+        mem = os.lstat(tree / "dev/mem")
+        assert stat.S_ISCHR(mem.st_mode)
+        assert (os.major(mem.st_rdev), os.minor(mem.st_rdev), stat.S_IMODE(mem.st_mode)) == (1, 1, 0o666)
+        assert stat.S_ISBLK(os.lstat(tree / "dev/sda").st_mode)
 
 
 def test_unpack_places_absolute_names_inside(tmp_path: Path) -> None:

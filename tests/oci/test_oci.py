@@ -6,7 +6,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -499,9 +501,28 @@ def test_cli_inspect_and_unpack(
         in out
     )
     assert main(["oci", "unpack", "lay", "--arch", "x86_64", "--cache", "c", "-o", "out"]) == 0
-    assert capsys.readouterr().out == f"25 paths of {built.manifests['amd64']} (linux/amd64) written to out\n"
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [  # no device node, no setuid bit unless asked: listed
+        "skipped: bin/su: setuid/setgid bits of 4755",
+        "skipped: dev/loop0: block device 7:0",
+        "skipped: dev/null: char device 1:3",
+        f"25 paths of {built.manifests['amd64']} (linux/amd64) written to out",
+    ]
+    assert "left out (--preserve-special)" in captured.err
     assert (tmp_path / "out" / "bin" / "app").read_bytes() == b"#!/bin/sh\necho app v2\n"
-    assert (tmp_path / "out" / "bin" / "su").stat().st_mode & 0o7777 == 0o4755
+    assert (tmp_path / "out" / "bin" / "su").stat().st_mode & 0o7777 == 0o755
+    assert not os.path.lexists(tmp_path / "out" / "dev" / "null")
+    assert (
+        main(["oci", "unpack", "lay", "--arch", "x86_64", "--cache", "c", "-o", "all", "--preserve-special"])
+        == 0
+    )
+    assert "skipped" not in capsys.readouterr().out
+    assert (tmp_path / "all" / "bin" / "su").stat().st_mode & 0o7777 == 0o4755
+    null = os.lstat(tmp_path / "all" / "dev" / "null")
+    if os.geteuid() == 0:  # else an empty file stands for it, with a warning
+        assert stat.S_ISCHR(null.st_mode)
+        assert (os.major(null.st_rdev), os.minor(null.st_rdev)) == (1, 3)
+    assert stat.S_IMODE(null.st_mode) == 0o666
     assert main(["oci", "unpack", "lay", "--cache", "c", "-o", "out"]) == 2
     assert capsys.readouterr().err.endswith("\nerror: out: unpack target is not empty\n")
     assert main(["oci", "inspect", "nope.tar", "--cache", "c"]) == 2

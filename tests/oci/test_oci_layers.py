@@ -22,7 +22,7 @@ from oci_helpers import (
 
 from eifbuild.errors import ArchiveError
 from eifbuild.oci import app_command, resolve_image, rootfs_entries, unpack_image
-from eifbuild.oci._layers import LayerFile, Rootfs, escapes
+from eifbuild.oci._layers import Inode, LayerFile, Rootfs, escapes
 from eifbuild.ramdisk import layout as ramdisk
 from eifbuild.ramdisk import newc as cpio
 from eifbuild.store import Store
@@ -343,10 +343,23 @@ def test_app_ramdisk_extracts_with_gnu_cpio_to_the_unpacked_tree(tmp_path: Path)
         subprocess.run(
             [gnu_cpio, "-idm", "--quiet", "--no-preserve-owner"], stdin=fh, cwd=tmp_path / "x", check=True
         )
-    unpack_image(image, store, tmp_path / "ours")
+    unpack_image(image, store, tmp_path / "ours", preserve_special=True)
     extracted = tree_listing(tmp_path / "x" / "rootfs")
     added = {name: ("dir", 0o755, "") for name in ("proc", "sys", "var")}  # init.c's mount points
     assert extracted == {**tree_listing(tmp_path / "ours"), **added}
     assert link_groups(tmp_path / "x" / "rootfs") == {frozenset({"srv/data", "usr/lib/libc.so"})}
     assert (tmp_path / "x" / "cmd").read_bytes() == b"/bin/app\n--serve\n8080\n"
     assert (tmp_path / "x" / "env").read_bytes() == b"PATH=/usr/local/bin:/bin\nGREETING=hi there\n"
+
+
+def test_unpack_never_writes_through_a_symlink_the_model_holds(tmp_path: Path) -> None:
+    """Link-then-write: even a model with a path below a symlink (the applier never makes one) is
+    written by the safe tree writer, which refuses to go through the link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fs = Rootfs([])
+    fs.nodes["zz"] = Inode("symlink", 0o777, fs.new_ino(), target=str(outside))
+    fs.nodes["zz/d"] = Inode("dir", 0o755, fs.new_ino())
+    with pytest.raises(ArchiveError, match="parent 'zz' is a symlink"):
+        fs.unpack(tmp_path / "out")
+    assert list(outside.iterdir()) == []

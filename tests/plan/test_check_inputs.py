@@ -138,3 +138,24 @@ def test_check_passes_in_a_git_checkout_with_an_ignored_rootfs_and_a_venv(tmp_pa
     check = doit(project, "check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "reproducible" in check.stdout + check.stderr
+
+
+def test_the_check_copy_never_writes_through_a_symlink_of_the_project(tmp_path: Path) -> None:
+    """#23: a tracked symlink 'shared' → '../outside' and a rootfs below it: the copy holds the link
+    (leading where it did) and writes nothing through it (it used to fill ../outside of the copy)."""
+    from eifbuild.plan import Plan, load_project  # noqa: PLC0415
+    from eifbuild.plan.selfcheck import _copy_project  # noqa: PLC0415
+
+    project = _git_project(tmp_path)
+    (tmp_path / "outside" / "rootfs" / "etc").mkdir(parents=True)
+    (tmp_path / "outside" / "rootfs" / "etc" / "motd").write_text("shared\n")
+    (project / "shared").symlink_to("../outside")
+    eif = (project / "eif.toml").read_text().replace('rootfs = "rootfs"', 'rootfs = "shared/rootfs"')
+    (project / "eif.toml").write_text(eif)
+    _git(project, "add", "-A")
+    plan = Plan(load_project(project))
+    work = tmp_path / "work"
+    dest = work / "copy"
+    _copy_project(plan, dest, {plan.store.root.absolute(), plan.project.output.absolute()})
+    assert os.readlink(dest / "shared") == "../outside"
+    assert not os.path.lexists(work / "outside")  # where the copied link leads: nothing written there

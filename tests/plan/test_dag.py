@@ -546,3 +546,71 @@ def test_store_ls_labels_every_entry(project: Project) -> None:
     assert all(len(line.split(maxsplit=4)) == 5 for line in ls.stdout.splitlines()), ls.stdout
     assert labels["eif"] == "EIF hello 0.1.0 x86_64"
     assert labels["zig-cc"] == "init for x86_64-linux-musl, from init.c"
+
+
+def _read_only(path: Path) -> list[str]:
+    """A command prefix under which ``path`` cannot be written: chmod -R a-w stops a normal user;
+    root ignores modes, so it gets a read-only bind mount in a private mount namespace."""
+    subprocess.run(["chmod", "-R", "a-w", str(path)], check=True)
+    if os.geteuid() != 0:
+        return []
+    probe = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount --bind -o ro "$0" "$0" && ! touch "$0/.probe" 2>/dev/null',
+            str(path),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip("root, and no read-only bind mount here (unshare -m)")
+    return [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        'mount --bind -o ro "$0" "$0" && shift && exec "$@"',
+        str(path),
+        "--",
+    ]
+
+
+def test_a_read_only_store_serves_a_built_project(project: Project) -> None:
+    project.doit()
+    good = project.eif().read_bytes()
+    store = project.root / "cache"
+    prefix = _read_only(store)
+    try:
+        run = subprocess.run(
+            [*prefix, sys.executable, "-m", "doit", "eif"],
+            cwd=project.root, capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+        assert project.eif().read_bytes() == good
+        # fingerprints the store cannot hold (a fresh checkout, a touched file, no published EIF)
+        os.utime(project.root / "rootfs/etc/config", (1, 1))
+        project.eif().unlink()
+        run = subprocess.run(
+            [*prefix, sys.executable, "-m", "doit", "eif"],
+            cwd=project.root, capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert project.eif().read_bytes() == good
+        # something to build: one line naming the directory that cannot be written
+        (project.root / "rootfs/etc/config").write_text("mode=debug\n")
+        run = subprocess.run(
+            [*prefix, sys.executable, "-m", "doit", "eif"],
+            cwd=project.root, capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+        assert run.returncode != 0, run.stdout + run.stderr
+        assert "Traceback" not in run.stdout + run.stderr
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, run.stdout + run.stderr
+        assert f"the store {store} cannot be written" in errors[0], errors
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(store)], check=True)

@@ -446,3 +446,71 @@ def test_without_boto3_a_configured_remote_is_one_error_naming_the_extra(
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(RemoteCacheError, match=r"pip install 'eifbuild\[s3\]'"):
         attach(Store(tmp_path), CacheSettings(remote=parse_s3_url("s3://bkt")))
+
+
+# -- hostile listings (#23 row 1): a trusted key's manifest must not become writes outside the store --
+def _hostile_manifest(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer, outputs: dict[str, object]
+) -> None:
+    """Push PAYLOAD's blob, then put a manifest for STEP with ``outputs``, signed by the trusted key."""
+    a = pushed_store(tmp_path, remote, keys)
+    entry = a.get(STEP.key)
+    assert entry is not None
+    assert remote.remote is not None
+    body = body_of(entry)
+    body["outputs"] = outputs
+    body["dirs"] = []
+    name, _ = _manifest(moto, remote)
+    moto.client().put_object(Bucket=remote.remote.bucket, Key=name, Body=sign(body, keys.secret))
+
+
+def _through_a_link(outside: Path) -> dict[str, object]:
+    blob = {"type": "file", "sha256": _sha(PAYLOAD), "size": len(PAYLOAD), "executable": False}
+    return {"zz": {"type": "symlink", "target": str(outside)}, "zz/f": blob}
+
+
+def test_a_trusted_manifest_writing_through_its_own_symlink_is_refused_as_corrupt(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _hostile_manifest(tmp_path, remote, keys, moto, _through_a_link(outside))
+    _refused_and_rebuilt(tmp_path, remote, "'zz/f' goes through the symlink 'zz'")
+    assert list(outside.iterdir()) == []
+
+
+def test_the_puller_never_writes_through_a_symlink_even_if_the_listing_check_missed_it(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eifbuild.store.remote import manifest  # noqa: PLC0415
+
+    monkeypatch.setattr(manifest, "listing_problems", lambda *_: [])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _hostile_manifest(tmp_path, remote, keys, moto, _through_a_link(outside))
+    _refused_and_rebuilt(tmp_path, remote, "parent 'zz' is a symlink")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_trusted_manifest_with_a_symlink_out_of_the_entry_is_refused(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    outputs = {"zz": {"type": "symlink", "target": "../../../../etc"}}
+    _hostile_manifest(tmp_path, remote, keys, moto, outputs)
+    _refused_and_rebuilt(tmp_path, remote, "symlink 'zz' to '../../../../etc' leads outside the tree")
+
+
+def test_cache_verify_refuses_a_listing_through_a_symlink_and_writes_nothing_outside(
+    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+) -> None:
+    from eifbuild.store.remote.substitute import verify_remote_entry  # noqa: PLC0415
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _hostile_manifest(tmp_path, remote, keys, moto, _through_a_link(outside))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    problem = verify_remote_entry(RemoteCache(remote), STEP.key, scratch)
+    assert problem is not None
+    assert "goes through the symlink 'zz'" in problem
+    assert list(outside.iterdir()) == []

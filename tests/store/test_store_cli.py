@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -157,3 +158,29 @@ def test_verify_notices_a_changed_executable_bit(tmp_path: Path) -> None:
     key = _entry(store, 1, b"#!/bin/sh\n")
     os.chmod(store.entry_dir(key) / "out", 0o500)
     assert [(p.key, p.message) for p in store.verify()] == [(key, "out: executable bit changed")]
+
+
+def test_verify_reports_an_entry_whose_listing_goes_through_a_symlink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the puller used to commit for a hostile remote entry (#23 row 1): 'zz' a link out of the
+    store (its 'zz/f' written through it), or a record listing 'zz/f' below the link."""
+    store = Store(tmp_path / "s")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def build(_: RawParams, out: Path) -> None:
+        (out / "zz").symlink_to(outside)
+
+    key = store.realize(Step(RawParams("demo", 1, {"i": 9})), build).key
+    assert main(["store", "verify", "--cache", str(store.root)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{key}: unsafe: symlink 'zz' to {str(outside)!r} leads outside the tree"
+    assert lines[-1].endswith("checked, 1 corrupt"), lines
+    record = store.record_path(key)
+    data = json.loads(record.read_text())
+    data["outputs"]["zz/f"] = {"type": "file", "sha256": "0" * 64, "size": 0, "executable": False}
+    os.chmod(record, 0o644)
+    record.write_text(json.dumps(data))
+    problems = [p.message for p in store.verify()]
+    assert "unsafe: 'zz/f' goes through the symlink 'zz'" in problems, problems

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ...errors import ConfigError
+from ..local import listing_problems
 from ..step import RawParams, Step, canonical_json
 from .config import parse_named_key
 
@@ -154,6 +155,9 @@ def open_manifest(data: bytes, *, key: str, trusted: Mapping[str, Ed25519PublicK
     dirs = body.get("dirs", [])
     if not isinstance(dirs, list) or not all(isinstance(d, str) and _safe(d) for d in dirs):
         msg = "manifest 'dirs' is not a list of relative paths"
+        raise ManifestRefused(msg)
+    if problems := listing_problems(outputs, dirs):
+        msg = f"corrupt entry: {'; '.join(problems)}"
         raise ManifestRefused(msg)
     meta = body.get("meta", {})
     if not isinstance(meta, dict):

@@ -14,13 +14,16 @@ from typing import TYPE_CHECKING, Any
 from ... import log
 from ...errors import RemoteCacheError
 from ...util.fsutil import StreamHasher
+from ...util.safetree import UnsafePathError, tree_writer
 from ..local import Substituted
 from .cache import blob_name, manifest_name
 from .manifest import ManifestRefused, open_manifest
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
+    from ...util.safetree import TreeWriter
     from ..step import Step
     from .cache import RemoteCache
     from .manifest import Manifest
@@ -51,21 +54,27 @@ def pull_entry(cache: RemoteCache, step: Step[Any], out: Path) -> Substituted | 
 
 
 def _fetch(cache: RemoteCache, manifest: Manifest, out: Path) -> None:
-    for rel in manifest.dirs:
-        (out / rel).mkdir(parents=True, exist_ok=True)
-    for name, spec in sorted(manifest.outputs.items()):
-        path = out / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if spec["type"] == "symlink":
-            os.symlink(spec["target"], path)
-        else:
-            _fetch_file(cache, name, spec["sha256"], int(spec["size"]), path)
-            os.chmod(path, 0o755 if spec.get("executable") else 0o644)
+    """Write the entry into ``out`` with the one safe tree writer: the manifest's listing was checked
+    already (no path through a symlink), and the writer never follows one whatever it says."""
+    try:
+        with tree_writer(out) as writer:
+            for rel in manifest.dirs:
+                writer.mkdir(rel, 0o755)
+            for name, spec in sorted(manifest.outputs.items()):
+                if spec["type"] == "symlink":
+                    writer.symlink(name, spec["target"])
+                else:
+                    _fetch_file(cache, writer, name, spec)
+    except UnsafePathError as exc:
+        msg = f"corrupt entry: {exc}"
+        raise ManifestRefused(msg) from None
 
 
-def _fetch_file(cache: RemoteCache, name: str, sha256: str, size: int, path: Path) -> None:
+def _fetch_file(cache: RemoteCache, writer: TreeWriter, name: str, spec: Mapping[str, Any]) -> None:
+    sha256, size = str(spec["sha256"]), int(spec["size"])
     hasher = StreamHasher()
-    with open(path, "wb") as fh, log.progress(f"pull {name}", size) as bar:
+    with writer.open_file(name) as fh, log.progress(f"pull {name}", size) as bar:
+        os.fchmod(fh.fileno(), 0o755 if spec.get("executable") else 0o644)
         found = cache.bucket.download(blob_name(sha256), fh, hasher, on_chunk=bar.update)
     if not found:
         msg = f"blob {sha256} of {name!r} is missing"
