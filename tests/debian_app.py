@@ -86,17 +86,19 @@ echo "{READY_LINE}"
 wait
 """
 
-PASSWD = """\
+ETC_FILES = {
+    "passwd": """\
 root:x:0:0:root:/root:/bin/sh
 redis:x:100:101::/var/lib/redis:/usr/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
-"""
-GROUP = """\
+""",
+    "group": """\
 root:x:0:
 redis:x:101:
 nogroup:x:65534:
-"""
-HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+""",
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+}  # no maintainer scripts ran: redis-server's would have added its user (redis looks users up)
 
 
 class DebianError(RuntimeError):
@@ -175,7 +177,6 @@ def download_debs(
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=target.parent))
         try:
-            os.chmod(partial, 0o755)  # apt's _apt user may write here (else a harmless warning)
             _run(["apt-get", "download", *(f"{n}={v}" for n, v in closure)], cwd=partial)
             got = sorted(partial.glob("*.deb"))
             if len(got) != len(closure):
@@ -241,7 +242,7 @@ def make_rootfs(debs: list[Path], root: Path, versions: list[tuple[str, str]]) -
     if not sh.is_symlink() and not sh.exists():
         sh.symlink_to("dash")
     etc = root / "etc"
-    for name, text in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)):
+    for name, text in ETC_FILES.items():
         (etc / name).write_text(text)
     for rel in ("tmp", "run", "proc", "sys", "dev", "root", "var/lib/redis", "var/log/redis"):
         (root / rel).mkdir(parents=True, exist_ok=True)
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--download", action="store_true", help="fill the package cache (CI pre-fetch)")
     parser.add_argument("--rootfs", type=Path, metavar="DIR", help="also make the rootfs in DIR")
-    parser.add_argument("--cache", type=Path, metavar="DIR", help="cache root (default ~/.cache/eifbuild-test/debs)")
+    parser.add_argument(
+        "--cache", type=Path, metavar="DIR", help="cache root (default ~/.cache/eifbuild-test/debs)"
+    )
     args = parser.parse_args(argv)
     if not (args.download or args.rootfs):
         parser.error("nothing to do: give --download and/or --rootfs DIR")
