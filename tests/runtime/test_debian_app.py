@@ -197,7 +197,9 @@ def _running(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[Cons
         console.close()
 
 
-def test_the_rootfs_serves_http_and_redis_in_a_chroot_on_the_host(debian_rootfs: Path) -> None:
+def test_the_rootfs_serves_http_and_redis_in_a_chroot_on_the_host(
+    debian_rootfs: Path, tmp_path: Path
+) -> None:
     if os.geteuid() != 0:
         if IN_CI:
             pytest.fail("CI runs as root: chroot and unshare need it")
@@ -210,7 +212,8 @@ def test_the_rootfs_serves_http_and_redis_in_a_chroot_on_the_host(debian_rootfs:
         "APP_HTTP_LISTEN": f"TCP-LISTEN:{http_socat},bind=127.0.0.1",
         "APP_REDIS_LISTEN": f"TCP-LISTEN:{redis_socat},bind=127.0.0.1",
     }
-    root = str(debian_rootfs)
+    # A copy: python writes __pycache__ into the rootfs it runs from, and the EIF is built from the original.
+    root = str(shutil.copytree(debian_rootfs, tmp_path / "rootfs", symlinks=True))
     # Private mount and PID namespaces: proc and /dev vanish, and every app process dies, with it.
     script = 'mount -t proc proc "$1/proc" && mount --bind /dev "$1/dev" && exec chroot "$1" /app/start.sh'
     cmd = [unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child"]
@@ -218,12 +221,34 @@ def test_the_rootfs_serves_http_and_redis_in_a_chroot_on_the_host(debian_rootfs:
         console.wait_for(READY_LINE, 60)
         _check_http(http_port)
         _check_redis(redis_port)
+        _wait_for_socat(http_socat, HTTP_PROBE)  # socat may start listening after the servers do
+        _wait_for_socat(redis_socat, REDIS_PROBE)
         _check_http(http_socat)  # and through socat
         _check_redis(redis_socat)
     assert "Exec format error" not in console.text
 
 
 # -- the services, from the host ------------------------------------------------------------------------
+HTTP_PROBE = b"HEAD / HTTP/1.0\r\n\r\n"
+REDIS_PROBE = b"PING\r\n"  # redis' inline command form
+
+
+def _wait_for_socat(port: int, probe: bytes, timeout: float = 60) -> None:
+    """Until ``probe`` sent to ``port`` gets an answer: the app's ready line does not wait for socat."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(probe)
+                if sock.recv(1):
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"nothing answers through 127.0.0.1:{port} after {timeout:g} s")
+        time.sleep(0.5)
+
+
 def _get(port: int, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -331,6 +356,8 @@ def test_each_service_is_reached_from_the_host_through_publish(debian_eif: Path)
     ]
     with _running(cmd) as console:
         console.wait_for(READY_LINE, 900)  # TCG: the kernel unpacks ~75 MB, python starts slowly
+        _wait_for_socat(http_port, HTTP_PROBE)
+        _wait_for_socat(redis_port, REDIS_PROBE)
         _check_http(http_port)
         _check_redis(redis_port)
     assert "-M nitro-enclave" in console.text
