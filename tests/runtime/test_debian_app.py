@@ -300,12 +300,11 @@ def _check_redis(port: int) -> None:
 
 
 # -- the EIF --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def debian_eif(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = tmp_path_factory.mktemp("debian-app-project")
+def _build(project: Path, rootfs: Path) -> tuple[Path, float]:
+    """``doit eif`` on a new project (its own store) for ``rootfs``; the EIF and the seconds it took."""
     shutil.copytree(REPO / "recipes", project / "recipes")
     shutil.copytree(REPO / "examples" / "kernel", project / "examples" / "kernel")
-    (project / "eif.toml").write_text(EIF_TOML.replace("{rootfs}", str(debian_rootfs)))
+    (project / "eif.toml").write_text(EIF_TOML.replace("{rootfs}", str(rootfs)))
     (project / "dodo.py").write_text(DODO)
     env = {k: v for k, v in os.environ.items() if k not in {"EIFBUILD_CACHE", "SOURCE_DATE_EPOCH"}}
     started = time.monotonic()
@@ -320,9 +319,13 @@ def debian_eif(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     took = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
-    eif = project / "build" / "debian-app-x86_64.eif"
-    image = read_eif(eif)
-    ramdisks = [s.size for s in image.ramdisks]
+    return project / "build" / "debian-app-x86_64.eif", took
+
+
+@pytest.fixture(scope="module")
+def debian_eif(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    eif, took = _build(tmp_path_factory.mktemp("debian-app-project"), debian_rootfs)
+    ramdisks = [s.size for s in read_eif(eif).ramdisks]
     print(
         f"debian app EIF ({KERNEL_RECIPE}): {eif.stat().st_size / 1e6:.1f} MB, ramdisks "
         f"{', '.join(f'{n / 1e6:.1f} MB' for n in ramdisks)}, doit eif {took:.1f} s"
@@ -330,10 +333,15 @@ def debian_eif(debian_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return eif
 
 
-def test_the_debian_app_eif_builds(debian_eif: Path) -> None:
+def test_the_debian_app_eif_builds_and_reproduces(debian_eif: Path, tmp_path: Path) -> None:
     image = read_eif(debian_eif)
     assert image.arch == "x86_64"
-    assert debian_eif.stat().st_size > 50_000_000  # the rootfs is in it
+    assert image.ramdisks[-1].size > 50_000_000  # the rootfs is in the app ramdisk
+    # The same .debs unpacked again, into another directory, built in another project and store:
+    # the same bytes (eifbuild orders the files and normalizes modes, owners and mtimes).
+    debs, versions = download_debs()
+    again, _ = _build(tmp_path / "project", make_rootfs(debs, tmp_path / "rootfs", versions))
+    assert again.read_bytes() == debian_eif.read_bytes()
 
 
 @pytest.mark.skipif(bool(BOOT_SKIP), reason=BOOT_SKIP or "-")
