@@ -46,6 +46,7 @@ from debian_app import (
 
 from eifbuild.cli import main
 from eifbuild.eif import read_eif
+from eifbuild.util.tomlfile import read_toml
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,13 +54,30 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-# The kernel recipe the EIF is built with: the app kernel once it exists, else the tiny demo kernel
-# (no #! scripts, no IPv4: the EIF builds, the app cannot run). $EIFBUILD_DEBIAN_APP_RECIPE overrides.
-APP_RECIPE = REPO / "recipes" / "demo-app.toml"
+NEEDED = ("CONFIG_BINFMT_SCRIPT", "CONFIG_INET")  # /app/start.sh's #!, and 127.0.0.1
+GUEST_MEMORY_MIB = 512  # the default, max(256, 4 x EIF size), is ~280 MiB here: leave python and redis room
+
+
+def _kernel_config(recipe: str) -> str | None:
+    """The x86_64 kernel .config a recipe in recipes/ pins ("" if unknown), None if it pins no kernel."""
+    path = REPO / "recipes" / recipe
+    if not path.is_file():
+        return None
+    doc = read_toml(path, "recipe")
+    defaults = doc.get("defaults", {})
+    if "kernel" not in defaults:
+        return None
+    source = doc.get("sources", {}).get(defaults.get("kernel_config", ""), {})
+    rel = source.get("x86_64", source).get("path")
+    return (path.parent / rel).read_text() if rel else ""
+
+
+# The kernel recipe the EIF is built with: the app kernel once its recipe pins one, else the tiny
+# demo kernel (no #! scripts, no IPv4: the EIF builds, the app cannot run and the boot test skips).
+# $EIFBUILD_DEBIAN_APP_RECIPE names another recipe in recipes/.
 KERNEL_RECIPE = os.environ.get("EIFBUILD_DEBIAN_APP_RECIPE") or (
-    APP_RECIPE.name if APP_RECIPE.exists() else "demo.toml"
+    "demo-app.toml" if _kernel_config("demo-app.toml") is not None else "demo.toml"
 )
-GUEST_MEMORY_MIB = 512  # the default, max(256, 4 x EIF size), is ~310 MiB here: leave python and redis room
 
 
 def _boot_has_publish() -> bool:
@@ -69,13 +87,15 @@ def _boot_has_publish() -> bool:
     return "--publish" in out.getvalue()
 
 
-BOOT_SKIP = (
-    "the boot needs recipes/demo-app.toml's kernel (#! scripts, IPv4)"
-    if KERNEL_RECIPE == "demo.toml"
-    else "eifbuild boot has no --publish"
-    if not _boot_has_publish()
-    else ""
-)
+def _boot_skip() -> str:
+    config = (_kernel_config(KERNEL_RECIPE) or "").splitlines()
+    missing = [name for name in NEEDED if f"{name}=y" not in config]
+    if missing:
+        return f"recipes/{KERNEL_RECIPE}'s x86_64 kernel lacks {', '.join(missing)} (#! scripts, IPv4)"
+    return "" if _boot_has_publish() else "eifbuild boot has no --publish"
+
+
+BOOT_SKIP = _boot_skip()
 
 EIF_TOML = f"""\
 [eif]
