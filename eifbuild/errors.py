@@ -29,7 +29,9 @@ class EifbuildError(Exception):
     - :class:`FileAccessError`: a file cannot be read or written (missing, not a regular file,
       unreadable, changed while it was read);
     - :class:`FetchError` and :class:`HashMismatch` (downloads and pins), :class:`StoreError`,
-      :class:`ToolError` (zig, qemu, skopeo …), :class:`SigningError`, :class:`RemoteCacheError`.
+      :class:`ToolError` (zig, qemu, skopeo …), :class:`SigningError`, :class:`RemoteCacheError`;
+    - :class:`AttestationError`: an attestation document was checked and is not verified (the one
+      kind that is not exit 2: ``eifbuild attestation verify`` exits 1 with it).
     """
 
     def __init__(self, message: str) -> None:
@@ -169,3 +171,20 @@ class RemoteCacheError(EifbuildError):
     def __init__(self, message: str, *, url: str | None = None) -> None:
         super().__init__(f"remote cache {url}: {message}" if url else message)
         self.url = url
+
+
+class AttestationError(EifbuildError):
+    """An attestation document is not verified: ``code`` names the rule that refused it and why,
+    ``<rule>.<what>`` (``structure.alg``, ``chain.expired``, ``signature.invalid``, ``policy.pcr``
+    …), and the message is ``<code>: <detail>``. ``eifbuild attestation verify`` prints it and exits
+    1 (a check ran and failed), not 2."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+    @property
+    def rule(self) -> str:
+        """The rule that refused the document: structure, chain, signature or policy."""
+        return self.code.partition(".")[0]

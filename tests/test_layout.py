@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "eifbuild"
-SUBPACKAGES = ("eif", "ramdisk", "inspect", "sources", "oci", "toolchain", "store", "plan", "runtime")
+SUBPACKAGES = (
+    "eif", "ramdisk", "inspect", "sources", "oci", "toolchain", "store", "plan", "runtime", "attestation",
+)  # fmt: skip
 PRIVATE = ("util",)  # helpers any package may use directly; no public face
 MAX_LINES = 600
 MAX_ROOT_MODULES = 16

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import boot, cache, eif, init, inspect, oci, qemu, sources, tools
+from . import attestation, boot, cache, eif, init, inspect, oci, qemu, sources, tools
 
 if TYPE_CHECKING:
     from .common import Adder
@@ -19,4 +19,5 @@ COMMANDS: list[Adder] = [
     *boot.COMMANDS,
     *qemu.COMMANDS,
     *cache.COMMANDS,
+    *attestation.COMMANDS,
 ]

@@ -55,6 +55,14 @@ def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PORT=tcp:HOST:PORT|PORT=unix:PATH",
         help="nitro-enclave: forward the guest's connections to the parent (CID 3) on PORT; repeatable",
     )
+    p.add_argument(
+        "--publish",
+        action="append",
+        default=[],
+        metavar="[HOSTADDR:]HOSTPORT:ENCLAVEPORT",
+        help="nitro-enclave: listen on HOSTADDR:HOSTPORT (default 127.0.0.1) and connect each "
+        "connection to the enclave's vsock port ENCLAVEPORT (as docker run -p); repeatable",
+    )
     p.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: max(256, 4 x EIF size))")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
     p.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
@@ -74,6 +82,7 @@ def _cmd_boot(args: argparse.Namespace) -> int:
         qemu=args.qemu,
         attest=args.attest,
         vsock_forwards=tuple(args.vsock_forward),
+        publishes=tuple(args.publish),
     )
     store = store_of(args)
     shown = []

@@ -19,15 +19,17 @@ Adder = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 STORE_HELP: Final = (
     "store directory (default: $EIFBUILD_CACHE, else cache/ next to the eif.toml at or above the "
-    "current directory, else ./cache)"
+    "current directory, else the user's cache directory: ~/.cache/eifbuild/store on Linux)"
 )
 
 
 def default_store() -> Store:
-    """``$EIFBUILD_CACHE``, else ``cache/`` of the project around the current directory (else ./cache)."""
-    from ..plan import find_project_dir  # noqa: PLC0415 - eif.toml's rules only when needed
+    """``$EIFBUILD_CACHE``, else ``cache/`` of the project around the current directory, else the
+    user's store (outside a project nothing is written into the current directory)."""
+    from ..plan import find_project  # noqa: PLC0415 - eif.toml's rules only when needed
 
-    return Store.for_project(find_project_dir())
+    project = find_project()
+    return Store.for_user() if project is None else Store.for_project(project)
 
 
 def store_of(args: argparse.Namespace) -> Store:

@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import log
+from ..errors import EifbuildError
 from .common import EXIT_OK, Adder
 
 if TYPE_CHECKING:
     import argparse
+
+    from ..arch import Arch
+    from ..plan import ScaffoldApp
 
 
 def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,15 +46,33 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from ..plan import ScaffoldApp, init_project  # noqa: PLC0415
+    from .. import plan  # noqa: PLC0415
 
-    app = ScaffoldApp(oci=args.oci, rootfs=args.rootfs, cmd=tuple(args.cmd))
-    written = init_project(args.directory, bootstrap=args.bootstrap, app=app, name=args.name)
+    app = plan.ScaffoldApp(oci=args.oci, rootfs=args.rootfs, cmd=tuple(args.cmd))
+    arches = _arches(args, app)
+    written = plan.init_project(
+        args.directory, bootstrap=args.bootstrap, app=app, name=args.name, arches=arches
+    )
     for path in written:
         print(f"wrote {os.path.relpath(path)}")
-    where = "" if args.directory == Path() else f"cd {args.directory} && "
-    print(f"next: {where}doit eif")
+    print(f"next: {plan.next_step(args.directory, args.bootstrap, app, arches)}")
     return EXIT_OK
+
+
+def _arches(args: argparse.Namespace, app: ScaffoldApp) -> tuple[Arch, ...]:
+    """The image's arches where they can be read; else the bootstrap's default, with a warning."""
+    from .. import plan  # noqa: PLC0415
+
+    default = plan.default_arches(args.bootstrap)
+    if app.oci is None:
+        return default
+    try:
+        found = plan.image_arches(app.oci, args.directory.absolute())
+    except EifbuildError as exc:
+        listed = ", ".join(default)
+        log.warn(f"cannot read the image's platforms ({exc}); eif.toml lists {listed}: remove any it lacks")
+        return default
+    return plan.choose_arches(args.bootstrap, app.oci, found)
 
 
 COMMANDS: list[Adder] = [_add_init]

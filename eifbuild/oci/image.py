@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from .. import log
+from ..arch import ARCHES
 from ..arch import info as arch_info
 from ..errors import ArchiveError, ConfigError, FileAccessError, InputError, StoreError
 from ..sources import LOCK_COMMAND
@@ -471,6 +472,30 @@ def platform_manifests(pinned: str, arches: Sequence[Arch], *, store: Store) -> 
         finally:
             imp.close()
     return found
+
+
+def image_arches(ref: str, *, store: Store, project_dir: Path) -> tuple[Arch, ...]:
+    """The arches of eifbuild's that ``ref`` has a Linux image for (a tag is resolved first):
+    indexes, manifests and configs are read, no layer."""
+    parsed = parse_image_ref(ref, project_dir)
+    if isinstance(parsed, RegistryRef) and parsed.digest is None:
+        parsed = _resolve_registry_tag(parsed)
+    found: list[Arch] = []
+    with _open_source(parsed) as source:
+        imp = Importer(store, source)
+        try:
+            for arch in ARCHES:
+                with contextlib.suppress(ArchiveError):
+                    if isinstance(parsed, RegistryRef):
+                        assert parsed.digest is not None  # noqa: S101 - resolved above
+                        index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
+                    else:
+                        index, manifest = _pick_local(imp, parsed, arch)
+                    _load(imp, ref, arch, index, manifest)
+                    found.append(arch)
+        finally:
+            imp.close()
+    return tuple(found)
 
 
 def resolve_tag(ref: str) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..util.lazy import lazy_face
 
 if TYPE_CHECKING:
-    from .config import CONFIG_NAME, FAILURE_FILE_ENV, find_project_dir, load_project
+    from .config import CONFIG_NAME, FAILURE_FILE_ENV, find_project, find_project_dir, load_project
     from .eifnode import EifNode
     from .inputs import CompileNode, OciNode, SourceNode
     from .kernelrecipe import build_from_recipe
@@ -15,13 +15,14 @@ if TYPE_CHECKING:
     from .node import Node
     from .plan import Plan
     from .ramdisks import RamdiskNode
-    from .scaffold import ScaffoldApp, init_project
+    from .scaffold import ScaffoldApp, choose_arches, default_arches, image_arches, init_project, next_step
     from .selfcheck import self_check
     from .treedigest import FileDigests
 
 EXPORTS = {
     "CONFIG_NAME": ".config",
     "FAILURE_FILE_ENV": ".config",
+    "find_project": ".config",
     "find_project_dir": ".config",
     "load_project": ".config",
     "EifNode": ".eifnode",
@@ -35,7 +36,11 @@ EXPORTS = {
     "Plan": ".plan",
     "RamdiskNode": ".ramdisks",
     "ScaffoldApp": ".scaffold",
+    "choose_arches": ".scaffold",
+    "default_arches": ".scaffold",
+    "image_arches": ".scaffold",
     "init_project": ".scaffold",
+    "next_step": ".scaffold",
     "self_check": ".selfcheck",
     "FileDigests": ".treedigest",
 }
@@ -53,11 +58,16 @@ __all__ = [
     "ScaffoldApp",
     "SourceNode",
     "build_from_recipe",
+    "choose_arches",
+    "default_arches",
     "default_lock_path",
+    "find_project",
     "find_project_dir",
+    "image_arches",
     "init_project",
     "load_project",
     "lock_project",
+    "next_step",
     "self_check",
 ]
 

@@ -445,13 +445,15 @@ def parse_project(text: str, path: Path) -> Project:
     )
 
 
+def find_project(start: str | os.PathLike[str] = ".") -> Path | None:
+    """The nearest directory at or above ``start`` holding an eif.toml, or None outside any project."""
+    here = Path(start).absolute()
+    return next((c for c in (here, *here.parents) if (c / CONFIG_NAME).is_file()), None)
+
+
 def find_project_dir(start: str | os.PathLike[str] = ".") -> Path:
     """The nearest directory at or above ``start`` holding an eif.toml; ``start`` itself if none."""
-    here = Path(start).absolute()
-    for candidate in (here, *here.parents):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    return here
+    return find_project(start) or Path(start).absolute()
 
 
 def load_project(path: str | Path) -> Project:

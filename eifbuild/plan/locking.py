@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .. import log
-from ..errors import ConfigError
+from ..errors import ConfigError, EifbuildError
 from ..sources import LOCK_COMMAND, ImageEntry, Lock, Recipe, Source, load_recipe
 from ..store import Store
 from .config import CONFIG_NAME, LOCK_NAME, find_project_dir, load_project
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Collection, Iterable, Sequence
 
+    from ..arch import Arch
     from ..store import Downloader, SourceCache
     from .config import Project
 
@@ -65,8 +66,17 @@ def lock_project(
         return lock_path, lock_sources(recipes, lock_path, trust_on_first_use=trust_on_first_use), []
     project = load_project(find_project_dir() / CONFIG_NAME)
     lock_path = lock_file or project.lock_file
-    sources = lock_sources(project.recipes, lock_path, trust_on_first_use=trust_on_first_use)
-    return lock_path, sources, lock_images(project, lock_path, trust_on_first_use=trust_on_first_use)
+    failed: EifbuildError | None = None
+    try:  # the sources of the arches eif.toml builds; the image is locked even when one fails
+        sources = lock_sources(
+            project.recipes, lock_path, trust_on_first_use=trust_on_first_use, arches=project.arches
+        )
+    except EifbuildError as exc:
+        failed, sources = exc, []
+    images = lock_images(project, lock_path, trust_on_first_use=trust_on_first_use)
+    if failed is not None:
+        raise failed
+    return lock_path, sources, images
 
 
 def lock_images(
@@ -103,15 +113,33 @@ def lock_images(
             raise ConfigError(msg, path=project.path, key="app.oci")
         else:
             pinned = oci.resolve_tag(ref) if entry is None else str(tag.pinned(entry.digest))
-            found = oci.platform_manifests(pinned, missing, store=store)
+            found, failed = _platform_manifests(pinned, missing, store)
             entry = ImageEntry(pinned.rpartition("@")[2], {**(entry.manifests if entry else {}), **found})
-            lock.record_image(ref, entry)
-            shown = ", ".join(f"{arch} {digest}" for arch, digest in found.items())
+            lock.record_image(ref, entry)  # the digest and the arches found, even when one failed
+            shown = ", ".join(f"{arch} {digest}" for arch, digest in found.items()) or "no arch yet"
             log.step(f"locked image {ref}: {entry.digest} ({shown})")
+            if failed is not None:
+                lock.save()
+                raise failed
             results.append(ImageLockResult(ref, "new", entry))
     if lock.dumps() != before:
         lock.save()
     return results
+
+
+def _platform_manifests(
+    pinned: str, arches: Sequence[Arch], store: Store
+) -> tuple[dict[Arch, str], EifbuildError | None]:
+    """Each arch's platform manifest, arch by arch: what was found, and the first failure."""
+    from .. import oci  # noqa: PLC0415
+
+    found: dict[Arch, str] = {}
+    for arch in arches:
+        try:
+            found.update(oci.platform_manifests(pinned, [arch], store=store))
+        except EifbuildError as exc:
+            return found, exc
+    return found, None
 
 
 def _check_image_entry(ref: str, entry: ImageEntry, lock_path: Path, store: Store, project: Project) -> None:
@@ -135,13 +163,17 @@ def lock_sources(
     trust_on_first_use: bool = False,
     cache: SourceCache | None = None,
     downloader: Downloader | None = None,
+    arches: Collection[Arch] | None = None,
 ) -> list[LockResult]:
-    """Make sure every source of ``recipes`` is pinned, by its recipe or by the lock file.
+    """Make sure every source of ``recipes`` (those for ``arches`` and for every arch, when given)
+    is pinned, by its recipe or by the lock file.
 
     Sources with a lock entry for their current location are kept; entries of these recipes'
     sources that no longer exist or are pinned by their recipe now are dropped. Missing pins are an
     error unless ``trust_on_first_use``: then each such source is downloaded once (into the shared
-    cache) and its sha256 and size recorded. The lock file is written only when it changed.
+    cache) and its sha256 and size recorded; when one fails, the others are still tried and what
+    was locked is written before the first failure is raised. The lock file is written only when it
+    changed.
     """
     lock = Lock.load(lock_path)
     before = lock.dumps()
@@ -149,7 +181,8 @@ def lock_sources(
     results: list[LockResult | Source] = []  # a Source: still to be locked
     for recipe in loaded:
         lock.drop_stale(recipe)
-        results.extend(_known(source, lock) for source in recipe.all_sources())
+        wanted = (s for s in recipe.all_sources() if arches is None or s.arch is None or s.arch in arches)
+        results.extend(_known(source, lock) for source in wanted)
     missing = [r for r in results if isinstance(r, Source)]
     if missing and not trust_on_first_use:
         names = ", ".join(s.label for s in missing)
@@ -163,9 +196,22 @@ def lock_sources(
 
     cache = cache or SourceCache()
     downloader = downloader or Downloader()
-    done = [r if isinstance(r, LockResult) else _trust(r, lock, cache, downloader) for r in results]
+    done: list[LockResult] = []
+    failures: list[EifbuildError] = []
+    for result in results:
+        if isinstance(result, LockResult):
+            done.append(result)
+            continue
+        try:
+            done.append(_trust(result, lock, cache, downloader))
+        except EifbuildError as exc:
+            failures.append(exc)
     if lock.dumps() != before or (missing and not lock.path.exists()):
         lock.save()
+    for later in failures[1:]:
+        log.warn(f"also not locked: {later}")
+    if failures:
+        raise failures[0]
     return done
 
 

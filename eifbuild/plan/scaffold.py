@@ -12,14 +12,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
-from ..errors import FileAccessError, UsageError
+from ..arch import ARCHES
+from ..errors import FileAccessError, InputError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from ..arch import Arch
 
 Bootstrap = Literal["demo", "aws"]
 
@@ -62,12 +66,25 @@ def _toml(value: str | Sequence[str]) -> str:
     return "[" + ", ".join(_toml(item) for item in value) + "]"
 
 
-def _eif_section(name: str, bootstrap: Bootstrap) -> str:
+def default_arches(bootstrap: Bootstrap) -> tuple[Arch, ...]:
+    """What a new project builds when its app does not say: AWS's aarch64 kernel needs a lock first."""
+    return ARCHES if bootstrap == "demo" else ("x86_64",)
+
+
+def _arch_line(bootstrap: Bootstrap, arches: Sequence[Arch]) -> str:
+    listed = f"{_toml(list(arches)):<28}"
+    if bootstrap == "aws" and "aarch64" in arches:
+        return f"{listed} # AWS's aarch64 kernel: first `eifbuild lock --trust-on-first-use`"
+    if bootstrap == "aws":
+        return f"{listed} # aarch64: first `eifbuild lock --trust-on-first-use`"
+    return f"{listed} # one or both" if len(arches) == len(ARCHES) else f"{listed} # the arches the image has"
+
+
+def _eif_section(name: str, bootstrap: Bootstrap, arches: Sequence[Arch]) -> str:
+    arch = _arch_line(bootstrap, arches)
     if bootstrap == "demo":
-        arch = '["x86_64", "aarch64"]        # one or both'
         recipes = '["recipes/demo.toml"]     # the demo kernels in examples/kernel/, pinned by sha256'
     else:
-        arch = '["x86_64"]                   # aarch64: first `eifbuild lock --trust-on-first-use`'
         recipes = '["recipes/aws-nitro-cli-1.5.0.toml"]   # AWS\'s kernel, init, nsm.ko and cmdline'
     return f"""\
 # What `doit eif` builds (written by `eifbuild init`; every key is in eifbuild's README, "eif.toml").
@@ -112,9 +129,40 @@ def _app_section(app: ScaffoldApp) -> str:
     return "\n".join(lines) + "\n"
 
 
-def eif_toml(name: str, bootstrap: Bootstrap, app: ScaffoldApp) -> str:
-    """The commented eif.toml of a new project."""
-    return _eif_section(name, bootstrap) + _bootstrap_section(bootstrap) + _app_section(app)
+def eif_toml(name: str, bootstrap: Bootstrap, app: ScaffoldApp, arches: Sequence[Arch] | None = None) -> str:
+    """The commented eif.toml of a new project (``arches``: default :func:`default_arches`)."""
+    arches = default_arches(bootstrap) if arches is None else arches
+    return _eif_section(name, bootstrap, arches) + _bootstrap_section(bootstrap) + _app_section(app)
+
+
+def image_arches(ref: str, project_dir: Path) -> tuple[Arch, ...]:
+    """The arches image ``ref`` has (its index, manifests and configs are read through a
+    throw-away store; a tag is resolved at its registry)."""
+    from .. import oci  # noqa: PLC0415 - registry code only for an image
+    from ..store import Store  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="eifbuild-init-") as tmp:
+        return oci.image_arches(ref, store=Store(tmp), project_dir=project_dir)
+
+
+def choose_arches(bootstrap: Bootstrap, ref: str, found: Sequence[Arch]) -> tuple[Arch, ...]:
+    """The arches to write for an image that has ``found``: fewer for ``--bootstrap aws`` where it can."""
+    if not found:
+        msg = f"image {ref!r} has no linux/amd64 or linux/arm64 image: eifbuild builds for x86_64 and aarch64"
+        raise InputError(msg)
+    preferred = tuple(a for a in found if a in default_arches(bootstrap))
+    return preferred or tuple(found)
+
+
+def next_step(directory: Path, bootstrap: Bootstrap, app: ScaffoldApp, arches: Sequence[Arch]) -> str:
+    """What to run after ``eifbuild init``: ``doit eif``, after a lock when something is unpinned."""
+    from .. import oci  # noqa: PLC0415
+
+    tag = app.oci is not None and oci.registry_tag(app.oci, directory) is not None
+    unpinned_kernel = bootstrap == "aws" and "aarch64" in arches
+    where = "" if directory == Path() else f"cd {directory} && "
+    lock = "eifbuild lock --trust-on-first-use && " if tag or unpinned_kernel else ""
+    return f"{where}{lock}doit eif"
 
 
 def _check_app(app: ScaffoldApp) -> None:
@@ -126,11 +174,13 @@ def _check_app(app: ScaffoldApp) -> None:
         raise UsageError(msg, key="--cmd")
 
 
-def project_files(name: str, bootstrap: Bootstrap, app: ScaffoldApp) -> dict[str, str | Path]:
+def project_files(
+    name: str, bootstrap: Bootstrap, app: ScaffoldApp, arches: Sequence[Arch] | None = None
+) -> dict[str, str | Path]:
     """Each file of the new project (path relative to it) → its text, or the shipped file to copy."""
     _check_app(app)
     shipped = shipped_dir()
-    files: dict[str, str | Path] = {"dodo.py": DODO, "eif.toml": eif_toml(name, bootstrap, app)}
+    files: dict[str, str | Path] = {"dodo.py": DODO, "eif.toml": eif_toml(name, bootstrap, app, arches)}
     for recipe in _RECIPES[bootstrap]:
         files[recipe] = shipped / recipe
     if bootstrap == "demo":
@@ -141,12 +191,17 @@ def project_files(name: str, bootstrap: Bootstrap, app: ScaffoldApp) -> dict[str
 
 
 def init_project(
-    directory: Path, *, bootstrap: Bootstrap, app: ScaffoldApp, name: str | None = None
+    directory: Path,
+    *,
+    bootstrap: Bootstrap,
+    app: ScaffoldApp,
+    name: str | None = None,
+    arches: Sequence[Arch] | None = None,
 ) -> list[Path]:
     """Write a new project into ``directory``; return the files written. An existing file is an
     error naming it, and then nothing is written."""
     name = name or directory.absolute().name
-    files = project_files(name, bootstrap, app)
+    files = project_files(name, bootstrap, app, arches)
     existing = [rel for rel in files if os.path.lexists(directory / rel)]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""

@@ -29,7 +29,7 @@ from ..store import Store
 from ..store.remote import REMOTE_ENV
 from ..util.fsutil import hash_file, remove_tree
 from .config import FAILURE_FILE_ENV
-from .inputs import OciNode
+from .inputs import LocalNode, OciNode
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -48,11 +48,64 @@ class CheckReport:
     text: str
 
 
-def _copy_project(root: Path, dest: Path, skip: set[Path]) -> None:
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        return {n for n in names if n in _SKIP or Path(directory, n).absolute() in skip}
+def _is_venv(path: Path) -> bool:
+    return (path / "pyvenv.cfg").is_file()
 
-    shutil.copytree(root, dest, symlinks=True, ignore=ignore)
+
+def _copy_tree(source: Path, dest: Path, skip: set[Path]) -> None:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory)
+        return {n for n in names if n in _SKIP or (here / n).absolute() in skip or _is_venv(here / n)}
+
+    shutil.copytree(source, dest, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+
+
+def _git_files(root: Path) -> list[str] | None:
+    """The files a fresh clone plus the user's new files would hold (tracked, and untracked but not
+    ignored), relative to ``root``; None where ``root`` is not in a git work tree."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return [name for name in os.fsdecode(proc.stdout).split("\0") if name]
+
+
+def _copy_project(plan: Plan, dest: Path, skip: set[Path]) -> None:
+    """Copy what the build reads: in a git work tree its files (tracked or new, not ignored) and
+    every path input of the plan inside the project (a rootfs a tool made is often ignored);
+    elsewhere the whole project. Never a venv, the store, the output dir or VCS data."""
+    root = plan.project.root
+    files = _git_files(root)
+    if files is None:
+        _copy_tree(root, dest, skip)
+        return
+    for name in files:
+        source = root / name
+        if any(part in _SKIP for part in Path(name).parts) or not os.path.lexists(source):
+            continue  # deleted but still tracked, or VCS data
+        if any(parent.absolute() in skip or _is_venv(parent) for parent in source.parents):
+            continue
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, dest / name, follow_symlinks=False)
+    for path in _local_inputs(plan):
+        if path.is_relative_to(root) and os.path.lexists(path):
+            target = dest / path.relative_to(root)
+            if path.is_dir() and not path.is_symlink():
+                _copy_tree(path, target, skip)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target, follow_symlinks=False)
+
+
+def _local_inputs(plan: Plan) -> list[Path]:
+    return sorted({node.path.absolute() for node in plan.nodes() if isinstance(node, LocalNode)})
 
 
 def _rebuild(plan: Plan, copy_root: Path, store: Path, *, failure: Path) -> subprocess.CompletedProcess[str]:
@@ -61,8 +114,8 @@ def _rebuild(plan: Plan, copy_root: Path, store: Path, *, failure: Path) -> subp
     env.update(CHECK_ENV, EIFBUILD_CACHE=str(store), EIFBUILD_CONFIG=str(config))
     env[REMOTE_ENV] = ""  # the check's point is to rebuild everything: no shared cache
     env[FAILURE_FILE_ENV] = str(failure)
-    # zig's libc (musl) builds are shared with the project's store; every compile itself is redone
-    zig_global = toolchain.zig_global_cache_dir(toolchain.zig_cache_dir(plan.store))
+    # zig's libc (musl) builds are shared (the user's zig cache); every compile itself is redone
+    zig_global = toolchain.zig_global_cache_dir()
     env[toolchain.ZIG_CACHE_ENV] = str(zig_global)
     dodo = store.parent / "dodo.py"
     dodo.write_text("from eifbuild.tasks import *  # noqa: F403\n")
@@ -167,7 +220,7 @@ def self_check(plan: Plan) -> CheckReport:
         copy_root = work / "elsewhere" / root.name
         skip = {plan.store.root.absolute(), plan.project.output.absolute()}
         log.step(f"copy the project to {copy_root}")
-        _copy_project(root, copy_root, skip)
+        _copy_project(plan, copy_root, skip)
         _seed_images(plan, work / "store")
         log.step("rebuild in a fresh store (umask 077, TZ Pacific/Kiritimati, LANG de_DE.UTF-8)")
         result = _rebuild(plan, copy_root, work / "store", failure=work / "failure")

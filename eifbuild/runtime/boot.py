@@ -42,7 +42,7 @@ from ._qemu import (
     no_nitro_enclave,
     unpacked_command,
 )
-from .vsock import HEARTBEAT_PORT, VsockBackend, parse_forwards
+from .vsock import HEARTBEAT_PORT, VsockBackend, parse_forwards, parse_publishes
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -73,6 +73,7 @@ class BootOptions:
     qemu: str | None = None  # the QEMU binary; default $EIFBUILD_QEMU_<ARCH>, else from PATH
     attest: bool = False  # nitro-enclave only: compare the PCRs the guest reads from its NSM
     vsock_forwards: tuple[str, ...] = ()  # nitro-enclave only: PORT=tcp:HOST:PORT | PORT=unix:PATH
+    publishes: tuple[str, ...] = ()  # nitro-enclave only: [HOSTADDR:]HOSTPORT:ENCLAVEPORT
     extra_initrd: Path | None = None  # nitro-enclave only: QEMU measures it too (a negative control)
 
 
@@ -167,6 +168,7 @@ def _check_options(arch: Arch, options: BootOptions) -> None:
         msg = "the expected text is empty"
         raise UsageError(msg, key="--expect")
     parse_forwards(list(options.vsock_forwards))
+    parse_publishes(list(options.publishes))
 
 
 def _base(machine: str) -> str:
@@ -176,8 +178,8 @@ def _base(machine: str) -> str:
 
 def _nitro_only(options: BootOptions) -> list[tuple[str, str]]:
     """(option, what) pairs the options ask for that only nitro-enclave can do."""
-    wanted = [("--attest", "the NSM device"), ("--vsock-forward", "vsock")]
-    given = [options.attest, bool(options.vsock_forwards)]
+    wanted = [("--attest", "the NSM device"), ("--vsock-forward", "vsock"), ("--publish", "vsock")]
+    given = [options.attest, bool(options.vsock_forwards), bool(options.publishes)]
     found = [pair for pair, on in zip(wanted, given, strict=True) if on]
     if options.extra_initrd is not None:
         found.append(("extra_initrd", "measuring it"))
@@ -277,7 +279,8 @@ def _boot_nitro(
     append = f"{NITRO_APPEND} {ATTEST_FLAG}" if options.attest else NITRO_APPEND
     with tempfile.TemporaryDirectory(prefix="eifbuild-boot.") as tmp:
         forwards = parse_forwards(list(options.vsock_forwards))
-        backend = VsockBackend(Path(tmp) / "vsock.sock", forwards=forwards)
+        publishes = parse_publishes(list(options.publishes))
+        backend = VsockBackend(Path(tmp) / "vsock.sock", forwards=forwards, publishes=publishes)
         cmd = nitro_command(
             qemu,
             eif=image.path,

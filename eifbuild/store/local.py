@@ -205,6 +205,18 @@ class Store:
         override = os.environ.get("EIFBUILD_CACHE")
         return cls(Path(override) if override else Path(project_dir) / "cache")
 
+    @classmethod
+    def for_user(cls) -> Store:
+        """``$EIFBUILD_CACHE`` if set, else ``store/`` in the user's cache dir (platformdirs: on Linux
+        ``$XDG_CACHE_HOME/eifbuild/store``, ``~/.cache/eifbuild/store``): for commands run outside any
+        project, which must not leave a ``cache/`` in whatever directory they ran in."""
+        override = os.environ.get("EIFBUILD_CACHE")
+        if override:
+            return cls(Path(override))
+        import platformdirs  # noqa: PLC0415 - only outside a project
+
+        return cls(platformdirs.user_cache_path("eifbuild") / "store")
+
     # -- paths -----------------------------------------------------------------------------------
     def entry_dir(self, key: str) -> Path:
         return self.root / key[:2] / key

@@ -176,15 +176,21 @@ def zig_cache_dir(store: Store) -> Path:
     return store.root / ZIG_CACHE
 
 
-def zig_global_cache_dir(cache: Path) -> Path:
-    """Where zig keeps the libc (musl) and compiler-rt it builds once per target.
+def zig_global_cache_dir() -> Path:
+    """Where zig keeps the libc (musl) and compiler-rt it builds once per target: one per user and
+    zig version (platformdirs' cache dir: ``~/.cache/eifbuild/zig/<version>`` on Linux), so a machine
+    builds musl once, not once per project store.
 
-    ``$EIFBUILD_ZIG_CACHE`` may point several stores at one such directory (zig's cache is
-    content-addressed and locked, so sharing it is safe): the test suite and ``doit check`` use it to
-    pay for each musl build once per machine instead of once per fresh store.
+    ``$EIFBUILD_ZIG_CACHE`` names another (the test suite uses its own). zig's cache is
+    content-addressed and locked, so sharing it between stores and processes is safe, and the
+    outputs do not depend on it (a cold cache gives the same bytes).
     """
     override = os.environ.get(ZIG_CACHE_ENV)
-    return Path(override).absolute() if override else cache / "global"
+    if override:
+        return Path(override).absolute()
+    import platformdirs  # noqa: PLC0415
+
+    return platformdirs.user_cache_path("eifbuild") / "zig" / zig_identity()
 
 
 def zig_environment(cache: Path) -> dict[str, str]:
@@ -194,7 +200,7 @@ def zig_environment(cache: Path) -> dict[str, str]:
         "LC_ALL": "C",
         "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
         "TZ": "UTC",
-        "ZIG_GLOBAL_CACHE_DIR": str(zig_global_cache_dir(cache)),
+        "ZIG_GLOBAL_CACHE_DIR": str(zig_global_cache_dir()),
         "ZIG_LOCAL_CACHE_DIR": str(cache / "local"),
     }
 
@@ -370,7 +376,7 @@ def _compile(
     cache = zig_cache_dir(store)
     (cache / "home").mkdir(parents=True, exist_ok=True)
     # Beside the musl zig builds: a global cache shared with other stores (doit check) has it already.
-    ready = zig_global_cache_dir(cache) / f"eifbuild-ready-{target}"
+    ready = zig_global_cache_dir() / f"eifbuild-ready-{target}"
     what = f"{dest.name} ({arch})"
     if not ready.exists():
         log.step(f"zig: first compile for {target} with this zig cache builds musl libc (about a minute)")

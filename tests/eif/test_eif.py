@@ -491,7 +491,8 @@ def test_cli_pack_errors(
 _RSS_SCRIPT = """
 import resource, sys
 from pathlib import Path
-from eifbuild.eif import EifMetadata, write_eif
+from eifbuild.eif import EifMetadata
+from eifbuild.eif.writer import write_eif
 tmp = Path(sys.argv[1])
 (tmp / "k").write_bytes(b"K" * 4096)
 small = tmp / "small"

@@ -143,7 +143,14 @@ def test_lock_refuses_a_tag_without_the_arch(
     assert main(["lock", "--trust-on-first-use"]) == 2
     err = capsys.readouterr().err
     assert "the image is for linux/arm64, but arch x86_64 needs linux/amd64" in err
-    assert not (project / "eif.lock").exists()
+    # what was resolved is kept (issue #27): the tag's digest, and no manifest for the arch it lacks
+    lock = Lock.load(project / "eif.lock")
+    entry = lock.image(f"{reg.host}/test/arm:v1")
+    assert entry is not None
+    assert entry.digest.startswith("sha256:")
+    assert dict(entry.manifests) == {}
+    assert main(["lock"]) == 2  # still incomplete: a plain lock says so
+    assert "is a tag with no pin for x86_64" in capsys.readouterr().err
 
 
 @pytest.mark.slow

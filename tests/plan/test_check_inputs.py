@@ -81,3 +81,60 @@ def test_check_that_cannot_fetch_an_input_exits_2(tmp_path: Path, server: LocalS
     assert check.returncode == 2, out
     assert f"the check cannot run: {url}: HTTP 404" in out
     assert "NOT reproducible" not in out
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def _git_project(tmp_path: Path) -> Path:
+    """A git checkout whose rootfs is ignored (made by a tool), with a venv and a new untracked file."""
+    pin = hashlib.sha256(KERNEL).hexdigest()
+    project = make_project(tmp_path / "app", f'path = "kernel"\nsha256 = "{pin}"')
+    (project / "recipes" / "kernel").write_bytes(KERNEL)
+    eif = (project / "eif.toml").read_text().replace("[app]\n", '[app]\nrootfs = "rootfs"\n')
+    (project / "eif.toml").write_text(eif.replace('cmd = ["/bin/app"]', 'cmd = ["/bin/app"]\n'))
+    (project / "rootfs" / "etc").mkdir(parents=True)
+    (project / "rootfs" / "etc" / "motd").write_text("made by a tool\n")
+    (project / ".gitignore").write_text("/rootfs/\n/.venv/\n/build/\n/cache/\n")
+    (project / ".venv" / "lib").mkdir(parents=True)
+    (project / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (project / ".venv" / "lib" / "big").write_bytes(b"\0" * 1_000_000)
+    (project / "sub" / "env").mkdir(parents=True)  # a venv that git does not ignore
+    (project / "sub" / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    _git(project, "init", "-q")
+    _git(project, "add", "-A")
+    _git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "app")
+    (project / "notes.txt").write_text("new, not committed yet\n")
+    return project
+
+
+def test_the_check_copies_what_the_build_reads_and_no_venv(tmp_path: Path) -> None:
+    """Issue #27: `doit check` copied the project's .venv (879 MB) into its temp dir."""
+    from eifbuild.plan import Plan, load_project  # noqa: PLC0415
+    from eifbuild.plan.selfcheck import _copy_project  # noqa: PLC0415
+
+    project = _git_project(tmp_path)
+    plan = Plan(load_project(project))
+    dest = tmp_path / "copy"
+    _copy_project(plan, dest, {plan.store.root.absolute(), plan.project.output.absolute()})
+    copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if not p.is_dir())
+    assert copied == [
+        ".gitignore",
+        "dodo.py",
+        "eif.toml",
+        "init.bin",
+        "notes.txt",
+        "recipes/k.toml",
+        "recipes/kernel",
+        "rootfs/etc/motd",  # ignored by git, but the build reads it
+    ]
+
+
+def test_check_passes_in_a_git_checkout_with_an_ignored_rootfs_and_a_venv(tmp_path: Path) -> None:
+    project = _git_project(tmp_path)
+    built = doit(project)
+    assert built.returncode == 0, built.stdout + built.stderr
+    check = doit(project, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "reproducible" in check.stdout + check.stderr

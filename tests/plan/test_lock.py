@@ -240,3 +240,53 @@ def test_image_pins_round_trip_and_old_lock_files_stay_readable(tmp_path: Path) 
     again = Lock.load(old)
     assert again.images == lock.images
     assert again.entries == lock.entries
+
+
+def _project(root: Path, recipe_text: str, arches: str) -> Path:
+    (root / "recipes").mkdir(parents=True)
+    (root / "recipes" / "r.toml").write_text(recipe_text)
+    (root / "eif.toml").write_text(
+        f'[eif]\nname = "app"\narch = {arches}\nrecipes = ["recipes/r.toml"]\ncmdline = "c"\n'
+        '[bootstrap]\nkernel = "r.kernel"\ninit = { path = "init" }\n[app]\ncmd = ["/app"]\n'
+        'files = { "/app" = { text = "x" } }\n'
+    )
+    return root
+
+
+def test_lock_fetches_only_the_arches_eif_toml_builds(
+    tmp_path: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #27: `--bootstrap aws` with arch = ["x86_64"] still downloaded the aarch64 kernel."""
+    recipe = (
+        f'[recipe]\nname = "r"\n[sources.kernel.x86_64]\nurl = "{server.serve("/bzImage", b"x86")}"\n'
+        f'[sources.kernel.aarch64]\nurl = "{server.serve("/Image", KERNEL)}"\n'
+    )
+    project = _project(tmp_path / "app", recipe, '["x86_64"]')
+    monkeypatch.chdir(project)
+    assert main(["-q", "lock", "--trust-on-first-use"]) == 0, capsys.readouterr().err
+    assert [r.path for r in server.requests] == ["/bzImage"]
+    text = (project / "eif.lock").read_text()
+    assert "[sources.r.kernel.x86_64]" in text
+    assert "aarch64" not in text
+
+
+def test_lock_keeps_what_it_locked_when_one_fetch_fails(
+    tmp_path: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #27: when one fetch failed, `eifbuild lock` recorded nothing."""
+    recipe = (
+        f'[recipe]\nname = "r"\n[sources.kernel]\nurl = "{server.serve("/bzImage", b"x86")}"\n'
+        f'[sources.config]\nurl = "{server.serve("/missing", status=404)}"\n'
+        f'[sources.extra]\nurl = "{server.serve("/gone", status=404)}"\n'
+    )
+    project = _project(tmp_path / "app", recipe, '["x86_64"]')
+    monkeypatch.chdir(project)
+    assert main(["lock", "--trust-on-first-use"]) == 2
+    err = capsys.readouterr().err
+    assert "/missing" in err.splitlines()[-1]
+    assert "also not locked" in err
+    assert "/gone" in err
+    text = (project / "eif.lock").read_text()
+    assert "[sources.r.kernel]" in text
+    assert f'sha256 = "{sha(b"x86")}"' in text
+    assert "sources.r.config" not in text

@@ -114,3 +114,58 @@ def test_init_then_doit_eif_from_an_installed_wheel_offline(tmp_path: Path) -> N
     for arch in ("x86_64", "aarch64"):
         assert (app / "build" / f"app-{arch}.eif").stat().st_size > 1_000_000
     assert (app / "recipes" / "demo.toml").read_bytes() == (REPO / "recipes" / "demo.toml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("archs", "bootstrap", "expected"),
+    [
+        (["amd64"], "demo", '["x86_64"]'),
+        (["arm64"], "demo", '["aarch64"]'),
+        (["amd64", "arm64"], "demo", '["x86_64", "aarch64"]'),
+        (["amd64", "arm64"], "aws", '["x86_64"]'),
+        (["arm64"], "aws", '["aarch64"]'),
+    ],
+)
+def test_init_writes_the_arches_the_image_has(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    archs: list[str],
+    bootstrap: str,
+    expected: str,
+) -> None:
+    """Issue #27: `init --oci <an amd64-only image>` wrote both arches, and the lock then failed."""
+    from oci_helpers import sample_image, write_layout  # noqa: PLC0415
+
+    write_layout(tmp_path / "image", [sample_image(a) for a in archs], tag="v1", as_index=len(archs) > 1)
+    app = tmp_path / "app"
+    assert main(["init", str(app), "--bootstrap", bootstrap, "--oci", str(tmp_path / "image") + ":v1"]) == 0
+    assert f"arch = {expected}" in (app / "eif.toml").read_text()
+    lock_first = bootstrap == "aws" and "aarch64" in expected
+    wanted = f"next: cd {app} && {'eifbuild lock --trust-on-first-use && ' if lock_first else ''}doit eif"
+    assert capsys.readouterr().out.splitlines()[-1] == wanted
+
+
+def test_init_with_an_image_of_no_enclave_arch_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from oci_helpers import sample_image, write_layout  # noqa: PLC0415
+
+    write_layout(tmp_path / "image", [sample_image("s390x")], tag="v1")
+    assert main(["init", str(tmp_path / "app"), "--oci", str(tmp_path / "image") + ":v1"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("error: image ")
+    assert "has no linux/amd64 or linux/arm64 image" in err
+    assert not (tmp_path / "app").exists()
+
+
+def test_init_with_a_registry_tag_says_lock_comes_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tag must be locked before `doit eif`: init says so (here the registry cannot be reached, so
+    the image's platforms cannot be read: both arches, and a warning that says to check them)."""
+    app = tmp_path / "app"
+    assert main(["init", str(app), "--oci", "127.0.0.1:9/team/app:v1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == f"next: cd {app} && eifbuild lock --trust-on-first-use && doit eif"
+    assert "cannot read the image's platforms" in err
+    assert 'arch = ["x86_64", "aarch64"]' in (app / "eif.toml").read_text()

@@ -315,6 +315,10 @@ def test_nitro_only_options_need_that_machine(tmp_path: Path) -> None:
         boot.choose_machine("x86_64", with_it, boot.BootOptions(attest=True, machine="microvm"))
     with pytest.raises(UsageError, match="--vsock-forward needs QEMU's nitro-enclave machine"):
         boot.choose_machine("aarch64", with_it, boot.BootOptions(vsock_forwards=("5=unix:/x",)))
+    with pytest.raises(
+        UsageError, match=r"--publish needs QEMU's nitro-enclave machine \(vsock; x86_64 only\)"
+    ):
+        boot.choose_machine("x86_64", with_it, boot.BootOptions(publishes=("8080:5000",), machine="microvm"))
     with pytest.raises(UsageError, match="--local-init changes the ramdisks"):
         boot.choose_machine("x86_64", with_it, boot.BootOptions(local_init=True, machine="nitro-enclave"))
 

@@ -6,6 +6,7 @@ Real boots on QEMU's nitro-enclave machine are in ``test_boot_nitro.py``.
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import threading
@@ -13,8 +14,9 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-from vsock_guest import GUEST_CID, FakeGuest, guest_packet
+from vsock_guest import GUEST_CID, LINUX_RX_SIZE, FakeGuest, guest_packet
 
+from eifbuild import log
 from eifbuild.errors import ToolError, UsageError
 from eifbuild.runtime.vsock import VsockBackend, parse_forwards
 from eifbuild.runtime.vsock import _packet as packet
@@ -228,10 +230,44 @@ def test_a_forwarded_connection_reaches_a_tcp_server_and_back(tmp_path: Path) ->
     assert backend.error is None
 
 
+def test_a_packet_too_long_for_the_guest_s_rx_buffer_is_cut(tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    data = bytes(range(256)) * 15 + bytes(range(212))  # 4052 bytes: a one-page rx buffer's payload
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(data)
+            conn.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    forwards = parse_forwards([f"5000=tcp:127.0.0.1:{server.getsockname()[1]}"])
+    backend = VsockBackend(tmp_path / "vsock.sock", forwards=forwards)
+    backend.start()
+    guest = FakeGuest(backend.socket_path)
+    try:
+        guest.handshake()
+        guest.post_rx_buffers(1)  # one page: the back-end reads the host 4052 bytes at a time
+        guest.send_packet(guest_packet(Op.REQUEST, 5000))
+        guest.rx_size = LINUX_RX_SIZE  # then smaller buffers, as Linux posts them
+        assert _receive(guest, 1)[0].op == Op.RESPONSE
+        got = _receive(guest, 2)
+        assert [(p.op, len(p.payload)) for p in got] == [(Op.RW, LINUX_RX_SIZE - 44), (Op.RW, 320)]
+        assert b"".join(p.payload for p in got) == data
+    finally:
+        guest.close()
+        backend.stop()
+        server.close()
+    assert backend.error is None
+
+
 def test_a_forward_whose_target_is_down_resets_and_says_why(tmp_path: Path) -> None:
     forwards = parse_forwards([f"5000=unix:{tmp_path / 'nobody-listens'}"])
     backend = VsockBackend(tmp_path / "vsock.sock", forwards=forwards)
-    backend.start()
+    said = io.StringIO()
+    with log.use(log.StderrReporter(said)):  # the back-end's thread reports where it was started
+        backend.start()
     guest = FakeGuest(backend.socket_path)
     try:
         guest.handshake()
@@ -241,7 +277,8 @@ def test_a_forward_whose_target_is_down_resets_and_says_why(tmp_path: Path) -> N
     finally:
         guest.close()
         backend.stop()
-    assert any("cannot connect: No such file or directory" in e for e in backend.events)
+    line = f"vsock port 5000 -> unix:{tmp_path / 'nobody-listens'}: cannot connect: No such file or directory"
+    assert said.getvalue() == f"warning: vsock: {line} (the enclave's connection was reset)\n"
 
 
 def test_a_protocol_error_stops_the_back_end_with_one_line(backend: VsockBackend, guest: FakeGuest) -> None:

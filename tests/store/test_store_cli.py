@@ -9,7 +9,7 @@ import pytest
 
 from eifbuild.cli import main
 from eifbuild.commands.common import default_store
-from eifbuild.plan.config import find_project_dir
+from eifbuild.plan.config import find_project, find_project_dir
 from eifbuild.store import Step, Store
 from eifbuild.store.step import RawParams
 
@@ -93,6 +93,25 @@ def test_default_store_is_next_to_eif_toml(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path / "src" / "deep")
     assert default_store().root == tmp_path / "cache"
     assert find_project_dir(tmp_path.parent) == tmp_path.parent
+
+
+def test_outside_a_project_commands_use_the_users_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #27: `eifbuild oci inspect <layout>` outside any project wrote ./cache into the cwd."""
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert find_project(work) is None
+    assert default_store().root == tmp_path / "xdg" / "eifbuild" / "store"
+    key = default_store().realize(Step(RawParams("demo", 1)), lambda _, out: None).key
+    assert main(["store", "ls"]) == 0
+    assert key[:12] in capsys.readouterr().out
+    assert list(work.iterdir()) == []  # nothing written where the command ran
+    monkeypatch.setenv("EIFBUILD_CACHE", str(tmp_path / "explicit"))
+    assert default_store().root == tmp_path / "explicit"
 
 
 class _StoreSeen(Exception):

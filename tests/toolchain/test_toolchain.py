@@ -373,6 +373,7 @@ def test_source_errors(tmp_path: Path) -> None:
 
 def test_zig_environment_is_only_what_zig_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(toolchain.ZIG_CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     cache = toolchain.zig_cache_dir(Store(tmp_path))
     assert cache == tmp_path / "zig-cache"
     assert toolchain.zig_environment(cache) == {
@@ -380,9 +381,21 @@ def test_zig_environment_is_only_what_zig_needs(tmp_path: Path, monkeypatch: pyt
         "LC_ALL": "C",
         "SOURCE_DATE_EPOCH": "0",
         "TZ": "UTC",
-        "ZIG_GLOBAL_CACHE_DIR": str(cache / "global"),
+        "ZIG_GLOBAL_CACHE_DIR": str(tmp_path / "xdg" / "eifbuild" / "zig" / toolchain.zig_identity()),
         "ZIG_LOCAL_CACHE_DIR": str(cache / "local"),
     }
+
+
+def test_zigs_libc_builds_are_kept_once_per_user_and_zig_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #27: musl was rebuilt for every project store (40-60 s each)."""
+    monkeypatch.delenv(toolchain.ZIG_CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    one, two = (toolchain.zig_environment(toolchain.zig_cache_dir(Store(tmp_path / n))) for n in ("a", "b"))
+    assert one["ZIG_GLOBAL_CACHE_DIR"] == two["ZIG_GLOBAL_CACHE_DIR"]
+    assert one["ZIG_GLOBAL_CACHE_DIR"].endswith(f"/eifbuild/zig/{toolchain.zig_identity()}")
+    assert one["ZIG_LOCAL_CACHE_DIR"] != two["ZIG_LOCAL_CACHE_DIR"]
 
 
 def test_shared_global_zig_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -415,7 +428,8 @@ def test_aarch64_binary_is_static_and_runs_under_qemu(hello_arm: StoreEntry) -> 
 _COMPILE_SCRIPT = """
 import sys
 from pathlib import Path
-from eifbuild import log, toolchain
+from eifbuild import log
+from eifbuild.toolchain import zig as toolchain
 from eifbuild.store import Store
 with log.use(log.StderrReporter(verbosity=1)):
     binary = toolchain.compile_c_binary(Store(sys.argv[1]), [Path(sys.argv[2])], arch=sys.argv[3], output_name="hello")
@@ -447,7 +461,10 @@ def test_other_dir_and_cold_cache_give_identical_bytes(
         subprocess.Popen(
             [sys.executable, "-c", _COMPILE_SCRIPT, "store-b", src, arch],
             cwd=work,
-            env={k: v for k, v in os.environ.items() if k != toolchain.ZIG_CACHE_ENV},  # really cold
+            env={  # really cold: no shared zig cache, an empty user cache dir
+                **{k: v for k, v in os.environ.items() if k != toolchain.ZIG_CACHE_ENV},
+                "XDG_CACHE_HOME": str(work / "xdg"),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,5 +1,6 @@
-"""The guest's vsock stream connections to the parent (CID 3): the heartbeat, and forwards to host
-sockets. Pure bookkeeping: packets in, packets out; the loop in ``backend`` moves the bytes.
+"""The vsock stream connections between the guest and the parent (CID 3): the heartbeat, forwards
+to host sockets (the guest connects), and published host ports (the host connects). Pure
+bookkeeping: packets in, packets out; the loop in ``backend`` moves the bytes.
 
 Credit (virtio spec 5.10.6.3): a side may send ``buf_alloc - (sent - fwd_cnt)`` more bytes, where
 ``buf_alloc`` and ``fwd_cnt`` are the peer's latest. Ours are carried by every packet we send, and
@@ -8,27 +9,32 @@ by a CREDIT_UPDATE when the guest could otherwise stall waiting for room.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from ._packet import SHUTDOWN_RCV, SHUTDOWN_SEND, Op, Packet
 
-if TYPE_CHECKING:
-    import socket
-
-
 BUF_ALLOC: Final = 256 << 10  # what we buffer per connection, guest -> host
-MAX_PAYLOAD: Final = 4096 - 44  # fits a guest rx buffer of one page, header included
+MAX_PAYLOAD: Final = 4096 - 44  # a guest rx buffer of one page, header included; the back-end
+# lowers it to the buffers the guest really posts
 HEARTBEAT_BYTE: Final = 0xB7
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a TCP RST
 
 
-@dataclass
+@dataclass(eq=False)  # a connection: equal only to itself
 class Stream:
     guest_port: int
     parent_port: int
     guest_cid: int
     parent_cid: int
     host: socket.socket | None  # None: the heartbeat, answered here
+    label: str = ""  # what the host is told about this stream: the forward or the publish
+    connecting: bool = False  # we sent the REQUEST (a published port); no RESPONSE yet
+    gone: bool = False  # the guest side ended; the host socket takes its last bytes, then closes
+    linger_until: float = 0.0  # when gone: the monotonic time the host socket is closed anyway
     to_host: bytearray = field(default_factory=bytearray)
     fwd_cnt: int = 0  # guest bytes consumed (written to the host, or answered)
     reported_fwd_cnt: int = 0
@@ -87,7 +93,11 @@ class Stream:
             self.guest_done_sending = True
         return bool(flags & SHUTDOWN_RCV and flags & SHUTDOWN_SEND) or self.host is None
 
-    def close(self) -> None:
+    def close(self, *, reset: bool = False) -> None:
+        """Close the host socket; ``reset``: with a TCP RST, so the host client sees the reset."""
         if self.host is not None:
+            if reset:
+                with contextlib.suppress(OSError):
+                    self.host.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             self.host.close()
             self.host = None
