@@ -231,8 +231,14 @@ def _prune(root: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def make_rootfs(debs: list[Path], root: Path, versions: list[tuple[str, str]]) -> Path:
-    """Unpack ``debs`` into ``root`` and add the app; returns ``root``."""
+def make_rootfs(debs: list[Path], root: Path, versions: list[tuple[str, str]] | None = None) -> Path:
+    """Unpack ``debs`` into ``root`` and add the app; returns ``root``.
+
+    ``versions`` (for /app/versions.txt) defaults to the list download_debs keeps beside the .debs.
+    """
+    if versions is None:
+        listing = (debs[0].parent / "versions.txt").read_text().splitlines()
+        versions = [(name, version) for name, version in (line.split() for line in listing)]
     root.mkdir(parents=True, exist_ok=True)
     for deb in sorted(debs):
         _run(["dpkg-deb", "-x", str(deb), str(root)])
