@@ -237,9 +237,9 @@ def _value_change(key: str, va: object, vb: object) -> str:
     show = {id(_MISSING): "(absent)"}
     text_a, text_b = show.get(id(va), repr(va)), show.get(id(vb), repr(vb))
     what = f"{text_a} → {text_b}"
-    marker = ".eifbuild.inputs."
-    if marker in key:
-        return f"eifbuild input {key.split(marker, 1)[1]!r} changed: {what}"
+    for marker, label in ((".eifbuild.inputs.", "eifbuild input"), (".eifbuild.image.", "app image")):
+        if marker in key:
+            return f"{label} {key.split(marker, 1)[1]!r} changed: {what}"
     return what
 
 

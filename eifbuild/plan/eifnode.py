@@ -16,6 +16,7 @@ from .. import __version__, log
 from ..errors import EifbuildError
 from ..store import Step, TypedParams, canonical_json
 from ..util.fsutil import atomic_write
+from .inputs import ResolvedImage
 from .node import Artifact, Node, StoredNode, cached_results, digests
 from .treedigest import FileDigests
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from ..arch import Arch
     from ..eif import BuildTime
+    from ..oci import OciImage
     from ..store import Store, StoreEntry
     from .config import Project
 
@@ -70,6 +72,15 @@ class Published:
 
     eif: Path
     pcrs: Path
+
+
+def _image_facts(image: OciImage) -> dict[str, str]:
+    """The app image as eif.toml names it, the digest the build resolved it to and its platform
+    manifest (unmeasured metadata: the rootfs digest in ``inputs`` is what the PCRs cover)."""
+    facts = {"ref": image.ref, "manifest": image.manifest_digest, "platform": image.platform}
+    if image.index_digest is not None:
+        facts["index"] = image.index_digest
+    return facts
 
 
 class EifNode(StoredNode[Artifact]):
@@ -126,7 +137,13 @@ class EifNode(StoredNode[Artifact]):
         inputs = cached_results(self.labels)
         if inputs is None:
             return None
-        ours = {"inputs": dict(sorted(digests(inputs).items())), "recipes": self.recipe_digests}
+        ours: dict[str, Any] = {
+            "inputs": dict(sorted(digests(inputs).items())),
+            "recipes": self.recipe_digests,
+        }
+        rootfs = inputs.get("rootfs")
+        if isinstance(rootfs, ResolvedImage):  # which image: `diff` can then say app:v1 → app:v2
+            ours["image"] = _image_facts(rootfs.image)
         return {**(self.project.metadata or {}), BUILD_TOOL: ours}
 
     def _named_inputs(self) -> dict[str, Node[Artifact]]:

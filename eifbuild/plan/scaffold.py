@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,7 @@ nsm = "none"                         # the demo kernels have no module support
 """
 
 
-def _app_section(app: ScaffoldApp) -> str:
+def _app_section(app: ScaffoldApp, tool_made: bool) -> str:
     lines = ["", "[app]"]
     if app.oci is not None:
         lines.append(
@@ -121,6 +122,10 @@ def _app_section(app: ScaffoldApp) -> str:
         )
     else:
         lines.append(f"rootfs = {_toml(app.rootfs or 'rootfs')}   # the app's files, under /rootfs")
+        if tool_made:
+            lines.append('modes = "preserve"   # made by a tool, not in git: its modes are its own')
+        else:
+            lines.append('# modes = "preserve"   # for a rootfs made by a tool (debootstrap …), not git')
     if app.cmd:
         lines.append(f"cmd = {_toml(app.cmd)}   # /cmd: what init runs")
     else:
@@ -129,10 +134,33 @@ def _app_section(app: ScaffoldApp) -> str:
     return "\n".join(lines) + "\n"
 
 
-def eif_toml(name: str, bootstrap: Bootstrap, app: ScaffoldApp, arches: Sequence[Arch] | None = None) -> str:
-    """The commented eif.toml of a new project (``arches``: default :func:`default_arches`)."""
+def eif_toml(
+    name: str,
+    bootstrap: Bootstrap,
+    app: ScaffoldApp,
+    arches: Sequence[Arch] | None = None,
+    *,
+    tool_made: bool = False,
+) -> str:
+    """The commented eif.toml of a new project (``arches``: default :func:`default_arches`;
+    ``tool_made``: the rootfs is not under version control, so its modes are kept)."""
     arches = default_arches(bootstrap) if arches is None else arches
-    return _eif_section(name, bootstrap, arches) + _bootstrap_section(bootstrap) + _app_section(app)
+    sections = _eif_section(name, bootstrap, arches) + _bootstrap_section(bootstrap)
+    return sections + _app_section(app, tool_made)
+
+
+def made_by_a_tool(rootfs: Path) -> bool:
+    """A rootfs directory that exists and that git does not track (debootstrap's, an unpacked
+    image): its modes mean something, so ``modes = "preserve"`` fits it; git records only x bits."""
+    if not rootfs.is_dir():
+        return False
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(rootfs), "ls-files", "--", "."], capture_output=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    return proc.returncode != 0 or not proc.stdout.strip()
 
 
 def image_arches(ref: str, project_dir: Path) -> tuple[Arch, ...]:
@@ -175,12 +203,18 @@ def _check_app(app: ScaffoldApp) -> None:
 
 
 def project_files(
-    name: str, bootstrap: Bootstrap, app: ScaffoldApp, arches: Sequence[Arch] | None = None
+    name: str,
+    bootstrap: Bootstrap,
+    app: ScaffoldApp,
+    arches: Sequence[Arch] | None = None,
+    directory: Path = Path(),
 ) -> dict[str, str | Path]:
     """Each file of the new project (path relative to it) → its text, or the shipped file to copy."""
     _check_app(app)
     shipped = shipped_dir()
-    files: dict[str, str | Path] = {"dodo.py": DODO, "eif.toml": eif_toml(name, bootstrap, app, arches)}
+    tool_made = app.rootfs is not None and made_by_a_tool(directory / app.rootfs)
+    toml = eif_toml(name, bootstrap, app, arches, tool_made=tool_made)
+    files: dict[str, str | Path] = {"dodo.py": DODO, "eif.toml": toml}
     for recipe in _RECIPES[bootstrap]:
         files[recipe] = shipped / recipe
     if bootstrap == "demo":
@@ -201,7 +235,7 @@ def init_project(
     """Write a new project into ``directory``; return the files written. An existing file is an
     error naming it, and then nothing is written."""
     name = name or directory.absolute().name
-    files = project_files(name, bootstrap, app, arches)
+    files = project_files(name, bootstrap, app, arches, directory)
     existing = [rel for rel in files if os.path.lexists(directory / rel)]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 Modes = Literal["normalize", "preserve"]
 MODES: Final = frozenset(get_args(Modes))
+_STICKY_SHARED: Final = stat.S_ISVTX | stat.S_IWOTH  # /tmp: anyone may create, only owners delete
 # The directories init.c mounts on inside /rootfs (var: nitro-cli adds it too).
 ROOTFS_DIRS: Final = ("dev", "proc", "run", "sys", "tmp", "var")
 # execvpe(argv[0]) searches this PATH, which init.c sets for itself whatever /env says.
@@ -119,12 +120,27 @@ def _walk(host: str) -> Iterator[ScannedFile]:
 
 
 def normalized_mode(st_mode: int) -> int:
-    """``normalize`` policy: dirs 0755, symlinks 0777, anything else 0755 with any x bit, else 0644."""
-    if stat.S_ISDIR(st_mode):
-        return 0o755
+    """``normalize`` policy: the canonical modes (dirs 0755, symlinks 0777, anything else 0755 with
+    any x bit, else 0644), but group and other never get a bit they did not have: a private file
+    (``/etc/shadow`` 0640) stays private and a umask's group write goes. The owner (root, in the
+    enclave) gets the canonical bits. Setuid and setgid are kept, and a world-writable sticky
+    directory (``/tmp`` 1777) keeps its mode."""
     if stat.S_ISLNK(st_mode):
         return 0o777
-    return 0o755 if st_mode & 0o111 else 0o644
+    perm = stat.S_IMODE(st_mode)
+    if stat.S_ISDIR(st_mode) and perm & _STICKY_SHARED == _STICKY_SHARED:
+        return perm
+    canonical = _canonical(st_mode)
+    return (canonical & 0o700) | (canonical & perm & 0o077) | (perm & (stat.S_ISUID | stat.S_ISGID))
+
+
+def _canonical(st_mode: int) -> int:
+    return 0o755 if stat.S_ISDIR(st_mode) or st_mode & 0o111 else 0o644
+
+
+def kept_private(st_mode: int) -> bool:
+    """``normalize`` left group or other without a bit the canonical mode has."""
+    return not stat.S_ISLNK(st_mode) and bool(_canonical(st_mode) & 0o077 & ~normalized_mode(st_mode))
 
 
 def _mode(st_mode: int, modes: Modes) -> int:
@@ -172,9 +188,21 @@ def _check_modes(modes: Modes) -> None:
 
 def _tree(host: str, root_st: os.stat_result, modes: Modes, prefix: str) -> Iterator[Entry]:
     """:func:`iter_tree` once the root's lstat (``root_st``) and ``modes`` are checked."""
-    if prefix:
+    if prefix:  # the tree's own directory: its mode is where it was made, not the tree's content
         check_path(prefix)
-        yield Entry(prefix, "dir", _mode(root_st.st_mode, modes))
+        yield Entry(prefix, "dir", 0o755 if modes == "normalize" else stat.S_IMODE(root_st.st_mode))
+    private: list[str] = []
+    yield from _tree_items(host, modes, prefix, private)
+    if private:
+        shown = ", ".join(private[:3]) + (f" and {len(private) - 3} more" if len(private) > 3 else "")
+        log.warn(
+            f"{host}: modes normalize kept {len(private)} entries narrower than 0644/0755 ({shown}): "
+            "right for private files; a checkout under a umask like 077 gives other modes (and PCRs) "
+            "than one under 022"
+        )
+
+
+def _tree_items(host: str, modes: Modes, prefix: str, private: list[str]) -> Iterator[Entry]:
     first_link: dict[tuple[int, int], str] = {}
     for item in _walk(host):
         path = f"{prefix}/{item.path}" if prefix else item.path
@@ -191,6 +219,8 @@ def _tree(host: str, root_st: os.stat_result, modes: Modes, prefix: str) -> Iter
             msg = f"cannot read: {exc.strerror}"
             raise ArchiveError(msg, path=item.host) from None
         if entry is not None:
+            if modes == "normalize" and kept_private(st.st_mode):
+                private.append(path)
             yield entry
 
 

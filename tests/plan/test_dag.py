@@ -26,6 +26,7 @@ from source_helpers import LocalServer
 
 from eifbuild.eif import describe, read_eif
 from eifbuild.eif.reader import read_section
+from eifbuild.inspect import diff_files, diff_text
 from eifbuild.ramdisk import read_cpio
 from eifbuild.store import Store
 
@@ -442,6 +443,21 @@ def test_oci_layout_as_the_app(project: Project) -> None:
     assert project.doit().ran == set()
     info = describe(read_eif(project.eif()))
     assert "rootfs" in info["Metadata"]["eifbuild"]["inputs"]
+    # which image it was, for `describe` and `diff` (issue #27): unmeasured metadata
+    built = write_layout(project.root / "image2", [sample_image("amd64", compression="zstd")], tag="v2")
+    assert info["Metadata"]["eifbuild"]["image"] == {
+        "ref": "image:v1",
+        "manifest": info["Metadata"]["eifbuild"]["image"]["manifest"],
+        "platform": "linux/amd64",
+    }
+    first_eif = project.root / "v1.eif"
+    first_eif.write_bytes(project.eif().read_bytes())
+    toml.write_text(toml.read_text().replace('oci = "image:v1"', 'oci = "image2:v2"'))
+    assert project.doit().ran == {"eif:x86_64"}  # the same files (zstd layers): only the metadata moves
+    report = diff_text(diff_files(first_eif, project.eif(), "sha384"), first_eif, project.eif())
+    assert f"app image 'manifest' changed: {info['Metadata']['eifbuild']['image']['manifest']!r} → " in report
+    assert f"{built.manifests['amd64']!r}" in report
+    assert "app image 'ref' changed: 'image:v1' → 'image2:v2'" in report
 
 
 @pytest.mark.slow

@@ -169,3 +169,20 @@ def test_init_with_a_registry_tag_says_lock_comes_next(
     assert out.splitlines()[-1] == f"next: cd {app} && eifbuild lock --trust-on-first-use && doit eif"
     assert "cannot read the image's platforms" in err
     assert 'arch = ["x86_64", "aarch64"]' in (app / "eif.toml").read_text()
+
+
+def test_init_keeps_the_modes_of_a_rootfs_made_by_a_tool(tmp_path: Path) -> None:
+    """Issue #27: a debootstrap'd rootfs (not in git) gets modes = "preserve"; one in git keeps the default."""
+    (tmp_path / "made" / "rootfs" / "etc").mkdir(parents=True)
+    init_project(tmp_path / "made", bootstrap="demo", app=ScaffoldApp(rootfs="rootfs", cmd=("/bin/app",)))
+    made = load_project(tmp_path / "made" / "eif.toml")
+    assert made.app.modes == "preserve"
+
+    tracked = tmp_path / "tracked"
+    (tracked / "rootfs" / "bin").mkdir(parents=True)
+    (tracked / "rootfs" / "bin" / "app").write_text("#!/bin/sh\n")
+    subprocess.run(["git", "-C", str(tracked), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(tracked), "add", "rootfs"], check=True)
+    init_project(tracked, bootstrap="demo", app=ScaffoldApp(rootfs="rootfs", cmd=("/bin/app",)))
+    assert load_project(tracked / "eif.toml").app.modes == "normalize"
+    assert '# modes = "preserve"' in (tracked / "eif.toml").read_text()

@@ -207,9 +207,12 @@ def _build_variant(root: Path, nodes: list[Node], *, umask: int, reverse: bool, 
 @settings(_ORACLE, max_examples=10)
 @given(nodes=trees(max_nodes=15))
 def test_umask_creation_order_and_mtimes_do_not_matter(tmp_path: Path, nodes: list[Node]) -> None:
+    """Umasks that only take write bits away (022, 002, 000) give the same archive; one that takes
+    read bits (077) does not, since normalize never gives group or other a bit they lacked (a
+    private file stays private, issue #27): such a tree is built as it is, with a warning."""
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         a = _build_variant(Path(tmp) / "a", nodes, umask=0o022, reverse=False, seed=1)
-        b = _build_variant(Path(tmp) / "b", nodes, umask=0o077, reverse=True, seed=2)
+        b = _build_variant(Path(tmp) / "b", nodes, umask=0o000, reverse=True, seed=2)
         c = _build_variant(Path(tmp) / "c", nodes, umask=0o002, reverse=False, seed=3)
     assert a == b == c
 

@@ -29,7 +29,16 @@ from eifbuild.ramdisk import (
     tree_entries,
     write_cpio,
 )
-from eifbuild.ramdisk.layout import ROOTFS_DIRS, Symlink, encode_cmd, encode_env, mapping_entries, scan_tree
+from eifbuild.ramdisk.layout import (
+    ROOTFS_DIRS,
+    Symlink,
+    encode_cmd,
+    encode_env,
+    kept_private,
+    mapping_entries,
+    normalized_mode,
+    scan_tree,
+)
 
 
 def members(data: bytes) -> list[CpioMember]:
@@ -96,10 +105,11 @@ def test_tree_entries_modes_hardlinks_and_prefix(tmp_path: Path) -> None:
     os.chmod(tmp_path / "data", 0o600)
     (tmp_path / "l").symlink_to("data")
     os.chmod(tmp_path, 0o750)  # noqa: S103
+    # normalize never gives group or other a bit they lacked, and keeps setuid (issue #27)
     assert layout(tree_entries(tmp_path)) == [
-        ("bin", "dir", 0o755),
-        ("bin/tool", "file", 0o755),
-        ("data", "file", 0o644),
+        ("bin", "dir", 0o700),
+        ("bin/tool", "file", 0o4710),
+        ("data", "file", 0o600),
         ("l", "symlink", 0o777),
         ("tool2", "hardlink", 0),
     ]
@@ -261,7 +271,7 @@ def test_app_layout(tmp_path: Path, warnings: io.StringIO) -> None:
         ("rootfs/proc", "dir", 0o755),
         ("rootfs/run", "dir", 0o755),
         ("rootfs/sys", "dir", 0o755),
-        ("rootfs/tmp", "dir", 0o755),
+        ("rootfs/tmp", "dir", 0o1777),  # a world-writable sticky dir keeps its mode (issue #27)
         ("rootfs/usr", "dir", 0o755),
         ("rootfs/usr/bin", "dir", 0o755),
         ("rootfs/usr/bin/app", "file", 0o755),
@@ -272,6 +282,38 @@ def test_app_layout(tmp_path: Path, warnings: io.StringIO) -> None:
     assert got["env"] == b"A=x=1 y\nB=2\n"  # sorted by key
     assert init_c_lines(got["cmd"]) == ["app", "--port", "8000"]
     assert warnings.getvalue() == ""  # found through /bin -> usr/bin
+
+
+@pytest.mark.parametrize(
+    ("mode", "normalized", "private"),
+    [
+        (0o100640, 0o640, True),  # /etc/shadow stays unreadable to others
+        (0o100600, 0o600, True),
+        (0o100664, 0o644, False),  # a umask's group write goes
+        (0o100444, 0o644, False),  # the owner (root) gets its canonical bits
+        (0o100777, 0o755, False),
+        (0o104755, 0o4755, False),  # setuid kept
+        (0o102711, 0o2711, True),  # setgid kept, others' read not added
+        (0o040700, 0o700, True),
+        (0o040775, 0o755, False),
+        (0o041777, 0o1777, False),  # /tmp
+        (0o041775, 0o755, False),  # sticky but not world-writable: canonical
+        (0o120700, 0o777, False),  # symlinks
+    ],
+)
+def test_normalize_never_widens_group_or_other(mode: int, normalized: int, private: bool) -> None:
+    assert normalized_mode(mode) == normalized
+    assert kept_private(mode) is private
+
+
+def test_normalize_says_which_entries_it_kept_private(tmp_path: Path, warnings: io.StringIO) -> None:
+    root = _rootfs(tmp_path)
+    (root / "etc").mkdir()
+    (root / "etc" / "shadow").write_text("root:*:1::::::\n")
+    os.chmod(root / "etc" / "shadow", 0o640)
+    modes = {e.path: e.mode for e in app_entries(root, ["/usr/bin/app"], {})}
+    assert modes["rootfs/etc/shadow"] == 0o640
+    assert "modes normalize kept 1 entries narrower than 0644/0755 (etc/shadow)" in warnings.getvalue()
 
 
 def test_app_layout_preserve_keeps_existing_dirs(tmp_path: Path) -> None:
