@@ -382,10 +382,15 @@ def test_each_service_is_reached_from_the_host_through_publish(debian_eif: Path)
         "--publish",
         f"{redis_port}:{REDIS_VSOCK_PORT}",
     ]
+    started = time.monotonic()
     with _running(cmd) as console:
         console.wait_for(READY_LINE, 900)  # TCG: the kernel unpacks ~75 MB, python starts slowly
+        ready = time.monotonic()
         _wait_for_socat(http_port, HTTP_PROBE)
         _wait_for_socat(redis_port, REDIS_PROBE)
         _check_http(http_port)
         _check_redis(redis_port)
+        print(
+            f"debian app boot: ready after {ready - started:.1f} s, checks {time.monotonic() - ready:.1f} s"
+        )
     assert "-M nitro-enclave" in console.text
