@@ -9,6 +9,7 @@ Exit codes: 0 success; 1 a check ran and failed (verify, boot, store verify); 2 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 from typing import TYPE_CHECKING
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
+        except Terminated:
+            print("error: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 130
@@ -58,5 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) arrived: unwind like Ctrl-C, so what a command started (QEMU, a temp
+    dir, a lock) is stopped and cleaned up by its ``finally`` before the process exits."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def entrypoint() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_terminated)
     sys.exit(main())

@@ -8,7 +8,10 @@ tests need a kernel with the NSM driver (``CONFIG_NSM=y``) as the committed demo
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -205,6 +208,44 @@ def test_an_init_that_never_sends_the_heartbeat_fails(
     assert seen.verdict.startswith(
         "FAIL: saw 'silent init', but the enclave sent no heartbeat (vsock CID 3 port 9000) ("
     )
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_boot_stops_its_qemu(
+    shared_store: Store, nitro_qemu: str, tmp_path: Path, signum: int
+) -> None:
+    """SIGTERM or SIGHUP to `eifbuild boot` stops QEMU too (it was left running: issue #26's trial)."""
+    waiting = _compile(shared_store, tmp_path, SILENT_INIT_C, "waiting-app")
+    app = app_entries([], ["/bin/waiting"], {}, files={"bin/waiting": waiting})
+    eif = _eif(tmp_path, bootstrap_entries(_init(shared_store)), app)
+    argv = [sys.executable, "-m", "eifbuild", "boot", str(eif), "--qemu", nitro_qemu, "--timeout", "300"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the app runs: QEMU is up and will stay up
+            if "silent init: no heartbeat" in line:
+                break
+        qemus = [c for c in _children(proc.pid) if "qemu" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert qemus, "no QEMU child"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.splitlines()[-1] == "error: terminated"
+    assert not any(Path(f"/proc/{pid}").exists() for pid in qemus)
 
 
 # -- vsock to the host ----------------------------------------------------------------------------------
