@@ -43,6 +43,8 @@ OUTSIDE_KEY: Final = "allow_paths_outside"  # [eif]: path inputs may leave the p
 LOCK_NAME: Final = "eif.lock"  # the default [eif] lock_file
 # Set by `doit check` for its rebuild: where a failing task writes "<error kind> <message>" (tasks.py)
 FAILURE_FILE_ENV: Final = "EIFBUILD_FAILURE_FILE"
+# Set by `doit check` for its rebuild: the original project's root, where an allowed outside path resolves
+ORIGIN_ENV: Final = "EIFBUILD_CHECK_ORIGIN"
 BUILTIN_SOURCES: Final = frozenset({"eifbuild-init"})
 _REF_RE: Final = re.compile(r"^(?P<recipe>[A-Za-z0-9][A-Za-z0-9._+-]*)\.(?P<source>[A-Za-z0-9_-]+)$")
 _ENV_KEY_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
