@@ -72,6 +72,29 @@ class Cap:
 INPUT_CAP: Final = Cap("EIFBUILD_MAX_INPUT_SIZE", 16 << 30)
 
 
+# A silent remote cache or registry: each call waits at most this long for a byte (seconds), and is
+# tried twice, so an endpoint that accepts and never answers costs about 15 s before the warning.
+TIMEOUT_ENV: Final = "EIFBUILD_NETWORK_TIMEOUT"
+CONNECT_TIMEOUT: Final = 5.0
+READ_TIMEOUT: Final = 7.0
+
+
+def network_timeouts(environ: dict[str, str] | None = None) -> tuple[float, float]:
+    """(connect, read) timeouts in seconds for the remote cache and registries; ``TIMEOUT_ENV``
+    sets the read timeout (and a connect timeout no longer than it)."""
+    text = (environ if environ is not None else os.environ).get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return CONNECT_TIMEOUT, READ_TIMEOUT
+    try:
+        read = float(text)
+    except ValueError:
+        read = -1.0
+    if not 0 < read < 86400:
+        msg = f"expected a number of seconds, got {text!r}"
+        raise UsageError(msg, key=TIMEOUT_ENV)
+    return min(CONNECT_TIMEOUT, read), read
+
+
 def file_kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
