@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Final, TypeVar
 
 from ..errors import ArchiveError, FileAccessError
 from ..util import treepath
+from ..util.bounded import NAME_MAX
 from ._stream import open_section, ramdisk_members
 from ._summary import member_kind
 
@@ -118,6 +119,9 @@ class _Unpacker:
         if ".." in parts:
             msg = "path climbs out of the tree with '..': refused"
             raise ArchiveError(msg, path=self.where, member=member.name)
+        if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+            msg = f"a path component longer than {NAME_MAX} bytes: no file system can create it"
+            raise ArchiveError(msg, path=self.where, member=member.name[:300])
         for depth in range(1, len(parts)):
             self._parent("/".join(parts[:depth]), member.name)
         return "/".join(parts) or "."
