@@ -49,6 +49,7 @@ def child(code: str, cwd: Path, env: dict[str, str] | None = None, timeout: floa
         EIFBUILD_SOURCES_DIR=str(cwd / ".sources"),
         XDG_CACHE_HOME=str(cwd / ".cache"),
         EIFBUILD_REMOTE_CACHE="",
+        PYTHONPATH=str(Path(__file__).resolve().parent),  # the fuzz targets and these helpers
         **(env or {}),
     )
     try:
@@ -155,11 +156,8 @@ def eif_with(*, metadata: bytes | None = None, ramdisk: bytes | None = None) -> 
     last_ramdisk = max(i for i, (kind, _) in enumerate(sections) if kind == 3)
     out = []
     for i, (kind, payload) in enumerate(sections):
-        if kind == 5 and metadata is not None:
-            payload = metadata
-        if i == last_ramdisk and ramdisk is not None:
-            payload = ramdisk
-        out.append((kind, payload))
+        replaced = metadata if kind == 5 and metadata is not None else payload
+        out.append((kind, ramdisk if i == last_ramdisk and ramdisk is not None else replaced))
     return assemble(flags, out)
 
 

@@ -5,8 +5,10 @@ outside the target directory."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from hostile_helpers import (
     assert_clean,
     assert_refused,
     big_symlinks_ramdisk,
+    child,
     cli,
     eif_with,
     metadata_with_custom,
@@ -22,6 +25,7 @@ from hostile_helpers import (
     plan,
     tree_files,
 )
+from s3_helpers import THROWAWAY_AWS_ENV
 
 BASE = """\
 [eif]
@@ -291,9 +295,6 @@ def test_an_oci_layer_without_a_size_stops_at_the_cap(tmp_path: Path) -> None:
 
 
 def _docker_save(path: Path, manifest: object, config: object) -> Path:
-    import io
-    import tarfile
-
     with tarfile.open(path, "w") as tar:
         for name, value in (("manifest.json", manifest), ("config.json", config)):
             data = value if isinstance(value, bytes) else json.dumps(value).encode()
@@ -338,8 +339,42 @@ def test_a_remote_manifest_nested_deep_is_refused_not_a_crash(tmp_path: Path) ->
                 print("refused:", exc)
         """
     )
-    from hostile_helpers import child
-
     result = child(code, tmp_path)
     assert result.code == 0, result.err
     assert result.out.count("refused:") == 3
+
+
+SILENT = """
+    import socket, sys, threading, time
+    from eifbuild.errors import RemoteCacheError
+    from eifbuild.store.remote._s3 import S3Bucket
+    from eifbuild.store.remote.config import parse_s3_url
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in range(8)], daemon=True).start()
+    bucket = S3Bucket(parse_s3_url("s3://bucket/prefix"), endpoint_url=f"http://127.0.0.1:{server.getsockname()[1]}")
+    start = time.monotonic()
+    try:
+        bucket.get_bytes("x")
+    except RemoteCacheError as exc:
+        print(f"{time.monotonic() - start:.1f} {exc}")
+        sys.exit(0)
+    sys.exit(1)
+"""
+
+
+def _silent_endpoint(tmp_path: Path, env: dict[str, str]) -> float:
+    result = child(SILENT, tmp_path, {**THROWAWAY_AWS_ENV, **env}, timeout=120)
+    assert result.code == 0, result.err[-3000:]
+    return float(result.out.split()[0])
+
+
+def test_a_silent_remote_cache_is_given_up_on_after_the_timeouts(tmp_path: Path) -> None:
+    assert _silent_endpoint(tmp_path, {"EIFBUILD_NETWORK_TIMEOUT": "1"}) < 6
+
+
+@pytest.mark.slow
+def test_a_silent_remote_cache_costs_about_15_seconds_by_default(tmp_path: Path) -> None:
+    assert _silent_endpoint(tmp_path, {}) < 20

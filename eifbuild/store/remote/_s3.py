@@ -59,7 +59,7 @@ class S3Bucket:
 
             connect, read = network_timeouts()
             config = Config(  # two tries of each call: a silent endpoint costs about 15 s in all
-                retries={"max_attempts": 2, "mode": "standard"},
+                retries={"total_max_attempts": 2, "mode": "standard"},
                 connect_timeout=connect,
                 read_timeout=read,
                 user_agent_extra="eifbuild",
