@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from .. import repro
 from ..errors import UsageError
 from ..util.tomltable import type_name
+
+MAX_EPOCH: Final = 0xFFFFFFFF  # a newc cpio mtime has 8 hex digits
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ def parse_build_time(value: object, *, where: str = "build_time") -> BuildTime:
         if value < 0:
             msg = "expected non-negative epoch seconds"
             raise UsageError(msg, key=where)
+        if value > MAX_EPOCH:
+            msg = f"expected epoch seconds up to {MAX_EPOCH} (the cpio format's last second, in 2106)"
+            raise UsageError(msg, key=where)
         return BuildTime.from_epoch(value)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -51,4 +57,8 @@ def parse_build_time(value: object, *, where: str = "build_time") -> BuildTime:
     if parsed.tzinfo is None:
         msg = f"{value!r} has no UTC offset; add '+00:00'"
         raise UsageError(msg, key=where)
-    return BuildTime(value, max(0, int(parsed.timestamp())))
+    epoch = max(0, int(parsed.timestamp()))
+    if epoch > MAX_EPOCH:
+        msg = f"{value!r} is after 2106-02-07T06:28:15Z, the cpio format's last second"
+        raise UsageError(msg, key=where)
+    return BuildTime(value, epoch)

@@ -10,10 +10,10 @@ and PCRs that differ from the expected ones. Files it cannot read raise :class:`
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ..errors import FileAccessError, InputError, first_line
+from ..errors import InputError, first_line
+from ..util.bounded import read_regular
 from ._cose import cose_problem, pcr_payload
 from .format import FLAG_AARCH64, MAX_SECTIONS
 from .metadata import EifMetadata, JsonValue, loads
@@ -24,10 +24,12 @@ from .sign import describe_certificate, validity_problem
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
+    from pathlib import Path
 
     from ._cose import SignatureInfo
 
 CHECKABLE_PCRS: Final = ("PCR0", "PCR1", "PCR2", "PCR8")
+_PCRS_MAX: Final = 1 << 20  # an expected-PCRs JSON file: a few hundred bytes; describe-eif's a few KiB
 
 
 def _signed_algo(signature: SignatureInfo | None) -> HashAlgo | None:
@@ -211,12 +213,10 @@ def _expected_algo(expected: Mapping[str, str], path: Path | None = None) -> Has
 
 def load_expected_pcrs(path: Path) -> dict[str, str]:
     """Expected PCRs from eif_build/`eifbuild pack` output, nitro-cli build-enclave or describe-eif JSON."""
+    data = read_regular(path, limit=_PCRS_MAX, what="expected PCRs")
     try:
-        value = loads(Path(path).read_bytes())
-    except OSError as exc:
-        msg = f"cannot read expected PCRs: {exc.strerror}"
-        raise FileAccessError(msg, path=path) from None
-    except (ValueError, RecursionError) as exc:
+        value = loads(data)
+    except ValueError as exc:
         msg = f"not valid JSON: {first_line(exc)}"
         raise InputError(msg, path=path) from None
     if isinstance(value, dict) and isinstance(value.get("Measurements"), dict):

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from ..errors import EifFormatError, FileAccessError, InputError, UsageError, first_line
+from ..util.bounded import decode_json, read_regular
 from .buildtime import BuildTime
 
 if TYPE_CHECKING:
@@ -42,21 +43,20 @@ _I64_MIN: Final = -(1 << 63)
 
 def _parse_int(text: str) -> int | float:
     value = int(text)
-    # serde_json: "-0" and integers outside u64/i64 are parsed as f64.
-    if text.startswith("-"):
-        return float(text) if value == 0 or value < _I64_MIN else value
-    return float(text) if value >= _U64_LIMIT else value
-
-
-def _reject_constant(name: str) -> JsonValue:
-    msg = f"{name} is not valid JSON"
-    raise ValueError(msg)
+    # serde_json: "-0" and integers outside u64/i64 are parsed as f64 (and one beyond f64 refused).
+    if (value < _I64_MIN or value == 0) if text.startswith("-") else value >= _U64_LIMIT:
+        as_float = float(text)
+        if not math.isfinite(as_float):
+            msg = f"the number {text[:40]} is too large for a float"
+            raise ValueError(msg)
+        return as_float
+    return value
 
 
 def loads(data: bytes) -> JsonValue:
-    """Parse UTF-8 JSON as serde_json does; raises ValueError (or RecursionError) when invalid."""
-    text = data.decode("utf-8")  # strict: serde_json rejects invalid UTF-8 too
-    value: JsonValue = json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
+    """Parse UTF-8 JSON as serde_json does (nested at most 128 deep, its limit; finite numbers only);
+    raises ValueError when invalid."""
+    value: JsonValue = decode_json(data, parse_int=_parse_int)  # strict UTF-8: serde_json's too
     return value
 
 
@@ -276,14 +276,7 @@ def read_kernel_config(path: Path) -> tuple[str, str]:
 
 def load_custom_metadata(path: Path) -> JsonValue:
     """The ``--metadata`` file: at most 4096 bytes of JSON holding an object (or null)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        msg = f"cannot read custom metadata: {exc.strerror}"
-        raise FileAccessError(msg, path=path) from None
-    if len(data) > CUSTOM_METADATA_MAX_SIZE:
-        msg = f"custom metadata is {len(data)} bytes: at most {CUSTOM_METADATA_MAX_SIZE} are allowed"
-        raise InputError(msg, path=path)
+    data = read_regular(path, limit=CUSTOM_METADATA_MAX_SIZE, what="custom metadata")
     try:
         value = loads(data)
         encode(value)

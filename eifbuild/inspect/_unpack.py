@@ -12,12 +12,14 @@ so the tree stays removable).
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Final, TypeVar
 
 from ..errors import ArchiveError, FileAccessError
 from ..util import treepath
+from ..util.bounded import NAME_MAX
 from ..util.safetree import TreeWriter, UnsafePathError
 from ._stream import open_section, ramdisk_members
 from ._summary import member_kind
@@ -131,6 +133,9 @@ class _Unpacker:
         if ".." in parts:
             msg = "path climbs out of the tree with '..': refused"
             raise ArchiveError(msg, path=self.where, member=member.name)
+        if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+            msg = f"a path component longer than {NAME_MAX} bytes: no file system can create it"
+            raise ArchiveError(msg, path=self.where, member=member.name[:300])
         return "/".join(parts) or "."
 
     def _replace(self, rel: str, member: CpioMember) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
-import json
 import os
 import secrets
 import tempfile
@@ -32,6 +31,7 @@ from .. import log
 from ..errors import ArchiveError, HashMismatch, StoreError
 from ..sources import ZSTD_ERROR, ZSTD_MAGIC, zstd_reader
 from ..store import BlobDownloads, Step, Store, StoreEntry, TypedParams, check_blob
+from ..util.bounded import INPUT_CAP, Capped, decode_json
 from ..util.fsutil import CHUNK, StreamHasher, copy_hashed
 from ._layers import LayerFile
 from ._registry import DIGEST_RE, digest_of
@@ -108,7 +108,8 @@ class _Counted:
         algorithm = digest.partition(":")[0]
         self.hasher = StreamHasher((algorithm,))
         self.algorithm = algorithm
-        self.limit = limit
+        self.limit = INPUT_CAP.value() if limit is None else limit  # no size declared: the cap
+        self.capped = limit is None
         self.what = what
         self.head = b""
 
@@ -119,10 +120,16 @@ class _Counted:
             return data
         data = self.stream.read(CHUNK if n < 0 else n)
         self.hasher.update(data)
-        if self.limit is not None and self.size > self.limit:
+        if self.size > self.limit:
             msg = f"{self.what}: more than the {self.limit} bytes expected"
+            if self.capped:
+                msg = f"{self.what}: no size declared and more than {self.limit} bytes ({INPUT_CAP.env})"
             raise ArchiveError(msg)
         return data
+
+    def too_big(self, limit: int) -> ArchiveError:
+        msg = f"{self.what}: more than {limit} bytes uncompressed (the limit {INPUT_CAP.env} raises)"
+        return ArchiveError(msg)
 
     def peek(self, n: int) -> bytes:
         self.head = self.read(n)
@@ -234,7 +241,7 @@ class Importer:
             staged.write_bytes(data)
             self.pending.append((blob_step(desc.digest), "blob", staged))
         try:
-            doc = json.loads(data)
+            doc = decode_json(data)
         except ValueError as exc:
             msg = f"{what} {desc.digest} is not valid JSON: {exc}"
             raise ArchiveError(msg, path=self.source.where) from None
@@ -311,7 +318,7 @@ class Importer:
 
         try:
             with open(staged, "wb") as out:
-                copy_hashed(stream, diff, out, on_chunk=advance)
+                copy_hashed(Capped(stream, INPUT_CAP.value(), counted.too_big), diff, out, on_chunk=advance)
             counted.drain()
         except _DECOMPRESS_ERRORS as exc:
             counted.drain()

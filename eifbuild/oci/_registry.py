@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from urllib3.util.retry import Retry
 from .. import log
 from ..errors import FetchError, FileAccessError, InputError
 from ..store import Downloader, failure_reason
+from ..util.bounded import decode_json, network_timeouts, read_regular
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
@@ -49,7 +49,6 @@ DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 ACCEPTED_MANIFESTS: Final = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
 MAX_MANIFEST: Final = 4 << 20  # the distribution spec's limit for manifests
-TIMEOUT: Final = (15.0, 120.0)  # connect, read (seconds)
 DOCKER_HUB: Final = "docker.io"
 _HUB_API: Final = "registry-1.docker.io"
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -143,7 +142,7 @@ def _auth_file() -> Path | None:
 
 def _from_auth_file(path: Path, host: str) -> tuple[str, str] | None:
     try:
-        doc = json.loads(path.read_bytes())
+        doc = decode_json(read_regular(path, limit=1 << 20, what="registry auth file"))
     except OSError as exc:
         msg = f"cannot read registry auth file: {exc}"
         raise FileAccessError(msg, path=path) from None
@@ -214,7 +213,7 @@ class RegistryClient:
         if self._auth:
             all_headers["Authorization"] = self._auth
         try:
-            return self.session.get(url, headers=all_headers, stream=stream, timeout=TIMEOUT)
+            return self.session.get(url, headers=all_headers, stream=stream, timeout=network_timeouts())
         except requests.RequestException as exc:
             msg = f"cannot reach the registry: {failure_reason(exc)}"
             raise FetchError(msg, url=url) from None
@@ -258,7 +257,7 @@ class RegistryClient:
             query["service"] = params["service"]
         realm = params["realm"]
         try:
-            resp = self.session.get(realm, params=query, auth=creds, timeout=TIMEOUT)
+            resp = self.session.get(realm, params=query, auth=creds, timeout=network_timeouts())
         except requests.RequestException as exc:
             msg = f"cannot reach the token service: {failure_reason(exc)}"
             raise FetchError(msg, url=realm) from None
@@ -347,7 +346,7 @@ def _session() -> requests.Session:
     retry = Retry(
         total=4,
         connect=4,
-        read=2,
+        read=1,  # a registry that accepts and stays silent costs two read timeouts (about 15 s)
         status=3,
         backoff_factor=0.5,
         status_forcelist=(500, 502, 503, 504),

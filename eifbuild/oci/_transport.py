@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import posixpath
 import tarfile
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from ..errors import ArchiveError, FetchError, FileAccessError, InputError
 from ..store import canonical_json
+from ..util.bounded import decode_json, open_regular
+from ..util.tomltable import DocTables
 from ._registry import DIGEST_RE, OCI_INDEX, OCI_MANIFEST, RegistryClient, RegistryRef, digest_of
 
 if TYPE_CHECKING:
@@ -82,20 +83,23 @@ class LayoutDir:
             raise InputError(msg, path=root)
 
     def index(self) -> bytes:
-        with open(self.root / "index.json", "rb") as fh:
+        try:
+            fh = open_regular(self.root / "index.json", what="index.json")
+        except FileAccessError as exc:
+            raise ArchiveError(exc.reason, path=self.root) from None
+        with fh:
             return _read_small(fh, f"{self.where}/index.json")
 
     def open(self, digest: str, *, manifest: bool) -> IO[bytes]:
         algorithm, hexdigest = _split_digest(digest)
         path = self.root / "blobs" / algorithm / hexdigest
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
+        if not path.exists():
             msg = f"blob {digest} is missing (expected blobs/{algorithm}/{hexdigest})"
-            raise ArchiveError(msg, path=self.root) from None
-        except OSError as exc:
-            msg = f"cannot read blob {digest}: {exc.strerror}"
-            raise ArchiveError(msg, path=self.root) from None
+            raise ArchiveError(msg, path=self.root)
+        try:  # a regular file only: a FIFO or a device as a blob is refused, never read
+            return open_regular(path, what=f"blob {digest}")
+        except FileAccessError as exc:
+            raise ArchiveError(exc.reason, path=self.root) from None
 
     def close(self) -> None:
         pass
@@ -107,13 +111,16 @@ class ImageArchive:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.where = str(path)
+        self._file = open_regular(path, what="image archive")  # a FIFO or device is refused
         try:
-            self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+            self._tar = tarfile.open(fileobj=self._file, mode="r:*")  # noqa: SIM115 - closed by close()
             self._members = {posixpath.normpath(m.name.lstrip("/")): m for m in self._tar.getmembers()}
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile) as exc:
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, ValueError) as exc:
+            self._file.close()
             msg = f"not a readable image archive: {exc}"
             raise ArchiveError(msg, path=path) from None
         except OSError as exc:
+            self._file.close()
             msg = f"not a readable image archive: {exc}"
             raise FileAccessError(msg, path=path) from None
         self._synthetic: dict[str, bytes] = {}  # digest -> blob made up from manifest.json
@@ -137,6 +144,7 @@ class ImageArchive:
 
     def close(self) -> None:
         self._tar.close()
+        self._file.close()
 
     def _member(self, name: str) -> IO[bytes]:
         """Open a member, following symlinks inside the archive (docker save links layer.tar files)."""
@@ -173,11 +181,19 @@ class ImageArchive:
             raise ArchiveError(msg, path=self.path) from None
 
     # -- docker save -------------------------------------------------------------------------------
+    def _check(self, member: str) -> DocTables:
+        """The one validator's checks on the JSON of ``member``; errors name the archive and member."""
+
+        def error(key: str | None, message: str) -> ArchiveError:
+            return ArchiveError(f"{key}: {message}" if key else message, path=self.path, member=member)
+
+        return DocTables(self.path, error)
+
     def _json(self, name: str) -> Any:
         with self._member(name) as fh:
             data = _read_small(fh, f"{self.where}:{name}")
         try:
-            return json.loads(data)
+            return decode_json(data)
         except ValueError as exc:
             msg = f"not valid JSON: {exc}"
             raise ArchiveError(msg, path=self.path, member=name) from None
@@ -193,29 +209,37 @@ class ImageArchive:
         return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors})
 
     def _docker_image(self, image: Any, where: str) -> list[dict[str, Any]]:
-        config_name = image.get("Config") if isinstance(image, dict) else None
-        layer_names = image.get("Layers") if isinstance(image, dict) else None
-        if not isinstance(config_name, str) or not isinstance(layer_names, list):
+        check = self._check("manifest.json")
+        if not isinstance(image, dict) or not isinstance(image.get("Config"), str) or "Layers" not in image:
             msg = "expected an object with 'Config' and 'Layers'"
             raise ArchiveError(msg, path=self.path, member=where)
+        config_name = check.string(image["Config"], f"{where}.Config")
+        layer_names = check.strings(image.get("Layers"), f"{where}.Layers")
+        raw_tags = image.get("RepoTags")
+        tags: list[str | None] = []
+        if raw_tags is not None:
+            tags.extend(check.strings(raw_tags, f"{where}.RepoTags"))
         with self._member(config_name) as fh:
             config_bytes = _read_small(fh, f"{self.where}:{config_name}")
         try:
-            config = json.loads(config_bytes)
+            config = decode_json(config_bytes)
         except ValueError as exc:
             msg = f"not valid JSON: {exc}"
             raise ArchiveError(msg, path=self.path, member=config_name) from None
-        diff_ids = config.get("rootfs", {}).get("diff_ids") if isinstance(config, dict) else None
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layer_names):
-            msg = f"{len(layer_names)} layers but the config lists {len(diff_ids or [])} diff_ids"
+        in_config = self._check(config_name)
+        config = in_config.table(config, "config")
+        rootfs = in_config.table(config.get("rootfs"), "rootfs")
+        diff_ids = in_config.strings(rootfs.get("diff_ids"), "rootfs.diff_ids")
+        if len(diff_ids) != len(layer_names):
+            msg = f"{len(layer_names)} layers but the config lists {len(diff_ids)} diff_ids"
             raise ArchiveError(msg, path=self.path, member=where)
         config_digest = digest_of(config_bytes)
         self._names[config_digest] = config_name
         layers = []
         for diff_id, name in zip(diff_ids, layer_names, strict=True):
-            _split_digest(str(diff_id))
+            _split_digest(diff_id)
             self._names[diff_id] = name
-            info = self._members.get(posixpath.normpath(str(name).lstrip("/")))
+            info = self._members.get(posixpath.normpath(name.lstrip("/")))
             size = {"size": info.size} if info is not None and info.isfile() else {}  # not through links
             layers.append({"mediaType": OCI_LAYER_TAR, "digest": diff_id, **size})
         manifest = canonical_json(
@@ -229,7 +253,6 @@ class ImageArchive:
         digest = digest_of(manifest)
         self._synthetic[digest] = manifest
         platform = {"os": str(config.get("os", "")), "architecture": str(config.get("architecture", ""))}
-        tags = image.get("RepoTags") or [None]
         return [
             {
                 "mediaType": OCI_MANIFEST,
@@ -238,7 +261,7 @@ class ImageArchive:
                 "platform": platform,
                 **({"annotations": {REF_NAME: tag}} if isinstance(tag, str) else {}),
             }
-            for tag in tags
+            for tag in (tags or [None])
         ]
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..arch import info as arch_info
 from ..errors import ArchiveError, ConfigError, FileAccessError, InputError, StoreError
 from ..sources import LOCK_COMMAND
 from ..store import Store, canonical_json
+from ..util.bounded import decode_json
 from ._importer import Descriptor, Importer, Layer, blob_step, descriptor, descriptors, layer_step
 from ._layers import LayerFile, Rootfs, Unpacked
 from ._registry import (
@@ -260,7 +260,7 @@ def _tag_matches(desc: Descriptor, tag: str) -> bool:
 def _pick_local(imp: Importer, ref: LocalRef, arch: Arch) -> tuple[str | None, Descriptor]:
     where = f"{imp.source.where} index"
     try:
-        index = json.loads(imp.source.index())
+        index = decode_json(imp.source.index())
     except ValueError as exc:
         msg = f"index is not valid JSON: {exc}"
         raise ArchiveError(msg, path=imp.source.where) from None

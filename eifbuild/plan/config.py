@@ -9,29 +9,42 @@ against the recipes when the build plan is made.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ..arch import ARCHES, Arch
-from ..eif import BuildTime, key_kind, parse_build_time, signs_deterministically
+from ..eif import (
+    CUSTOM_METADATA_MAX_SIZE,
+    BuildTime,
+    dumps,
+    key_kind,
+    load_custom_metadata,
+    parse_build_time,
+    signs_deterministically,
+)
 from ..errors import ConfigError, FileAccessError, InputError, UsageError
 from ..ramdisk import COMPRESSIONS
 from ..store.remote import CacheSettings, parse_cache_table
-from ..util.tomlfile import parse_toml
+from ..util.bounded import read_regular, safe_name
+from ..util.tomlfile import MAX_TOML, parse_toml
 from ..util.tomltable import TomlTables, join_key, type_name
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Mapping
 
     from ..ramdisk import Compression, Modes
 
 CONFIG_NAME: Final = "eif.toml"
+NAME_MAX_BYTES: Final = 128  # [eif] name becomes file names (<name>-<arch>.eif.pcr.json, temp files)
+OUTSIDE_KEY: Final = "allow_paths_outside"  # [eif]: path inputs may leave the project (opt-in)
 LOCK_NAME: Final = "eif.lock"  # the default [eif] lock_file
 # Set by `doit check` for its rebuild: where a failing task writes "<error kind> <message>" (tasks.py)
 FAILURE_FILE_ENV: Final = "EIFBUILD_FAILURE_FILE"
+# Set by `doit check` for its rebuild: the original project's root, where an allowed outside path resolves
+ORIGIN_ENV: Final = "EIFBUILD_CHECK_ORIGIN"
 BUILTIN_SOURCES: Final = frozenset({"eifbuild-init"})
 _REF_RE: Final = re.compile(r"^(?P<recipe>[A-Za-z0-9][A-Za-z0-9._+-]*)\.(?P<source>[A-Za-z0-9_-]+)$")
 _ENV_KEY_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -145,6 +158,7 @@ class Project:
     sign: Signing | None = None
     lock_file: Path = field(default=Path(LOCK_NAME))
     cache: CacheSettings = field(default_factory=CacheSettings)
+    allow_paths_outside: bool = False  # [eif] allow_paths_outside: path inputs may leave the project
 
     @property
     def root(self) -> Path:
@@ -240,6 +254,7 @@ _EIF_KEYS: Final = frozenset(
         "metadata",
         "compression",
         "lock_file",
+        OUTSIDE_KEY,
     }
 )
 _BOOTSTRAP_KEYS: Final = frozenset({"kernel", "kernel_config", "init", "nsm"})
@@ -294,22 +309,46 @@ def _build_time(value: Any, ctx: _Ctx) -> BuildTime:
 
 
 def _metadata(value: Any, ctx: _Ctx) -> Mapping[str, Any] | None:
+    """CustomMetadata: a JSON file (a regular file of at most 4096 bytes, as eif_build allows) or an
+    inline table whose JSON is at most as long."""
     if value is None:
         return None
     if isinstance(value, str):
-        import json  # noqa: PLC0415 - only for this form
-
         path = ctx.path_of(value, "eif.metadata")
+        if not path.exists():
+            raise ctx.error("eif.metadata", f"metadata file {path} does not exist")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ctx.error("eif.metadata", f"metadata file {path} does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ctx.error("eif.metadata", f"{path} is not valid JSON: {exc}") from None
+            data = load_custom_metadata(path)
+        except (InputError, FileAccessError) as exc:
+            raise ctx.error("eif.metadata", f"{path}: {exc.reason}") from None
         if not isinstance(data, dict):
             raise ctx.error("eif.metadata", f"{path} must hold a JSON object")
         return data
-    return ctx.table(value, "eif.metadata")
+    table = ctx.table(value, "eif.metadata")
+    try:
+        size = len(dumps(table).encode("utf-8"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ctx.error("eif.metadata", f"cannot be written as JSON: {exc}") from None
+    if size > CUSTOM_METADATA_MAX_SIZE:
+        msg = f"is {size} bytes as JSON: at most {CUSTOM_METADATA_MAX_SIZE} are allowed (as eif_build)"
+        raise ctx.error("eif.metadata", msg)
+    return table
+
+
+def _name(value: Any, ctx: _Ctx) -> str:
+    """[eif] name: it names the output files, so it must be one safe, short file name."""
+    name = ctx.string(value, "eif.name")
+    problem = safe_name(name, max_bytes=NAME_MAX_BYTES)
+    if problem is not None:
+        raise ctx.error("eif.name", f"{problem} (it names the output files)")
+    return name
+
+
+def _output(value: Any, ctx: _Ctx) -> Path:
+    path = ctx.path_of(value, "eif.output")
+    if path.exists() and not path.is_dir():
+        raise ctx.error("eif.output", f"{path} exists and is not a directory: expected the output directory")
+    return path
 
 
 def _bootstrap(value: Any, ctx: _Ctx) -> Bootstrap:
@@ -426,10 +465,10 @@ def parse_project(text: str, path: Path) -> Project:
     recipes = eif.get("recipes", [])
     return Project(
         path=path,
-        name=ctx.string(eif["name"], "eif.name"),
+        name=_name(eif["name"], ctx),
         version=ctx.string(eif.get("version", "0.0.0"), "eif.version"),
         arches=arches,
-        output=ctx.path_of(eif.get("output", "build"), "eif.output"),
+        output=_output(eif.get("output", "build"), ctx),
         recipes=tuple(
             ctx.path_of(r, f"eif.recipes[{i}]") for i, r in enumerate(ctx.strings(recipes, "eif.recipes"))
         ),
@@ -442,6 +481,7 @@ def parse_project(text: str, path: Path) -> Project:
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
         lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
         cache=parse_cache_table(doc["cache"], ctx) if "cache" in doc else CacheSettings(),
+        allow_paths_outside=ctx.boolean(eif.get(OUTSIDE_KEY, False), f"eif.{OUTSIDE_KEY}"),
     )
 
 
@@ -462,10 +502,12 @@ def load_project(path: str | Path) -> Project:
     if target.is_dir():
         target = target / CONFIG_NAME
     target = target.absolute()
+    if not os.path.lexists(target):
+        raise FileAccessError("no such file: expected an eif.toml build description", path=target)
     try:
-        text = target.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileAccessError("no such file: expected an eif.toml build description", path=target) from None
+        text = read_regular(target, limit=MAX_TOML, what="eif.toml").decode("utf-8")
+    except InputError as exc:
+        raise ConfigError(exc.reason, path=target) from None
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text", path=target) from None
     return parse_project(text, target)

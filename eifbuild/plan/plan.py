@@ -18,6 +18,7 @@ project's gc roots, so ``eifbuild store gc`` keeps what the last build used.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..sources import LOCK_COMMAND, Lock, load_recipe
 from ..store import Store
 from ..toolchain import EIFBUILD_INIT_C
 from ..util.fsutil import hash_file
-from .config import NO_NSM, Builtin, Compile, PathInput, SourceRef, TextInput
+from .config import NO_NSM, ORIGIN_ENV, OUTSIDE_KEY, Builtin, Compile, PathInput, SourceRef, TextInput
 from .eifnode import EifNode
 from .inputs import CompileNode, LocalNode, LockedManifest, OciNode, SourceNode, TextNode
 from .ramdisks import AppFileInput, AppRamdisk, BootstrapRamdisk, InjectedFile
@@ -138,12 +139,36 @@ class Plan:
             from ..sources import unpinned_error  # noqa: PLC0415
 
             raise unpinned_error(source, self.lock)
+        local = source.local_path
+        if local is not None:
+            where = self._project_path(local, key, what=f"the path of source {source.label}")
+            if where != local:
+                source = dataclasses.replace(source, path=str(where))
         return self._memo(
             ("source", source.recipe, source.qualified_name), lambda: SourceNode(source, self.store)
         )
 
     def _local(self, path: Path, what: str) -> LocalNode:
         return self._memo(("local", path), lambda: LocalNode(path, self.digests, what=what))
+
+    def _project_path(self, path: Path, key: str, *, what: str = "") -> Path:
+        """``path`` if it is inside the project after resolving links; outside it, only with
+        ``[eif] allow_paths_outside = true`` (the self-check's copy then reads the original's file,
+        as the build did: :data:`ORIGIN_ENV` names the original project)."""
+        root = self.project.root.resolve()
+        if path.resolve().is_relative_to(root):
+            return path
+        if not self.project.allow_paths_outside:
+            named = f" ({what})" if what else ""
+            msg = (
+                f"{path}{named} is outside the project {root} (after resolving links): refused; "
+                f"set [eif] {OUTSIDE_KEY} = true to read it"
+            )
+            raise ConfigError(msg, path=self.project.path, key=key)
+        origin = os.environ.get(ORIGIN_ENV)
+        if not origin:
+            return path
+        return (Path(origin) / os.path.relpath(path, self.project.root)).resolve()
 
     def _role(self, role: str, arch: Arch) -> SourceRef | None:
         """The source a recipe's [defaults] names for ``role`` (first recipe in eif.toml order)."""
@@ -156,7 +181,7 @@ class Plan:
     def _file(self, spec: SourceRef | PathInput, arch: Arch, key: str) -> SourceNode | LocalNode:
         if isinstance(spec, SourceRef):
             return self._source(spec, arch, key)
-        return self._local(spec.path, key)
+        return self._local(self._project_path(spec.path, key), key)
 
     def _input(
         self, spec: SourceRef | PathInput | TextInput, arch: Arch, key: str
@@ -257,7 +282,7 @@ class Plan:
         if app.oci is not None:
             rootfs = self._memo(("oci", app.oci, arch), lambda: self._oci(app.oci or "", arch))
         elif app.rootfs is not None:
-            rootfs = self._local(app.rootfs, "app.rootfs")
+            rootfs = self._local(self._project_path(app.rootfs, "app.rootfs"), "app.rootfs")
         files = []
         for item in app.files:
             key = f"app.files.{item.dest}"

@@ -28,7 +28,7 @@ from ..store import Store
 from ..store.remote import REMOTE_ENV
 from ..util.fsutil import hash_file, remove_tree
 from ..util.safetree import UnsafePathError, copy_node, tree_writer
-from .config import FAILURE_FILE_ENV
+from .config import FAILURE_FILE_ENV, ORIGIN_ENV
 from .inputs import LocalNode, OciNode
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ def _rebuild(plan: Plan, copy_root: Path, store: Path, *, failure: Path) -> subp
     env.update(CHECK_ENV, EIFBUILD_CACHE=str(store), EIFBUILD_CONFIG=str(config))
     env[REMOTE_ENV] = ""  # the check's point is to rebuild everything: no shared cache
     env[FAILURE_FILE_ENV] = str(failure)
+    env[ORIGIN_ENV] = str(plan.project.root)  # an allowed path outside the project: the original's file
     # zig's libc (musl) builds are shared (the user's zig cache); every compile itself is redone
     zig_global = toolchain.zig_global_cache_dir()
     env[toolchain.ZIG_CACHE_ENV] = str(zig_global)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import stat
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final, Protocol
 
@@ -22,7 +23,7 @@ MAGIC: Final = b"070701"
 MAGIC_CRC: Final = b"070702"
 TRAILER: Final = "TRAILER!!!"
 HEADER_LEN: Final = 110
-# PATH_MAX on Linux; longer names are refused by the kernel unpacker anyway.
+# PATH_MAX on Linux; longer names (and symlink targets) are refused by the kernel unpacker anyway.
 MAX_NAME: Final = 4096
 
 
@@ -122,6 +123,9 @@ def read_cpio(
         if name == TRAILER:
             return
         member = CpioMember(name, ino, mode, uid, gid, nlink, mtime, size, (dmaj, dmin), (rmaj, rmin), offset)
+        if stat.S_ISLNK(mode) and size >= MAX_NAME:  # the kernel's unpacker refuses these too
+            msg = f"symlink target of {size} bytes at offset {offset}: at most {MAX_NAME - 1} (PATH_MAX)"
+            raise ArchiveError(msg, path=path, member=name)
         what = f"{size} bytes of {name!r}"
         if data is True or (callable(data) and data(member)):
             content = rd.exact(size, what)

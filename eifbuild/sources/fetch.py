@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .. import log
 from ..errors import ArchiveError, ConfigError, FetchError, FileAccessError, HashMismatch, ToolError
 from ..store import Downloaded, Downloader, SourceCache, apt_download, download_checked
+from ..util.bounded import INPUT_CAP, Capped, open_regular
 from ..util.fsutil import StreamHasher, copy_hashed
 from .archive import copy_tree, extract_member, nar_digest_of_archive, unpack, write_hashed
 from .lock import LOCK_COMMAND
@@ -263,9 +264,11 @@ def _missing_path(source: Source, local: Path) -> FileAccessError:
 def _local_blob(source: Source, local: Path, *, tmp_dir: Path) -> Blob:
     """A ``path =`` source's file, read where it is and checked against its pins."""
     hashers = StreamHasher(source.pins.file_algorithms)
+    if not local.exists():
+        raise _missing_path(source, local)
     try:
-        with open(local, "rb") as fh:
-            copy_hashed(fh, hashers)
+        with open_regular(local, what=f"the path of source {source.label}") as fh:  # never a FIFO
+            copy_hashed(Capped(fh, INPUT_CAP.value(), lambda n: _too_big(local, n)), hashers)
     except FileNotFoundError:
         raise _missing_path(source, local) from None
     except OSError as exc:
@@ -273,6 +276,10 @@ def _local_blob(source: Source, local: Path, *, tmp_dir: Path) -> Blob:
         raise FileAccessError(msg, path=local) from None
     _check_file(source, local, hashers.hexdigests(), what=str(local), tmp_dir=tmp_dir)
     return Blob(local, hashers.hexdigest("sha256"), hashers.size)
+
+
+def _too_big(local: Path, limit: int) -> FileAccessError:
+    return FileAccessError(f"more than {limit} bytes (the limit {INPUT_CAP.env} raises)", path=local)
 
 
 def _download_name(source: Source) -> str:

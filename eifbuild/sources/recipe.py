@@ -408,7 +408,12 @@ def _parse_pins(table: Mapping[str, Any], path: Path, prefix: str) -> Pins:
 
 # -- checks of values --------------------------------------------------------------------------------
 def _check_url(url: str, path: Path, key: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number is a ValueError here, not at download time
+    except ValueError as exc:
+        msg = f"not a valid URL ({exc}): {url!r}"
+        raise ConfigError(msg, path=path, key=key) from None
     if parts.scheme not in {"https", "http", "file"} or not (parts.netloc or parts.scheme == "file"):
         msg = f"expected an https://, http:// or file:// URL, got {url!r}"
         raise ConfigError(msg, path=path, key=key)

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__, log
-from ..errors import ArchiveError, FetchError, HashMismatch, ToolError
+from ..errors import ArchiveError, FetchError, FileAccessError, HashMismatch, ToolError
+from ..util.bounded import INPUT_CAP, Capped, open_regular
 from ..util.fsutil import StreamHasher, atomic_write, copy_hashed, exclusive_lock
 
 if TYPE_CHECKING:
@@ -210,9 +211,14 @@ class Downloader:
         and 416 answers and may raise :class:`FetchError` for others); more than ``max_size``
         bytes is a :class:`FetchError`; ``label`` names the progress bar (default: the file name).
         """
-        scheme = urlsplit(url).scheme
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError as exc:
+            msg = f"not a valid URL: {exc}"
+            raise FetchError(msg, url=url) from None
         if scheme == "file":
-            return copy_local(Path(unquote(urlsplit(url).path)), part, algorithms, what=url)
+            local = Path(unquote(urlsplit(url).path))
+            return copy_local(local, part, algorithms, what=url, max_size=max_size)
         if scheme not in {"http", "https"}:
             msg = "unsupported URL scheme (expected https://, http:// or file://)"
             raise FetchError(msg, url=url)
@@ -237,7 +243,8 @@ class _HttpTransfer:
         self.options = downloader.options
         self.downloader = downloader
         self.request: Request = request or self._get
-        self.max_size = max_size
+        self.max_size = INPUT_CAP.value() if max_size is None else max_size  # nothing declared: the cap
+        self.capped = max_size is None
         self.label = _short(url)
         self.url = url
         self.part = part
@@ -334,8 +341,10 @@ class _HttpTransfer:
         return self.downloader.session.get(url, headers=headers, stream=True, timeout=timeout)
 
     def _check_size(self, size: int | None) -> None:
-        if self.max_size is not None and size is not None and size > self.max_size:
+        if size is not None and size > self.max_size:
             msg = f"more than the {self.max_size} bytes expected"
+            if self.capped:
+                msg = f"more than {self.max_size} bytes (the limit {INPUT_CAP.env} raises)"
             raise FetchError(msg, url=self.url)
 
     def _accept_partial(self, resp: requests.Response, offset: int) -> bool:
@@ -356,16 +365,28 @@ def _short(url: str) -> str:
 
 
 # -- local files and apt -----------------------------------------------------------------------------
-def copy_local(source: Path, part: Path, algorithms: Iterable[str] = (), *, what: str = "") -> Downloaded:
-    """Copy a local file into ``part`` while hashing it (``path =`` sources and file:// URLs)."""
+def copy_local(
+    source: Path, part: Path, algorithms: Iterable[str] = (), *, what: str = "", max_size: int | None = None
+) -> Downloaded:
+    """Copy a local file into ``part`` while hashing it (``path =`` sources and file:// URLs): a
+    regular file only (a FIFO or device is refused unread), at most ``max_size`` bytes (by default
+    the ``EIFBUILD_MAX_INPUT_SIZE`` cap)."""
     hashers = _hasher(algorithms)
     part.parent.mkdir(parents=True, exist_ok=True)
+    where = what or str(source)
+    named = "" if where == str(source) else f" {source}"  # the caller's name may be the path itself
+    limit = INPUT_CAP.value() if max_size is None else max_size
+
+    def too_big(limit: int) -> FetchError:
+        msg = f"more than {limit} bytes (the limit {INPUT_CAP.env} raises)"
+        return FetchError(msg, url=where)
+
     try:
-        with open(source, "rb") as src, open(part, "wb") as out:
-            copy_hashed(src, hashers, out)
+        with open_regular(source, what=named.strip() or "the file") as src, open(part, "wb") as out:
+            copy_hashed(Capped(src, limit, too_big), hashers, out)
+    except FileAccessError as exc:
+        raise FetchError(exc.reason, url=where) from None
     except OSError as exc:
-        where = what or str(source)
-        named = "" if where == str(source) else f" {source}"  # the caller's name may be the path itself
         msg = f"cannot read{named}: {exc.strerror}"
         raise FetchError(msg, url=where) from None
     return Downloaded(part, hashers.hexdigests(), hashers.size, resumed=False)

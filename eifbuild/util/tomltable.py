@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..arch import parse_arch
-from ..errors import ConfigError, UsageError, did_you_mean
+from ..errors import ConfigError, LocatedError, UsageError, did_you_mean
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Mapping
+    from collections.abc import Callable, Collection, Iterable, Mapping
     from pathlib import Path
 
     from ..arch import Arch
@@ -58,7 +58,7 @@ class TomlTables:
 
     path: Path
 
-    def error(self, key: str | None, message: str) -> ConfigError:
+    def error(self, key: str | None, message: str) -> LocatedError:
         return ConfigError(message, path=self.path, key=key)
 
     def arch(self, name: str, key: str) -> Arch:
@@ -143,3 +143,15 @@ class TomlTables:
         if not isinstance(value, str) or not HEX64.fullmatch(value):
             raise self.error(key, f"expected 64 hex digits, got {value!r}")
         return value.lower()
+
+
+@dataclass(frozen=True)
+class DocTables(TomlTables):
+    """The same checks on a JSON document read from outside (a docker-save ``manifest.json``, an
+    image config): each error is the one ``make(key, message)`` returns (e.g. an ArchiveError
+    naming the archive and its member)."""
+
+    make: Callable[[str | None, str], LocatedError]
+
+    def error(self, key: str | None, message: str) -> LocatedError:
+        return self.make(key, message)

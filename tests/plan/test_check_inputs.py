@@ -52,19 +52,34 @@ def doit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_check_fails_when_the_checkout_lacks_a_path_source(tmp_path: Path) -> None:
-    # the recipe's path points outside the project: a clone of the repo would not have the file
+def test_a_path_source_outside_the_project_needs_the_opt_in_in_the_build_and_the_check(tmp_path: Path) -> None:
+    # the recipe's path points outside the project: refused by the build and by the check alike
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "kernel").write_bytes(KERNEL)
     pin = hashlib.sha256(KERNEL).hexdigest()
     project = make_project(tmp_path / "app", f'path = "../../outside/kernel"\nsha256 = "{pin}"')
+    refused = "outside/kernel (the path of source k/kernel) is outside the project"
+    for args in ((), ("check",)):
+        run = doit(project, *args)
+        assert run.returncode != 0, run.stdout + run.stderr
+        assert refused in run.stdout + run.stderr
+        assert "allow_paths_outside = true" in run.stdout + run.stderr
+    assert not (project / "build").exists()
+
+
+def test_with_the_opt_in_the_check_reads_the_same_outside_file_as_the_build(tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "kernel").write_bytes(KERNEL)
+    pin = hashlib.sha256(KERNEL).hexdigest()
+    project = make_project(tmp_path / "app", f'path = "../../outside/kernel"\nsha256 = "{pin}"')
+    config = project / "eif.toml"
+    config.write_text(config.read_text().replace('name = "hello"', 'name = "hello"\nallow_paths_outside = true'))
     built = doit(project)
     assert built.returncode == 0, built.stdout + built.stderr
     check = doit(project, "check")
     out = check.stdout + check.stderr
-    assert check.returncode == 1, out
-    assert "outside/kernel: no such file or directory (the path of source k/kernel)" in out
-    assert "reproducible: every EIF" not in out
+    assert check.returncode == 0, out
+    assert "reproducible: every EIF" in out
 
 
 def test_check_that_cannot_fetch_an_input_exits_2(tmp_path: Path, server: LocalServer) -> None:

@@ -12,6 +12,7 @@ import contextlib
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from ...errors import RemoteCacheError, first_line
+from ...util.bounded import network_timeouts
 from ...util.fsutil import StreamHasher, copy_hashed
 
 if TYPE_CHECKING:
@@ -56,10 +57,11 @@ class S3Bucket:
         if self._client is None:
             from botocore.config import Config  # noqa: PLC0415 - see _boto3
 
-            config = Config(
-                retries={"max_attempts": 4, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=30,
+            connect, read = network_timeouts()
+            config = Config(  # two tries of each call: a silent endpoint costs about 15 s in all
+                retries={"total_max_attempts": 2, "mode": "standard"},
+                connect_timeout=connect,
+                read_timeout=read,
                 user_agent_extra="eifbuild",
             )
             self._client = _boto3().client(

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from ...errors import ConfigError
+from ...util.bounded import decode_json, json_error
 from ..local import listing_problems
 from ..step import RawParams, Step, canonical_json
 from .config import parse_named_key
@@ -139,9 +140,9 @@ def open_manifest(data: bytes, *, key: str, trusted: Mapping[str, Ed25519PublicK
     """Parse and verify a manifest fetched for ``key``; raise :class:`ManifestRefused` if it is not
     well-formed, not for ``key``, or neither signed by a trusted key nor content-addressed."""
     try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        msg = "manifest is not valid JSON"
+        doc = decode_json(data)
+    except ValueError as exc:
+        msg = f"manifest is not valid JSON: {json_error(exc)}"
         raise ManifestRefused(msg) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict):
         msg = "manifest has no 'manifest' object"
