@@ -166,6 +166,7 @@ def test_the_check_copy_never_writes_through_a_symlink_of_the_project(tmp_path: 
     (tmp_path / "outside" / "rootfs" / "etc" / "motd").write_text("shared\n")
     (project / "shared").symlink_to("../outside")
     eif = (project / "eif.toml").read_text().replace('rootfs = "rootfs"', 'rootfs = "shared/rootfs"')
+    eif = eif.replace("[eif]\n", "[eif]\nallow_paths_outside = true\n")  # the rootfs is outside (#23)
     (project / "eif.toml").write_text(eif)
     _git(project, "add", "-A")
     plan = Plan(load_project(project))
