@@ -70,7 +70,12 @@ def _add_boot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="nitro-enclave: listen on HOSTADDR:HOSTPORT (default 127.0.0.1) and connect each "
         "connection to the enclave's vsock port ENCLAVEPORT (as docker run -p); repeatable",
     )
-    p.add_argument("--memory", type=int, metavar="MIB", help="guest RAM (default: max(256, 4 x EIF size))")
+    p.add_argument(
+        "--memory",
+        type=int,
+        metavar="MIB",
+        help="guest RAM (default: max(256, 4 x EIF size, EIF + its ramdisks unpacked + 96))",
+    )
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator (default tcg)")
     p.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
     p.set_defaults(func=_cmd_boot)

@@ -29,6 +29,7 @@ INIT_LINE: Final = "eifbuild-init:"
 _QEMU_ERROR: Final = re.compile(r"^qemu-system-[\w-]+: (.+)$", re.MULTILINE)
 _KEEP: Final = 1 << 16  # console bytes kept for the verdict (the tail)
 ATTEST_LINE: Final = "eifbuild-init: attest:"
+INITRAMFS_FAILED: Final = "Initramfs unpacking failed"  # the kernel ran out of room for the ramdisks
 _ATTEST_LINES: Final = 256  # init prints 4 PCR lines and a document of at most 32 lines
 _LONGEST_LINE: Final = 4096  # a longer line is cut (an attest line is under 450 characters)
 
@@ -36,7 +37,7 @@ _LONGEST_LINE: Final = 4096  # a longer line is cut (an attest line is under 450
 @dataclass(frozen=True)
 class BootResult:
     """How a boot ended. ``reason``: expected, shutdown (both ok), panic, timeout, app-failed,
-    no-expect, exited, vsock, no-heartbeat, attest."""
+    no-expect, exited, vsock, initramfs, no-heartbeat, attest."""
 
     ok: bool
     reason: str
@@ -68,11 +69,14 @@ class _Watch:
         self.aborted: str | None = None
         self.attest_lines: list[str] = []  # kept apart: an app's output can push them out of the tail
         self.partial = ""  # the console's unfinished last line
+        self.initramfs_failed = ""  # the kernel's line, if it could not unpack the ramdisks
 
     def collect(self, chunk: str) -> None:
         lines = (self.partial + chunk).split("\n")
         self.partial = lines.pop()[-_LONGEST_LINE:]
         for line in lines:
+            if INITRAMFS_FAILED in line and not self.initramfs_failed:
+                self.initramfs_failed = line[line.index(INITRAMFS_FAILED) :].strip()[:200]
             if ATTEST_LINE in line and len(self.attest_lines) < _ATTEST_LINES:
                 self.attest_lines.append(line[line.index(ATTEST_LINE) :].strip()[:_LONGEST_LINE])
 
@@ -226,6 +230,11 @@ def _verdict(watch: _Watch, *, timed_out: bool, returncode: int | None, timeout:
     """(reason, detail) of a finished run; the order decides which of several signs wins."""
     if watch.aborted is not None:
         return "vsock", watch.aborted
+    if watch.initramfs_failed:  # whatever followed (a panic, a missing command) came from this
+        return "initramfs", (
+            f"the kernel could not unpack the ramdisks ({watch.initramfs_failed}): "
+            "give the guest more memory (--memory MIB)"
+        )
     if watch.panic_at is not None:
         fatal = watch.init_lines("fatal:")
         why = f" after {fatal[-1]!r}" if fatal else ""

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from ..arch import Arch
+    from ..eif import Section
     from ..store import Store
 
 LOCAL_FLAG: Final = "eifbuild.local=1"
@@ -59,6 +60,8 @@ MACHINES: Final[dict[Arch, tuple[str, ...]]] = {
     "aarch64": ("virt",),
 }
 MIN_MEMORY_MIB: Final = 256
+UNPACK_HEADROOM_MIB: Final = 96  # the kernel, init and the app's first needs, beside the unpacked files
+MIB: Final = 1 << 20
 ACCELS: Final = ("tcg", "kvm")
 ALIGN: Final = 4
 
@@ -213,10 +216,24 @@ def choose_machine(arch: Arch, qemu: str, options: BootOptions) -> str:
 
 
 def memory_for(image: EifImage, requested: int | None) -> int:
-    """Enough RAM to unpack the ramdisks: at least 256 MiB, and 4x the EIF like nitro-cli wants."""
+    """Enough RAM to unpack the ramdisks: at least 256 MiB, 4x the EIF like nitro-cli wants, and
+    room for the EIF plus its ramdisks unpacked (a gzip ramdisk can hold several times its size)."""
     if requested is not None:
         return requested
-    return max(MIN_MEMORY_MIB, min_enclave_memory_mib(image.file_size))
+    unpacked = image.file_size + sum(_unpacked_size(image.path, s) for s in image.ramdisks)
+    return max(
+        MIN_MEMORY_MIB, min_enclave_memory_mib(image.file_size), -(-unpacked // MIB) + UNPACK_HEADROOM_MIB
+    )
+
+
+def _unpacked_size(path: Path, section: Section) -> int:
+    """A ramdisk's size once unpacked: a gzip stream's ISIZE trailer (its size mod 4 GiB), else its size."""
+    with open(path, "rb") as fh:
+        fh.seek(section.data_offset)
+        if section.size < 18 or fh.read(2) != b"\x1f\x8b":
+            return section.size
+        fh.seek(section.end - 4)
+        return max(section.size, int.from_bytes(fh.read(4), "little"))
 
 
 # -- booting ------------------------------------------------------------------------------------------

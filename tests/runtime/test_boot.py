@@ -10,6 +10,7 @@ import dataclasses
 import io
 import os
 import sys
+import zlib
 from typing import TYPE_CHECKING
 
 import pytest
@@ -184,6 +185,31 @@ def test_memory_defaults_to_four_times_the_eif_and_at_least_256_mib(tmp_path: Pa
     assert boot.memory_for(big, None) == 4 * 201
 
 
+def test_memory_leaves_room_for_gzip_ramdisks_unpacked(tmp_path: Path) -> None:
+    """A gzip ramdisk unpacks to several times its size: 4x the EIF was not enough (issue #26's trial:
+    'Initramfs unpacking failed: write error' at the advised memory)."""
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"K" * 4096)
+    packed = tmp_path / "app.cpio.gz"
+    zipper = zlib.compressobj(6, zlib.DEFLATED, 31)  # a gzip stream: its trailer says 300 MiB
+    with packed.open("wb") as fh:
+        for _ in range(300):
+            fh.write(zipper.compress(bytes(1 << 20)))
+        fh.write(zipper.flush())
+    eif = tmp_path / "gz.eif"
+    write_eif(
+        eif,
+        kernel=kernel,
+        cmdline="c",
+        ramdisks=[packed],
+        metadata=make_metadata(kernel=kernel),
+        arch="x86_64",
+    )
+    image = read_eif(eif)
+    assert image.file_size < 2 << 20
+    assert boot.memory_for(image, None) == 300 + (image.file_size + (1 << 20) - 1) // (1 << 20) + 96
+
+
 # -- watching a console -------------------------------------------------------------------------------
 def _console(script: str, pidfile: Path) -> list[str]:
     """A stand-in for QEMU: records its pid, then runs ``script`` (print/sleep statements)."""
@@ -279,6 +305,20 @@ def test_exit_before_the_expected_text_fails(tmp_path: Path) -> None:
     result = run_qemu(_console("say('booted\\n')", tmp_path / "pid"), expect="Hello", timeout=30)
     assert (result.ok, result.reason) == (False, "no-expect")
     assert result.detail == "QEMU exited (status 0) before 'Hello' appeared"
+
+
+def test_a_ramdisk_the_kernel_could_not_unpack_is_named_as_the_cause(tmp_path: Path) -> None:
+    script = (
+        "say('Initramfs unpacking failed: write error\\n'); "
+        "say('eifbuild-init: cannot run /app/start.sh: No such file or directory\\n'); "
+        "say('Kernel panic - not syncing: Attempted to kill init!\\n')"
+    )
+    result = run_qemu(_console(script, tmp_path / "pid"), expect=None, timeout=30)
+    assert (result.ok, result.reason) == (False, "initramfs")
+    assert result.detail == (
+        "the kernel could not unpack the ramdisks (Initramfs unpacking failed: write error): "
+        "give the guest more memory (--memory MIB)"
+    )
 
 
 def test_qemu_failing_to_start_the_guest_fails(tmp_path: Path) -> None:
