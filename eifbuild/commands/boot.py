@@ -132,11 +132,12 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "kernel",
         help="build a recipe's kernel from source, reproducibly (minutes per arch); or lint a config",
         usage="%(prog)s [-h] RECIPE.toml [--arch ARCH] [--source TARBALL] [--output DIR] [--check] "
-        "[-j N] [--cache DIR]\n       %(prog)s lint CONFIG [--arch ARCH] [--waive CONFIG_NAME]",
+        "[-j N] [--cache DIR]\n       %(prog)s lint CONFIG [--arch ARCH] [--waive CONFIG_NAME] [--app KINDS]",
         description="Build the kernel a recipe's [defaults.kernel_build] describes, through the "
         "store, and lint its config (errors stop the build). Needs clang, lld, llvm, make, flex, "
         "bison, bc and libelf-dev. `kernel lint CONFIG` checks a .config for what an enclave kernel "
-        "needs (errors: exit 1) and what widens its attack surface (warnings: exit 0).",
+        "needs (errors: exit 1) and what widens its attack surface (warnings: exit 0); with --app, "
+        "also what those kinds of app need (warnings naming them).",
     )
     p.add_argument("recipe", type=Path, metavar="RECIPE.toml", help="the recipe to build, or `lint`")
     p.add_argument("config", type=Path, nargs="?", metavar="CONFIG", help="with lint: the .config to check")
@@ -146,6 +147,13 @@ def _add_kernel(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="x86_64 or aarch64; repeatable (default: the recipe's; lint: the config's)",
     )
     p.add_argument("--waive", action="append", metavar="CONFIG_NAME", help="with lint: accept this warning")
+    p.add_argument(
+        "--app",
+        action="append",
+        metavar="KINDS",
+        help="with lint: check what these kinds of app need, comma-separated: script, glibc, python, "
+        "node, jvm, go, dotnet, network, database, ipc, sandbox, or all",
+    )
     p.add_argument(
         "--source", type=Path, metavar="TARBALL", help="this kernel source tarball instead of the recipe's"
     )
@@ -166,7 +174,7 @@ def _cmd_kernel(args: argparse.Namespace) -> int:
 
     if args.recipe == Path("lint"):
         return cmd_kernel_lint(args)
-    for value, flag in ((args.config, "CONFIG"), (args.waive, "--waive")):
+    for value, flag in ((args.config, "CONFIG"), (args.waive, "--waive"), (args.app, "--app")):
         if value is not None:
             msg = f"{flag} only applies to kernel lint (a recipe waives warnings in its kernel_build)"
             raise UsageError(msg, key=flag)

@@ -2,7 +2,8 @@
 
 Reached through the ``kernel`` command (its first argument ``lint``; see :mod:`.boot`). Prints one
 line per finding (``error:``, ``warning:``, ``waived:``) and a summary; exit 1 when there are
-errors, 0 when only warnings (or nothing); unreadable files and bad arguments exit 2.
+errors, 0 when only warnings (or nothing); unreadable files and bad arguments exit 2. ``--app
+script,network`` (or ``all``) also checks what those kinds of app need (warnings naming them).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ _BUILD_ONLY = (("check", "--check"), ("output", "--output"), ("source", "--sourc
 
 
 def cmd_kernel_lint(args: argparse.Namespace) -> int:
-    """``kernel lint CONFIG [--arch ARCH] [--waive CONFIG_NAME]…``."""
-    from ..toolchain import check_waivers, config_arch, lint_config, parse_config  # noqa: PLC0415
+    """``kernel lint CONFIG [--arch ARCH] [--waive CONFIG_NAME]… [--app KINDS]…``."""
+    from ..toolchain import check_waivers, config_arch, lint_config, parse_apps, parse_config  # noqa: PLC0415
 
     _refuse_build_options(args)
     if args.config is None:
@@ -38,8 +39,9 @@ def cmd_kernel_lint(args: argparse.Namespace) -> int:
     arch = _arch(args.arch, config_arch(config), args.config)
     image = _image_beside(args.config)
     waive = check_waivers(args.waive or (), key="--waive")
+    apps = parse_apps(args.app or (), key="--app")
     size = image.stat().st_size if image is not None else None
-    report = lint_config(config, arch, waive=waive, image_size=size)
+    report = lint_config(config, arch, waive=waive, image_size=size, apps=apps)
     for line in report_lines(report):
         print(line)
     print(f"{args.config} ({arch}): {report.summary}")

@@ -11,6 +11,7 @@ options = { CONFIG_NSM = "m" }           # optional: more options, merged after 
 patches = ["nsm-patch"]                  # optional: sources applied with patch -p1, in order
 modules = ["drivers/misc/nsm.ko"]        # optional: modules to build and output
 waive = ["CONFIG_IO_URING"]              # optional: kernel lint warnings this kernel accepts
+apps = ["all"]                           # optional: kinds of app it must run (lint --app)
 ```
 
 Every build is linted (:mod:`~eifbuild.toolchain.kernellint`) after ``olddefconfig``, before the
@@ -38,6 +39,7 @@ from ..toolchain import (
     build_kernel,
     check_waivers,
     lint_config,
+    parse_apps,
     parse_config,
 )
 from ..util.tomltable import TomlTables
@@ -61,6 +63,7 @@ KEYS: Final = (
     "patches",
     "modules",
     "waive",
+    "apps",
 )
 _OPTION: Final = re.compile(r"CONFIG_[A-Za-z0-9_]+")
 
@@ -80,6 +83,7 @@ class KernelRecipe:
     patches: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
     waive: frozenset[str] = frozenset()
+    apps: tuple[str, ...] = ()
 
     @property
     def expected_sha256(self) -> str | None:
@@ -126,6 +130,7 @@ def parse_kernel_build(recipe: Recipe, arch: Arch) -> KernelRecipe:
         patches=ctx.strings(table, "patches"),
         modules=ctx.strings(table, "modules"),
         waive=check_waivers(ctx.strings(table, "waive"), path=recipe.path, key=f"{prefix}.waive"),
+        apps=parse_apps(ctx.strings(table, "apps"), path=recipe.path, key=f"{prefix}.apps"),
     )
     _check_names(parsed)
     return parsed
@@ -256,7 +261,9 @@ def build_from_recipe(
 
 def lint_kernel(kr: KernelRecipe, config: Mapping[str, str], *, image_size: int | None = None) -> LintReport:
     """Lint ``config`` with the recipe's waivers and modules; a :class:`ConfigError` on errors."""
-    report = lint_config(config, kr.arch, waive=kr.waive, modules=kr.modules, image_size=image_size)
+    report = lint_config(
+        config, kr.arch, waive=kr.waive, modules=kr.modules, image_size=image_size, apps=kr.apps
+    )
     if report.errors:
         listed = "; ".join(str(finding) for finding in report.errors)
         msg = f"kernel lint ({kr.arch}): {len(report.errors)} error(s): {listed}"

@@ -37,7 +37,12 @@ _RECIPES: Final[dict[Bootstrap, tuple[str, ...]]] = {
     "demo": ("recipes/demo.toml", "recipes/linux-source-6.12.toml"),
     "aws": ("recipes/aws-nitro-cli-1.5.0.toml",),
 }
-_DEMO_KERNELS: Final = "examples/kernel"
+# the kernel folders the recipes' sources name (`../examples/kernel/<arch>/…`): the tiny profile;
+# the app profile (recipes/demo-app.toml) is in examples/kernel/app/<arch>/
+_KERNELS: Final[dict[Bootstrap, tuple[str, ...]]] = {
+    "demo": ("examples/kernel/x86_64", "examples/kernel/aarch64"),
+    "aws": (),
+}
 
 
 @dataclass(frozen=True)
@@ -217,8 +222,8 @@ def project_files(
     files: dict[str, str | Path] = {"dodo.py": DODO, "eif.toml": toml}
     for recipe in _RECIPES[bootstrap]:
         files[recipe] = shipped / recipe
-    if bootstrap == "demo":
-        for kernel_file in sorted((shipped / _DEMO_KERNELS).rglob("*")):
+    for folder in _KERNELS[bootstrap]:
+        for kernel_file in sorted((shipped / folder).iterdir()):
             if kernel_file.is_file():
                 files[kernel_file.relative_to(shipped).as_posix()] = kernel_file
     return files

@@ -9,7 +9,7 @@ from ..util.lazy import lazy_face
 if TYPE_CHECKING:
     from .init import EIFBUILD_INIT_C, INIT_CFLAGS, init_from_source
     from .kernel import BASE_TARGETS, KernelBuild, KernelSpec, build_kernel, parse_config
-    from .kernellint import LintReport, check_waivers, config_arch, lint_config
+    from .kernellint import APP_KINDS, LintReport, check_waivers, config_arch, lint_config, parse_apps
     from .zig import ZIG_CACHE_ENV, compile_c, compile_step, compile_to, zig_cache_dir, zig_global_cache_dir
 
 EXPORTS = {
@@ -21,10 +21,12 @@ EXPORTS = {
     "KernelSpec": ".kernel",
     "build_kernel": ".kernel",
     "parse_config": ".kernel",
+    "APP_KINDS": ".kernellint",
     "LintReport": ".kernellint",
     "check_waivers": ".kernellint",
     "config_arch": ".kernellint",
     "lint_config": ".kernellint",
+    "parse_apps": ".kernellint",
     "ZIG_CACHE_ENV": ".zig",
     "compile_c": ".zig",
     "compile_step": ".zig",
@@ -34,6 +36,7 @@ EXPORTS = {
 }
 
 __all__ = [
+    "APP_KINDS",
     "BASE_TARGETS",
     "EIFBUILD_INIT_C",
     "INIT_CFLAGS",
@@ -49,6 +52,7 @@ __all__ = [
     "config_arch",
     "init_from_source",
     "lint_config",
+    "parse_apps",
     "parse_config",
     "zig_cache_dir",
     "zig_global_cache_dir",

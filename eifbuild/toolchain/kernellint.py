@@ -7,11 +7,16 @@ enclave kernel cannot boot or attest without) and *warnings* (an option an encla
 that gives an attacker more kernel to work with). A warning may be waived by naming its option
 (``[defaults.kernel_build] waive = ["CONFIG_…"]`` in a recipe, or ``--waive`` on the command line);
 an error may not.
+
+:data:`APP_RULES` say what an *app kernel* needs for a kind of app (:data:`APP_KINDS`: ``script``,
+``network``, ``python``, ``jvm``, …): asked for (``apps``), each option missing for one of the
+kinds is a warning naming the kinds that need it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, Literal
 
 from ..arch import ARCHES, Arch
@@ -49,9 +54,11 @@ class Rule:
     arches: frozenset[Arch] = _ALL
     when: tuple[str, frozenset[str]] | None = None
     module: str | None = None
+    apps: frozenset[str] = frozenset()
 
-    def applies(self, config: Mapping[str, str], arch: Arch) -> bool:
-        if arch not in self.arches:
+    def applies(self, config: Mapping[str, str], arch: Arch, apps: Collection[str] = ()) -> bool:
+        """It applies on ``arch``, under its condition, and (an app rule) for one of ``apps``."""
+        if arch not in self.arches or (self.apps and not self.apps & set(apps)):
             return False
         return self.when is None or value_of(config, self.when[0]) in self.when[1]
 
@@ -128,7 +135,121 @@ RULES: Final[tuple[Rule, ...]] = (
     _avoid("CONFIG_IA32_EMULATION", "a second (32-bit) system call ABI", arches=_X86_64),
     _avoid("CONFIG_COMPAT", "a second (32-bit) system call ABI", arches=_AARCH64),
 )
-WAIVABLE: Final = frozenset(rule.option for rule in RULES if rule.severity == WARNING)
+
+APP_KINDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "script": "`#!` entrypoints: shell scripts, most images' entrypoint scripts",
+        "glibc": "programs linked with glibc (most images' C, C++ and Rust programs, and their runtimes)",
+        "python": "CPython",
+        "node": "Node.js",
+        "jvm": "Java and the other JVM languages",
+        "go": "Go programs",
+        "dotnet": ".NET",
+        "network": "servers and clients over TCP/UDP on 127.0.0.1 and ::1 (and vsock-to-TCP proxies)",
+        "database": "databases and storage engines (PostgreSQL, MySQL, SQLite, RocksDB)",
+        "ipc": "processes sharing memory or message queues (System V IPC, POSIX message queues)",
+        "sandbox": "apps confining themselves with seccomp filters (Chromium, OpenSSH, libseccomp users)",
+    }
+)
+ALL_APPS: Final = "all"
+
+
+def _app(option: str, apps: str, why: str, *, arches: frozenset[Arch] = _ALL) -> Rule:
+    """An option the named kinds of app (space-separated; ``all``) need built in."""
+    kinds = frozenset(APP_KINDS) if apps == ALL_APPS else frozenset(apps.split())
+    return Rule(option, WARNING, _BUILT_IN, why, arches=arches, apps=kinds)
+
+
+# What an app kernel needs, by kind of app (warnings, only when a kind is asked for).
+APP_RULES: Final[tuple[Rule, ...]] = (
+    _app(
+        "CONFIG_BINFMT_SCRIPT",
+        "script python node",
+        "`#!` scripts: entrypoint scripts, pip's and npm's console scripts, `#!/usr/bin/env` launchers",
+    ),
+    _app(
+        "CONFIG_SMP",
+        "jvm go node dotnet",
+        "more than one CPU: without it every thread runs on one CPU, whatever the enclave has "
+        "(runtimes size their GC and worker threads by the CPU count)",
+    ),
+    _app("CONFIG_HIGH_RES_TIMERS", "jvm go node dotnet", "timers and sleeps finer than the scheduler tick"),
+    _app("CONFIG_FUTEX", "glibc python node jvm go dotnet", "futex(): every thread library's locks"),
+    _app(
+        "CONFIG_EPOLL",
+        "python node jvm go dotnet network",
+        "epoll: event loops (asyncio, libuv, Java NIO, Go's netpoller)",
+    ),
+    _app("CONFIG_EVENTFD", "node go dotnet", "eventfd: event-loop wake-ups (libuv, Go's netpoller)"),
+    _app(
+        "CONFIG_ADVISE_SYSCALLS",
+        "glibc node jvm go dotnet database",
+        "madvise() and fadvise(): allocators and garbage collectors give memory back, databases "
+        "hint their reads",
+    ),
+    _app(
+        "CONFIG_RSEQ",
+        "glibc",
+        "restartable sequences: glibc >= 2.35 registers every thread with rseq() (sched_getcpu)",
+    ),
+    _app(
+        "CONFIG_MEMBARRIER",
+        "dotnet jvm",
+        "membarrier(): process-wide memory barriers (.NET's FlushProcessWriteBuffers, HotSpot's "
+        "UseSystemMemoryBarrier, userspace RCU)",
+    ),
+    _app(
+        "CONFIG_UNIX",
+        "python node network",
+        "UNIX sockets: socketpair() (multiprocessing, asyncio, libuv's child processes), local servers",
+    ),
+    _app("CONFIG_INET", "network", "IPv4: TCP and UDP, on 127.0.0.1"),
+    _app("CONFIG_IPV6", "network", "IPv6: ::1 and dual-stack sockets (Java and Node listen on ::)"),
+    _app(
+        "CONFIG_PROC_SYSCTL",
+        "network",
+        "/proc/sys: net.core.somaxconn and the like, read by Go, Java and servers to size listen backlogs",
+    ),
+    _app(
+        "CONFIG_MULTIUSER",
+        "network database",
+        "setuid(), setgid(), setgroups(): servers drop root after start-up (nginx, PostgreSQL)",
+    ),
+    _app("CONFIG_INOTIFY_USER", "node jvm", "inotify: file watching (fs.watch, java.nio's WatchService)"),
+    _app("CONFIG_AIO", "database", "Linux native AIO (io_submit): MySQL/InnoDB, RocksDB, ScyllaDB"),
+    _app("CONFIG_FILE_LOCKING", "database", "flock() and fcntl() locks: SQLite, PostgreSQL, RocksDB"),
+    _app(
+        "CONFIG_SYSVIPC",
+        "ipc database",
+        "System V shared memory, semaphores and message queues (PostgreSQL, Oracle)",
+    ),
+    _app("CONFIG_POSIX_MQUEUE", "ipc", "POSIX message queues (mq_open)"),
+    _app("CONFIG_SECCOMP", "sandbox", "seccomp: a process restricts its own system calls"),
+    _app("CONFIG_SECCOMP_FILTER", "sandbox", "seccomp BPF filters (libseccomp, Chromium, OpenSSH's sandbox)"),
+    _app(
+        "CONFIG_RTC_DRV_PL031",
+        ALL_APPS,
+        "the time of day at boot: the PL031 RTC (without an RTC the clock starts at 1970, and TLS "
+        "certificates and tokens fail to validate)",
+        arches=_AARCH64,
+    ),
+    _app("CONFIG_RTC_HCTOSYS", ALL_APPS, "the system clock set from the RTC at boot", arches=_AARCH64),
+)
+WAIVABLE: Final = frozenset(rule.option for rule in (*RULES, *APP_RULES) if rule.severity == WARNING)
+
+
+def parse_apps(
+    values: Iterable[str], *, path: str | Path | None = None, key: str | None = None
+) -> tuple[str, ...]:
+    """Kinds of app from ``script,network`` lists (``all``: every kind), in :data:`APP_KINDS` order."""
+    named = {name.strip() for value in values for name in value.split(",") if name.strip()}
+    if ALL_APPS in named:
+        return tuple(APP_KINDS)
+    unknown = sorted(named - set(APP_KINDS))
+    if unknown:
+        msg = f"unknown kind of app {', '.join(unknown)}; kinds: {', '.join(APP_KINDS)} (or {ALL_APPS})"
+        raise ConfigError(msg, path=path, key=key)
+    return tuple(kind for kind in APP_KINDS if kind in named)
 
 
 def value_of(config: Mapping[str, str], option: str) -> str:
@@ -149,10 +270,12 @@ class Finding:
     value: str
     wanted: str
     why: str
+    apps: tuple[str, ...] = ()  # an app rule's finding: the kinds of app (of those asked) needing it
 
     def __str__(self) -> str:
         setting = f"{self.option} is not set" if self.value == "n" else f"{self.option}={self.value}"
-        return f"{setting}: {self.why} (wanted: {self.wanted})"
+        needed = f"needed by {_kinds(self.apps)} apps; " if self.apps else ""
+        return f"{setting}: {self.why} ({needed}wanted: {self.wanted})"
 
 
 @dataclass(frozen=True)
@@ -165,6 +288,7 @@ class LintReport:
     built_in: int
     modules: int
     image_size: int | None = None
+    apps: tuple[str, ...] = ()
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -176,11 +300,18 @@ class LintReport:
 
     @property
     def summary(self) -> str:
-        """``N built-in options, M modules, kernel SIZE bytes: E errors, W warnings (V waived)``."""
+        """``N built-in options, M modules, kernel SIZE bytes, for KINDS apps: E errors, W warnings
+        (V waived)``."""
         size = f", kernel {self.image_size:,} bytes" if self.image_size is not None else ""
+        if self.apps:
+            size += f", for {_kinds(self.apps)} apps"
         waived = f" ({len(self.waived)} waived)" if self.waived else ""
         counts = f"{_count(len(self.errors), 'error')}, {_count(len(self.warnings), 'warning')}{waived}"
         return f"{self.built_in} built-in options, {_count(self.modules, 'module')}{size}: {counts}"
+
+
+def _kinds(apps: tuple[str, ...]) -> str:
+    return ALL_APPS if len(apps) == len(APP_KINDS) else ", ".join(apps)
 
 
 def _count(n: int, noun: str) -> str:
@@ -208,13 +339,18 @@ def lint_config(
     waive: Collection[str] = (),
     modules: Collection[str] | None = None,
     image_size: int | None = None,
+    apps: Collection[str] = (),
 ) -> LintReport:
-    """Check a parsed ``.config`` for ``arch`` against :data:`RULES`.
+    """Check a parsed ``.config`` for ``arch`` against :data:`RULES` (and :data:`APP_RULES`).
 
     ``waive`` names warnings to report as waived; ``modules`` are the module paths the build
-    outputs (``None``: unknown, as for a config file alone).
+    outputs (``None``: unknown, as for a config file alone); ``apps`` are kinds of app
+    (:func:`parse_apps`) the kernel must run: what they need is checked too.
     """
-    found = [f for rule in RULES if rule.applies(config, arch) for f in _check(rule, config, modules)]
+    rules = (*RULES, *APP_RULES)
+    found = [
+        f for rule in rules if rule.applies(config, arch, apps) for f in _check(rule, config, modules, apps)
+    ]
     return LintReport(
         arch=arch,
         findings=tuple(f for f in found if not _is_waived(f, waive)),
@@ -222,6 +358,7 @@ def lint_config(
         built_in=sum(1 for value in config.values() if value == "y"),
         modules=sum(1 for value in config.values() if value == "m"),
         image_size=image_size,
+        apps=tuple(kind for kind in APP_KINDS if kind in apps),
     )
 
 
@@ -229,11 +366,14 @@ def _is_waived(finding: Finding, waive: Collection[str]) -> bool:
     return finding.severity == WARNING and finding.option in waive
 
 
-def _check(rule: Rule, config: Mapping[str, str], modules: Collection[str] | None) -> list[Finding]:
+def _check(
+    rule: Rule, config: Mapping[str, str], modules: Collection[str] | None, apps: Collection[str]
+) -> list[Finding]:
     value = value_of(config, rule.option)
     if value not in rule.allowed:
         wanted = " or ".join(shown_value(v) for v in sorted(rule.allowed, reverse=True))
-        return [Finding(rule.severity, rule.option, value, wanted, rule.why)]
+        kinds = tuple(kind for kind in APP_KINDS if kind in rule.apps and kind in apps)
+        return [Finding(rule.severity, rule.option, value, wanted, rule.why, kinds)]
     if value == "m" and rule.module is not None and modules is not None and rule.module not in modules:
         why = f"the build must output {rule.module} (add it to the kernel build's modules)"
         return [Finding(rule.severity, rule.option, value, f"y, or m with {rule.module}", why)]

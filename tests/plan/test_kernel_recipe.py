@@ -26,11 +26,15 @@ DEMO = REPO / "recipes" / "demo.toml"
 AWS = REPO / "recipes" / "aws-kernel-6.6.79.toml"
 NSM_MODULE = REPO / "recipes" / "demo-nsm-module.toml"
 KERNELS = REPO / "examples" / "kernel"
+# the two profiles of the demo kit: their recipe and the folder holding <arch>/
+PROFILES = {"tiny": (DEMO, KERNELS), "app": (REPO / "recipes" / "demo-app.toml", KERNELS / "app")}
 
 
+@pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("arch", ARCHES)
-def test_demo_recipe_pins_the_committed_files(arch: Arch) -> None:
-    recipe = load_recipe(DEMO)
+def test_demo_recipe_pins_the_committed_files(arch: Arch, profile: str) -> None:
+    path, kernels = PROFILES[profile]
+    recipe = load_recipe(path)
     defaults = recipe.defaults_for(arch)
     for role in ("kernel", "kernel_config", "cmdline"):
         source = recipe.source(defaults[role], arch)
@@ -38,17 +42,22 @@ def test_demo_recipe_pins_the_committed_files(arch: Arch) -> None:
         assert path is not None
         assert path.is_file(), path
         assert hash_file(path) == source.pins.sha256, (
-            f"{role} ({arch}): {path} differs from recipes/demo.toml"
+            f"{role} ({arch}): {path} differs from {recipe.path.name}"
         )
     kernel = recipe.source(defaults["kernel"], arch).local_path
     assert kernel is not None
-    assert kernel.resolve() == KERNELS / arch / info(arch).kernel_image
+    assert kernel.resolve() == kernels / arch / info(arch).kernel_image
+    fragment = recipe.source(parse_kernel_build(recipe, arch).fragment or "", arch).local_path
+    assert fragment is not None
+    assert fragment.resolve() == kernels / arch / "fragment.config"
 
 
+@pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("arch", ARCHES)
-def test_every_fragment_option_is_in_the_committed_config(arch: Arch) -> None:
-    fragment = parse_config((KERNELS / arch / "fragment.config").read_text(), strict=True)
-    config = parse_config((KERNELS / arch / f"{info(arch).kernel_image}.config").read_text())
+def test_every_fragment_option_is_in_the_committed_config(arch: Arch, profile: str) -> None:
+    kernels = PROFILES[profile][1]
+    fragment = parse_config((kernels / arch / "fragment.config").read_text(), strict=True)
+    config = parse_config((kernels / arch / f"{info(arch).kernel_image}.config").read_text())
     assert len(fragment) > 20
     assert fragment_mismatches(config, fragment) == []
     # what eifbuild's init and a static musl app need, whatever the fragment's comments say
@@ -73,11 +82,22 @@ def test_every_fragment_option_is_in_the_committed_config(arch: Arch) -> None:
         assert config[f"CONFIG_{option}"] == "y"
 
 
-def test_committed_kernel_headers() -> None:
-    bz = (KERNELS / "x86_64" / "bzImage").read_bytes()
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_app_profile_is_the_tiny_one_and_more(arch: Arch) -> None:
+    tiny = parse_config((KERNELS / arch / "fragment.config").read_text(), strict=True)
+    app = parse_config((KERNELS / "app" / arch / "fragment.config").read_text(), strict=True)
+    assert {name: app.get(name) for name in tiny} == tiny
+    assert (KERNELS / "app" / arch / "cmdline").read_bytes() == (KERNELS / arch / "cmdline").read_bytes()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_committed_kernel_headers(profile: str) -> None:
+    kernels = PROFILES[profile][1]
+    bz = (kernels / "x86_64" / "bzImage").read_bytes()
     assert bz[0x202:0x206] == b"HdrS"  # x86 boot protocol header
-    image = (KERNELS / "aarch64" / "Image").read_bytes()
+    image = (kernels / "aarch64" / "Image").read_bytes()
     assert image[56:60] == b"ARM\x64"
+    assert int.from_bytes(image[8:16], "little") == 0x200000  # text_offset, for the Nitro loader
     assert struct.unpack_from("<Q", image, 8)[0] == 0x200000  # text_offset set as AWS's build does
 
 

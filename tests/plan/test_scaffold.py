@@ -21,6 +21,7 @@ def test_demo_project_copies_the_repos_own_recipes_and_kernels(tmp_path: Path) -
     written = init_project(tmp_path, bootstrap="demo", app=DEMO_APP, name="hello")
     rel = {p.relative_to(tmp_path).as_posix() for p in written}
     assert {"dodo.py", "eif.toml", "recipes/demo.toml", "examples/kernel/x86_64/bzImage"} <= rel
+    assert not any(name.startswith("examples/kernel/app/") for name in rel)  # only the recipe's kernels
     for name in rel - {"dodo.py", "eif.toml"}:
         assert (tmp_path / name).read_bytes() == (REPO / name).read_bytes(), name
     assert (tmp_path / "dodo.py").read_text().splitlines()[1] == "from eifbuild.tasks import *  # noqa: F403"

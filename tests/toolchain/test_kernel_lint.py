@@ -14,20 +14,29 @@ from eifbuild.cli import EXIT_ERROR, EXIT_FAILED, EXIT_OK, main
 from eifbuild.errors import ConfigError
 from eifbuild.plan.kernelrecipe import lint_kernel, parse_kernel_build
 from eifbuild.sources.recipe import parse_recipe
-from eifbuild.toolchain import check_waivers, config_arch, kernel, lint_config, parse_config
-from eifbuild.toolchain.kernellint import RULES
+from eifbuild.toolchain import (
+    APP_KINDS,
+    check_waivers,
+    config_arch,
+    kernel,
+    lint_config,
+    parse_apps,
+    parse_config,
+)
+from eifbuild.toolchain.kernellint import APP_RULES, RULES, WAIVABLE
 from eifbuild.util.fsutil import hash_file
 
 REPO = Path(__file__).resolve().parents[2]
 KERNELS = REPO / "examples" / "kernel"
 
 
-def _demo_config_path(arch: Arch) -> Path:
-    return KERNELS / arch / f"{info(arch).kernel_image}.config"
+def _demo_config_path(arch: Arch, profile: str = "tiny") -> Path:
+    folder = KERNELS / arch if profile == "tiny" else KERNELS / profile / arch
+    return folder / f"{info(arch).kernel_image}.config"
 
 
-def _demo_config(arch: Arch) -> dict[str, str]:
-    return parse_config(_demo_config_path(arch).read_text())
+def _demo_config(arch: Arch, profile: str = "tiny") -> dict[str, str]:
+    return parse_config(_demo_config_path(arch, profile).read_text())
 
 
 def _options(findings: object) -> list[str]:
@@ -35,15 +44,104 @@ def _options(findings: object) -> list[str]:
 
 
 # -- the rules on the demo kernels ------------------------------------------------------------------
+@pytest.mark.parametrize("profile", ["tiny", "app"])
 @pytest.mark.parametrize("arch", ARCHES)
-def test_the_demo_configs_are_clean(arch: Arch) -> None:
-    config = _demo_config(arch)
+def test_the_demo_configs_are_clean(arch: Arch, profile: str) -> None:
+    config = _demo_config(arch, profile)
     report = lint_config(config, arch, modules=())
     assert report.findings == ()
     assert config["CONFIG_NSM"] == "y"
     assert config_arch(config) == arch
-    assert 300 < report.built_in < 700
+    assert 300 < report.built_in < 900
     assert report.modules == 0
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_app_kernels_have_what_every_kind_of_app_needs(arch: Arch) -> None:
+    report = lint_config(_demo_config(arch, "app"), arch, modules=(), apps=APP_KINDS)
+    assert report.findings == ()
+    assert report.apps == tuple(APP_KINDS)
+    assert ", for all apps: 0 errors, 0 warnings" in report.summary
+
+
+# what the tiny kernels lack for apps (the app profile adds it; aarch64 is SMP anyway)
+TINY_LACKS = [
+    "CONFIG_BINFMT_SCRIPT",
+    "CONFIG_SMP",
+    "CONFIG_HIGH_RES_TIMERS",
+    "CONFIG_ADVISE_SYSCALLS",
+    "CONFIG_RSEQ",
+    "CONFIG_MEMBARRIER",
+    "CONFIG_INET",
+    "CONFIG_IPV6",
+    "CONFIG_INOTIFY_USER",
+    "CONFIG_AIO",
+    "CONFIG_SYSVIPC",
+    "CONFIG_POSIX_MQUEUE",
+    "CONFIG_SECCOMP",
+    "CONFIG_SECCOMP_FILTER",
+]
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_the_tiny_kernels_say_what_apps_they_cannot_run(arch: Arch) -> None:
+    report = lint_config(_demo_config(arch), arch, apps=APP_KINDS)
+    assert report.errors == ()
+    expected = TINY_LACKS if arch == "x86_64" else [o for o in TINY_LACKS if o != "CONFIG_SMP"]
+    if arch == "aarch64":
+        expected += ["CONFIG_RTC_DRV_PL031", "CONFIG_RTC_HCTOSYS"]
+    assert _options(report.warnings) == expected
+    script = report.warnings[0]
+    assert str(script) == (
+        "CONFIG_BINFMT_SCRIPT is not set: `#!` scripts: entrypoint scripts, pip's and npm's console "
+        "scripts, `#!/usr/bin/env` launchers (needed by script, python, node apps; wanted: y)"
+    )
+    # without kinds of app, nothing of this is checked
+    assert lint_config(_demo_config(arch), arch).findings == ()
+
+
+def test_app_findings_name_only_the_kinds_asked_for() -> None:
+    config = _demo_config("aarch64")
+    report = lint_config(config, "aarch64", apps=("go", "network"))
+    assert _options(report.warnings) == [
+        "CONFIG_HIGH_RES_TIMERS",
+        "CONFIG_ADVISE_SYSCALLS",
+        "CONFIG_INET",
+        "CONFIG_IPV6",
+        "CONFIG_RTC_DRV_PL031",
+        "CONFIG_RTC_HCTOSYS",
+    ]
+    assert [f.apps for f in report.warnings] == [("go",), ("go",), ("network",), ("network",)] + [
+        ("go", "network")
+    ] * 2
+    assert str(report.warnings[-1]).endswith("(needed by go, network apps; wanted: y)")
+    assert ", for go, network apps: 0 errors, 6 warnings" in report.summary
+    # an app kernel option waived like any warning
+    waived = lint_config(config, "aarch64", apps=("network",), waive={"CONFIG_IPV6"})
+    assert _options(waived.waived) == ["CONFIG_IPV6"]
+    assert check_waivers(["CONFIG_AIO"]) == {"CONFIG_AIO"}
+
+
+def test_parse_apps() -> None:
+    assert parse_apps(["network,script", "go"]) == ("script", "go", "network")
+    assert parse_apps(["jvm", "all"]) == tuple(APP_KINDS)
+    assert parse_apps([]) == ()
+    with pytest.raises(ConfigError, match=r"unknown kind of app pyton; kinds: script, glibc, python"):
+        parse_apps(["python,pyton"])
+
+
+def test_the_app_rules_are_well_formed() -> None:
+    avoided = {r.option for r in RULES if r.severity == "warning"}
+    for rule in APP_RULES:
+        assert re.fullmatch(r"CONFIG_[A-Z0-9_]+", rule.option), rule
+        assert rule.severity == "warning"
+        assert rule.allowed == {"y"}
+        assert rule.apps
+        assert rule.apps <= set(APP_KINDS), rule
+        assert rule.option not in avoided, rule
+        assert rule.option in WAIVABLE
+    # every kind of app needs something
+    assert set().union(*(rule.apps for rule in APP_RULES)) == set(APP_KINDS)
 
 
 def test_the_rules_are_well_formed() -> None:
@@ -156,6 +254,15 @@ def test_a_recipe_waives_warnings_and_its_build_fails_on_errors(tmp_path: Path) 
         lint_kernel(kr, config)
 
 
+def test_a_recipe_names_the_kinds_of_app_its_kernel_runs(tmp_path: Path) -> None:
+    kr = parse_kernel_build(_kernel_recipe(tmp_path, apps=["network", "script"]), "x86_64")  # type: ignore[arg-type]
+    assert kr.apps == ("script", "network")
+    report = lint_kernel(kr, _demo_config("x86_64"))
+    assert _options(report.warnings) == ["CONFIG_BINFMT_SCRIPT", "CONFIG_INET", "CONFIG_IPV6"]
+    with pytest.raises(ConfigError, match=r"key 'defaults.kernel_build.apps': unknown kind of app cobol"):
+        parse_kernel_build(_kernel_recipe(tmp_path, apps=["cobol"]), "x86_64")  # type: ignore[arg-type]
+
+
 def test_a_recipe_cannot_waive_an_error(tmp_path: Path) -> None:
     recipe = _kernel_recipe(tmp_path, waive=["CONFIG_VSOCKETS"])
     with pytest.raises(ConfigError, match=r"key 'defaults.kernel_build.waive': cannot waive CONFIG_VSOCKETS"):
@@ -195,6 +302,20 @@ def test_cli_lint_errors_exit_1_warnings_exit_0(tmp_path: Path, capsys: pytest.C
     assert last.endswith(": 1 error, 0 warnings")
 
 
+def test_cli_lint_for_kinds_of_app(capsys: pytest.CaptureFixture[str]) -> None:
+    path = _demo_config_path("x86_64")
+    assert main(["kernel", "lint", str(path), "--app", "script", "--app", "network"]) == EXIT_OK
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:-1] == [
+        "warning: CONFIG_BINFMT_SCRIPT is not set: `#!` scripts: entrypoint scripts, pip's and npm's "
+        "console scripts, `#!/usr/bin/env` launchers (needed by script apps; wanted: y)",
+        "warning: CONFIG_INET is not set: IPv4: TCP and UDP, on 127.0.0.1 (needed by network apps; wanted: y)",
+        "warning: CONFIG_IPV6 is not set: IPv6: ::1 and dual-stack sockets (Java and Node listen on ::) "
+        "(needed by network apps; wanted: y)",
+    ]
+    assert lines[-1].endswith(", for script, network apps: 0 errors, 3 warnings")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -204,6 +325,8 @@ def test_cli_lint_errors_exit_1_warnings_exit_0(tmp_path: Path, capsys: pytest.C
         (["kernel", "lint", "{x86}", "--check"], "--check only applies to building a recipe"),
         (["kernel", "lint", "{x86}", "--waive", "CONFIG_NSM"], "cannot waive CONFIG_NSM"),
         (["kernel", "recipes/demo.toml", "--waive", "CONFIG_KEXEC"], "--waive only applies to kernel lint"),
+        (["kernel", "recipes/demo.toml", "--app", "go"], "--app only applies to kernel lint"),
+        (["kernel", "lint", "{x86}", "--app", "go,rust"], "unknown kind of app rust; kinds: script,"),
     ],
 )
 def test_cli_usage_problems_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
