@@ -33,14 +33,15 @@ DODO: Final = (
     "from eifbuild.tasks import *  # noqa: F403\n"
 )
 _RECIPES: Final[dict[Bootstrap, tuple[str, ...]]] = {
-    # linux-source-6.12 is what `eifbuild kernel recipes/demo.toml --check` rebuilds the kernels from
-    "demo": ("recipes/demo.toml", "recipes/linux-source-6.12.toml"),
+    # the app kernels (#! scripts, IPv4/IPv6 loopback, the runtimes' system calls): a first enclave
+    # runs real apps; linux-source-6.12 is what `eifbuild kernel recipes/demo-app.toml --check`
+    # rebuilds them from. The tiny profile (recipes/demo.toml) stays in eifbuild's repo.
+    "demo": ("recipes/demo-app.toml", "recipes/linux-source-6.12.toml"),
     "aws": ("recipes/aws-nitro-cli-1.5.0.toml",),
 }
-# the kernel folders the recipes' sources name (`../examples/kernel/<arch>/…`): the tiny profile;
-# the app profile (recipes/demo-app.toml) is in examples/kernel/app/<arch>/
+# the kernel folders the recipes' sources name (`../examples/kernel/app/<arch>/…`)
 _KERNELS: Final[dict[Bootstrap, tuple[str, ...]]] = {
-    "demo": ("examples/kernel/x86_64", "examples/kernel/aarch64"),
+    "demo": ("examples/kernel/app/x86_64", "examples/kernel/app/aarch64"),
     "aws": (),
 }
 
@@ -59,7 +60,7 @@ def shipped_dir() -> Path:
     else the source checkout around it."""
     package = Path(__file__).resolve().parent.parent
     for base in (package, package.parent):
-        if (base / "recipes" / "demo.toml").is_file():
+        if (base / "recipes" / "demo-app.toml").is_file():
             return base
     msg = "eifbuild's recipes are missing from this installation; reinstall eifbuild"
     raise FileAccessError(msg, path=package / "recipes")
@@ -89,7 +90,7 @@ def _arch_line(bootstrap: Bootstrap, arches: Sequence[Arch]) -> str:
 def _eif_section(name: str, bootstrap: Bootstrap, arches: Sequence[Arch]) -> str:
     arch = _arch_line(bootstrap, arches)
     if bootstrap == "demo":
-        recipes = '["recipes/demo.toml"]     # the demo kernels in examples/kernel/, pinned by sha256'
+        recipes = '["recipes/demo-app.toml"] # the app kernels in examples/kernel/app/, pinned by sha256'
     else:
         recipes = '["recipes/aws-nitro-cli-1.5.0.toml"]   # AWS\'s kernel, init, nsm.ko and cmdline'
     return f"""\

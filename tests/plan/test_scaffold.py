@@ -20,8 +20,8 @@ DEMO_APP = ScaffoldApp(rootfs="rootfs", cmd=("/bin/app",))
 def test_demo_project_copies_the_repos_own_recipes_and_kernels(tmp_path: Path) -> None:
     written = init_project(tmp_path, bootstrap="demo", app=DEMO_APP, name="hello")
     rel = {p.relative_to(tmp_path).as_posix() for p in written}
-    assert {"dodo.py", "eif.toml", "recipes/demo.toml", "examples/kernel/x86_64/bzImage"} <= rel
-    assert not any(name.startswith("examples/kernel/app/") for name in rel)  # only the recipe's kernels
+    assert {"dodo.py", "eif.toml", "recipes/demo-app.toml", "examples/kernel/app/x86_64/bzImage"} <= rel
+    assert not any(name.startswith("examples/kernel/x86_64/") for name in rel)  # only the recipe's kernels
     for name in rel - {"dodo.py", "eif.toml"}:
         assert (tmp_path / name).read_bytes() == (REPO / name).read_bytes(), name
     assert (tmp_path / "dodo.py").read_text().splitlines()[1] == "from eifbuild.tasks import *  # noqa: F403"
@@ -114,7 +114,7 @@ def test_init_then_doit_eif_from_an_installed_wheel_offline(tmp_path: Path) -> N
     assert init.returncode == 0, init.stdout + init.stderr
     for arch in ("x86_64", "aarch64"):
         assert (app / "build" / f"app-{arch}.eif").stat().st_size > 1_000_000
-    assert (app / "recipes" / "demo.toml").read_bytes() == (REPO / "recipes" / "demo.toml").read_bytes()
+    assert (app / "recipes" / "demo-app.toml").read_bytes() == (REPO / "recipes" / "demo-app.toml").read_bytes()
 
 
 @pytest.mark.parametrize(
