@@ -106,6 +106,7 @@ arch = ["x86_64"]
 output = "build"
 recipes = ["recipes/{KERNEL_RECIPE}"]
 build_time = "2024-01-01T00:00:00+00:00"
+allow_paths_outside = true  # the rootfs is made in its own temp dir
 
 [bootstrap]
 init = {{ compile = "eifbuild-init" }}
