@@ -6,7 +6,8 @@ condition it applies under, and why. :func:`lint_config` is a pure function of a
 enclave kernel cannot boot or attest without) and *warnings* (an option an enclave does not need
 that gives an attacker more kernel to work with). A warning may be waived by naming its option
 (``[defaults.kernel_build] waive = ["CONFIG_…"]`` in a recipe, or ``--waive`` on the command line);
-an error may not.
+an error may not, except kexec's: it defeats attestation (a loaded kernel replaces the measured
+one while the attestation still shows the launch PCRs), so it is an error a recipe can waive by name.
 
 :data:`APP_RULES` say what an *app kernel* needs for a kind of app (:data:`APP_KINDS`: ``script``,
 ``network``, ``python``, ``jvm``, …): asked for (``apps``), each option missing for one of the
@@ -55,6 +56,7 @@ class Rule:
     when: tuple[str, frozenset[str]] | None = None
     module: str | None = None
     apps: frozenset[str] = frozenset()
+    waivable: bool = False  # warnings always are; an error only when its rule says so
 
     def applies(self, config: Mapping[str, str], arch: Arch, apps: Collection[str] = ()) -> bool:
         """It applies on ``arch``, under its condition, and (an app rule) for one of ``apps``."""
@@ -74,7 +76,12 @@ def _avoid(
     option: str, why: str, *, arches: frozenset[Arch] = _ALL, when: tuple[str, frozenset[str]] | None = None
 ) -> Rule:
     """An option that widens the attack surface (a warning when it is set)."""
-    return Rule(option, WARNING, _OFF, why, arches=arches, when=when)
+    return Rule(option, WARNING, _OFF, why, arches=arches, when=when, waivable=True)
+
+
+def _forbid(option: str, why: str) -> Rule:
+    """An option that defeats attestation: an error when it is set, waivable only by name."""
+    return Rule(option, ERROR, _OFF, why, waivable=True)
 
 
 RULES: Final[tuple[Rule, ...]] = (
@@ -122,8 +129,16 @@ RULES: Final[tuple[Rule, ...]] = (
         "module loading: with NSM built in nothing needs it, and a module is unmeasured kernel code",
         when=("CONFIG_NSM", _BUILT_IN),
     ),
-    _avoid("CONFIG_KEXEC", "kexec replaces the measured kernel at run time"),
-    _avoid("CONFIG_KEXEC_FILE", "kexec_file_load replaces the measured kernel at run time"),
+    # -- what defeats attestation (errors a recipe may still waive by name) --
+    _forbid(
+        "CONFIG_KEXEC",
+        "kexec loads another kernel over the measured one, while attestation still shows the launch PCRs",
+    ),
+    _forbid(
+        "CONFIG_KEXEC_FILE",
+        "kexec_file_load loads another kernel over the measured one, while attestation still shows "
+        "the launch PCRs",
+    ),
     _avoid("CONFIG_DEBUG_FS", "debugfs exposes kernel internals as files"),
     _avoid("CONFIG_BPF_SYSCALL", "the bpf() system call (verifier and JIT): a frequent exploit path"),
     _avoid("CONFIG_IO_URING", "io_uring: a large, frequently exploited system call interface"),
@@ -157,7 +172,7 @@ ALL_APPS: Final = "all"
 def _app(option: str, apps: str, why: str, *, arches: frozenset[Arch] = _ALL) -> Rule:
     """An option the named kinds of app (space-separated; ``all``) need built in."""
     kinds = frozenset(APP_KINDS) if apps == ALL_APPS else frozenset(apps.split())
-    return Rule(option, WARNING, _BUILT_IN, why, arches=arches, apps=kinds)
+    return Rule(option, WARNING, _BUILT_IN, why, arches=arches, apps=kinds, waivable=True)
 
 
 # What an app kernel needs, by kind of app (warnings, only when a kind is asked for).
@@ -235,7 +250,7 @@ APP_RULES: Final[tuple[Rule, ...]] = (
     ),
     _app("CONFIG_RTC_HCTOSYS", ALL_APPS, "the system clock set from the RTC at boot", arches=_AARCH64),
 )
-WAIVABLE: Final = frozenset(rule.option for rule in (*RULES, *APP_RULES) if rule.severity == WARNING)
+WAIVABLE: Final = frozenset(rule.option for rule in (*RULES, *APP_RULES) if rule.waivable)
 
 
 def parse_apps(
@@ -271,6 +286,7 @@ class Finding:
     wanted: str
     why: str
     apps: tuple[str, ...] = ()  # an app rule's finding: the kinds of app (of those asked) needing it
+    waivable: bool = False
 
     def __str__(self) -> str:
         setting = f"{self.option} is not set" if self.value == "n" else f"{self.option}={self.value}"
@@ -327,7 +343,7 @@ def check_waivers(
     if unknown:
         errors = sorted({r.option for r in RULES if r.severity == ERROR} & set(unknown))
         what = "needed options (errors) cannot be waived" if errors else "no lint warning names them"
-        msg = f"cannot waive {', '.join(unknown)}: {what}; warnings: {', '.join(sorted(WAIVABLE))}"
+        msg = f"cannot waive {', '.join(unknown)}: {what}; waivable: {', '.join(sorted(WAIVABLE))}"
         raise ConfigError(msg, path=path, key=key)
     return waived
 
@@ -363,7 +379,7 @@ def lint_config(
 
 
 def _is_waived(finding: Finding, waive: Collection[str]) -> bool:
-    return finding.severity == WARNING and finding.option in waive
+    return finding.waivable and finding.option in waive
 
 
 def _check(
@@ -373,7 +389,7 @@ def _check(
     if value not in rule.allowed:
         wanted = " or ".join(shown_value(v) for v in sorted(rule.allowed, reverse=True))
         kinds = tuple(kind for kind in APP_KINDS if kind in rule.apps and kind in apps)
-        return [Finding(rule.severity, rule.option, value, wanted, rule.why, kinds)]
+        return [Finding(rule.severity, rule.option, value, wanted, rule.why, kinds, rule.waivable)]
     if value == "m" and rule.module is not None and modules is not None and rule.module not in modules:
         why = f"the build must output {rule.module} (add it to the kernel build's modules)"
         return [Finding(rule.severity, rule.option, value, f"y, or m with {rule.module}", why)]
