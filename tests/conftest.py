@@ -106,3 +106,22 @@ def moto() -> Iterator[MotoServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def nitro_qemu() -> str:
+    """A QEMU with the nitro-enclave machine ($EIFBUILD_QEMU_X86_64 or PATH): skipped without one,
+    a failure in CI (.ci/run builds one with the script behind `eifbuild qemu build`)."""
+    from eifbuild.errors import ToolError  # noqa: PLC0415
+    from eifbuild.runtime import _qemu as qemu  # noqa: PLC0415
+
+    try:
+        found = qemu.find_qemu("x86_64")
+    except ToolError as exc:
+        found = str(exc)
+    if not qemu.has_nitro_enclave(found):
+        why = f"no QEMU with the nitro-enclave machine ({found}): build one with eifbuild qemu build"
+        if IN_CI:
+            pytest.fail(f"{why}; .ci/run must set EIFBUILD_QEMU_X86_64")
+        pytest.skip(why)
+    return found

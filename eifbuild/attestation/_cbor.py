@@ -123,27 +123,3 @@ class _Reader:
                 raise self._fail("cbor", f"duplicate map key {key!r}")
             result[key] = self.item(depth + 1)
         return result
-
-
-# ---------------------------------------------------------------------------------------------
-# The encoder: only the Sig_structure
-
-
-def _head_bytes(major: int, n: int) -> bytes:
-    top = major << 5
-    if n < 24:
-        return bytes([top | n])
-    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if n < 1 << (8 * width):
-            return bytes([top | extra]) + n.to_bytes(width, "big")
-    msg = f"CBOR length {n} is too large"
-    raise ValueError(msg)
-
-
-def sig_structure(protected: bytes, payload: bytes) -> bytes:
-    """COSE's ``Sig_structure`` for COSE_Sign1 (RFC 9052 §4.4): ``["Signature1", protected,
-    b"", payload]``, the bytes the signature is over."""
-    context = b"Signature1"
-    parts = [_head_bytes(_TEXT, len(context)) + context]
-    parts += [_head_bytes(_BYTES, len(part)) + part for part in (protected, b"", payload)]
-    return _head_bytes(_ARRAY, 4) + b"".join(parts)

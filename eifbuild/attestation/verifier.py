@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import AttestationError, UsageError
-from ._cbor import sig_structure
+from ..util.cbor import sig_structure
 from .chain import aws_root_der, check_chain
 from .document import PCR_SIZE, AttestationDocument, parse_document
 

@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from ..errors import EifFormatError, SigningError, first_line
+from ..util.cbor import bstr, head, sig_structure, tstr, uint
 
 SIGNATURE_MAX_SIZE: Final = 32768  # the hypervisor's limit for the section (AWS README)
 KEY_CERT: Final = "signing_certificate"
 KEY_SIGNATURE: Final = "signature"
 KEY_INDEX: Final = "register_index"
 KEY_VALUE: Final = "register_value"
-SIG_CONTEXT: Final = "Signature1"
 
 
 @dataclass(frozen=True)
@@ -56,74 +56,45 @@ SUPPORTED_KEYS: Final = "an EC key on P-256, P-384 or P-521"
 # CBOR encoding, byte for byte as serde_cbor/ciborium write eif_build's structures
 
 
-def _head(major: int, n: int) -> bytes:
-    top = major << 5
-    if n < 24:
-        return bytes([top | n])
-    for extra, width in ((24, 1), (25, 2), (26, 4), (27, 8)):
-        if n < 1 << (8 * width):
-            return bytes([top | extra]) + n.to_bytes(width, "big")
-    msg = f"CBOR length {n} is too large"
-    raise ValueError(msg)
-
-
-def _uint(n: int) -> bytes:
-    return _head(0, n)
-
-
-def _bstr(data: bytes) -> bytes:
-    return _head(2, len(data)) + data
-
-
-def _tstr(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return _head(3, len(data)) + data
-
-
 def _uint_array(data: bytes) -> bytes:
     """serde's ``Vec<u8>``: an array with one unsigned integer per byte."""
-    return _head(4, len(data)) + b"".join(_UINT_BYTES[b] for b in data)
+    return head(4, len(data)) + b"".join(_UINT_BYTES[b] for b in data)
 
 
-_UINT_BYTES: Final = tuple(_uint(b) for b in range(256))
+_UINT_BYTES: Final = tuple(uint(b) for b in range(256))
 
 
 def protected_header(algorithm: CoseAlgorithm) -> bytes:
     """``{1: alg}`` encoded, e.g. ``a1 01 38 22`` for ES384."""
     alg = algorithm.alg
-    value = _uint(alg) if alg >= 0 else _head(1, -1 - alg)
-    return _head(5, 1) + _uint(1) + value
+    value = uint(alg) if alg >= 0 else head(1, -1 - alg)
+    return head(5, 1) + uint(1) + value
 
 
 def pcr_payload(register_value: bytes, register_index: int = 0) -> bytes:
     """The signed ``PcrInfo`` map."""
     return (
-        _head(5, 2)
-        + _tstr(KEY_INDEX)
-        + _uint(register_index)
-        + _tstr(KEY_VALUE)
+        head(5, 2)
+        + tstr(KEY_INDEX)
+        + uint(register_index)
+        + tstr(KEY_VALUE)
         + _uint_array(register_value)
     )
 
 
-def sig_structure(protected: bytes, payload: bytes) -> bytes:
-    """The COSE Sig_structure (RFC 8152 §4.4) that is actually signed."""
-    return _head(4, 4) + _tstr(SIG_CONTEXT) + _bstr(protected) + _bstr(b"") + _bstr(payload)
-
-
 def cose_sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
     """Untagged COSE_Sign1 with an empty unprotected map, as aws-nitro-enclaves-cose writes it."""
-    return _head(4, 4) + _bstr(protected) + _head(5, 0) + _bstr(payload) + _bstr(signature)
+    return head(4, 4) + bstr(protected) + head(5, 0) + bstr(payload) + bstr(signature)
 
 
 def signature_section(certificate_pem: bytes, cose: bytes) -> bytes:
     """The section data: a one-element array holding the certificate and the COSE_Sign1."""
     return (
-        _head(4, 1)
-        + _head(5, 2)
-        + _tstr(KEY_CERT)
+        head(4, 1)
+        + head(5, 2)
+        + tstr(KEY_CERT)
         + _uint_array(certificate_pem)
-        + _tstr(KEY_SIGNATURE)
+        + tstr(KEY_SIGNATURE)
         + _uint_array(cose)
     )
 

@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from ..errors import SigningError
 from ..util import fsutil
+from ..util.cbor import sig_structure
 from ._cose import (
     COSE_ALGORITHMS,
     CoseAlgorithm,
     pcr_payload,
     protected_header,
-    sig_structure,
     signature_valid,
 )
 from .pcr import DEFAULT_ALGO, HashAlgo

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import SigningError
+from ..util.cbor import sig_structure
 from ._cose import (
     SIGNATURE_MAX_SIZE,
     SUPPORTED_KEYS,
@@ -32,7 +33,6 @@ from ._cose import (
     pcr_payload,
     protected_header,
     raw_signature,
-    sig_structure,
     signature_section,
 )
 from .pcr import DEFAULT_ALGO, HashAlgo, measure_bytes

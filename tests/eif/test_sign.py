@@ -24,13 +24,13 @@ from eifbuild.eif._cose import (
     decode_signature_section,
     pcr_payload,
     protected_header,
-    sig_structure,
     signature_section,
 )
 from eifbuild.eif.reader import read_section
 from eifbuild.eif.sign import PemSigner
 from eifbuild.eif.writer import SectionSource, write_eif, write_sections
 from eifbuild.errors import SigningError
+from eifbuild.util.cbor import sig_structure
 
 Capture = pytest.CaptureFixture[str]
 NOW = datetime.now(timezone.utc)

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from eifbuild import cli
 from eifbuild.eif import EifImage, SectionType, load_expected_pcrs, read_eif, verify
-from eifbuild.eif._cose import COSE_ALGORITHMS, SignatureInfo, decode_signature_section, sig_structure
+from eifbuild.eif._cose import COSE_ALGORITHMS, SignatureInfo, decode_signature_section
 from eifbuild.eif.format import HEADER_SIZE
 from eifbuild.eif.reader import read_section
+from eifbuild.util.cbor import sig_structure
 
 Capture = pytest.CaptureFixture[str]
 

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import IN_CI, require_tool
+from conftest import require_tool
 
 from eifbuild.arch import info
 from eifbuild.eif.metadata import make_metadata
 from eifbuild.eif.writer import write_eif
-from eifbuild.errors import ToolError
 from eifbuild.ramdisk import Entry, bootstrap_entries, write_cpio_file
-from eifbuild.runtime import _qemu as qemu
 from eifbuild.runtime import boot
 from eifbuild.toolchain import init_from_source
 from eifbuild.toolchain.zig import compile_c_binary
@@ -115,18 +113,6 @@ def test_the_tiny_kernel_cannot_run_the_script(tmp_path: Path, shared_store: Sto
     assert result.detail == "eifbuild-init: cannot run '/app/run': Exec format error"
 
 
-@pytest.fixture(scope="module")
-def nitro_qemu() -> str:
-    try:
-        found = qemu.find_qemu("x86_64")
-    except ToolError as exc:
-        found = str(exc)
-    if not qemu.has_nitro_enclave(found):
-        why = f"no QEMU with the nitro-enclave machine ({found}): build one with tools/build-qemu-nitro.sh"
-        if IN_CI:
-            pytest.fail(f"{why}; .ci/run must set EIFBUILD_QEMU_X86_64")
-        pytest.skip(why)
-    return found
 
 
 def test_the_app_kernel_boots_on_the_nitro_enclave_machine_and_attests(

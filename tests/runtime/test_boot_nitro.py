@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import IN_CI
 from cryptography.hazmat.primitives.asymmetric import ec
 from signing_helpers import certificate_for, pem_key
 
@@ -25,9 +24,7 @@ from eifbuild.cli import main
 from eifbuild.eif.metadata import make_metadata
 from eifbuild.eif.sign import PemSigner
 from eifbuild.eif.writer import write_eif
-from eifbuild.errors import ToolError
 from eifbuild.ramdisk import Entry, app_entries, bootstrap_entries, write_cpio_file
-from eifbuild.runtime import _qemu as qemu
 from eifbuild.runtime import boot
 from eifbuild.store import Store
 from eifbuild.toolchain import init_from_source
@@ -79,18 +76,6 @@ int main(void)
 """
 
 
-@pytest.fixture(scope="module")
-def nitro_qemu() -> str:
-    try:
-        found = qemu.find_qemu("x86_64")
-    except ToolError as exc:
-        found = str(exc)
-    if not qemu.has_nitro_enclave(found):
-        why = f"no QEMU with the nitro-enclave machine ({found}): build one with eifbuild qemu build"
-        if IN_CI:
-            pytest.fail(f"{why}; .ci/run must set EIFBUILD_QEMU_X86_64")
-        pytest.skip(why)
-    return found
 
 
 def _compile(store: Store, tmp_path: Path, source: str, name: str) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
-from test_boot_nitro import _eif, _init, nitro_qemu
+from test_boot_nitro import _eif, _init
 
 from eifbuild.ramdisk import app_entries, bootstrap_entries
 from eifbuild.toolchain.zig import compile_c_binary
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from eifbuild.store import Store
 
 pytestmark = pytest.mark.slow
-__all__ = ["nitro_qemu"]  # the fixture, shared with test_boot_nitro.py
 
 HTTP_C = Path(__file__).with_name("http_vsock.c")
 BIG_SIZE = 6 << 20
