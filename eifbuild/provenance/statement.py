@@ -20,10 +20,8 @@ if TYPE_CHECKING:
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE: Final = "https://slsa.dev/provenance/v1"
 BUILD_TYPE_VERSION: Final = 1
-BUILD_TYPE: Final = (
-    f"https://github.com/eifbuild/eifbuild/blob/main/README.md#provenance-v{BUILD_TYPE_VERSION}"
-)
-BUILDER_ID: Final = "https://github.com/eifbuild/eifbuild"
+BUILD_TYPE: Final = f"urn:eifbuild:build-type:eif:v{BUILD_TYPE_VERSION}"
+BUILDER_ID: Final = "urn:eifbuild:builder"
 PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 _HEX: Final = re.compile(r"^[0-9a-f]+$")
 
@@ -68,7 +66,8 @@ def build_statement(facts: BuildFacts) -> dict[str, Any]:
     }
     if facts.git is not None:
         external["source"] = dict(facts.git)
-    deps = sorted({json.dumps(d.to_json(), sort_keys=True) for d in facts.dependencies})
+    unique = {json.dumps(d.to_json(), sort_keys=True): d for d in facts.dependencies}
+    deps = [d.to_json() for d in sorted(unique.values(), key=_dependency_order)]
     byproducts = [
         {"name": name, "digest": {"sha384": value}}
         for name, value in sorted(facts.pcrs.items(), key=_pcr_order)
@@ -86,7 +85,7 @@ def build_statement(facts: BuildFacts) -> dict[str, Any]:
                     "eifbuild_version": facts.eifbuild_version,
                     "zig_version": facts.zig_version,
                 },
-                "resolvedDependencies": [json.loads(d) for d in deps],
+                "resolvedDependencies": deps,
             },
             "runDetails": {
                 "builder": {"id": f"{BUILDER_ID}@{facts.eifbuild_version}"},
@@ -95,6 +94,10 @@ def build_statement(facts: BuildFacts) -> dict[str, Any]:
             },
         },
     }
+
+
+def _dependency_order(dep: Dependency) -> tuple[str, str, str]:
+    return (dep.uri, dep.name or "", json.dumps(dep.digest, sort_keys=True))
 
 
 def _pcr_order(item: tuple[str, str]) -> int:
