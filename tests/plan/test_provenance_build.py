@@ -205,3 +205,54 @@ def test_provenance_is_identical_from_two_checkouts_and_verifies(
         is False
     )
     assert first.eif().read_bytes() == data
+
+
+def test_unsigned_builds_write_the_plain_statement_and_provenance_may_have_its_own_key(
+    tmp_path: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    proj = Project(tmp_path / "app", server)
+    proj.root.mkdir()
+    proj.write("dodo.py", DODO)
+    proj.write("eif.toml", EIF_TOML)
+    proj.recipe({"x86_64": seeded("kernel", 40_000)})
+    (proj.root / "init.bin").write_bytes(seeded("init", 9000))
+    proj.write("rootfs/bin/app", "#!/bin/sh\necho app\n").chmod(0o755)
+    proj.doit()
+    build = proj.root / "build"
+    statement = json.loads((build / "hello-x86_64.intoto.json").read_text())
+    assert "source" not in statement["predicate"]["buildDefinition"]["externalParameters"]  # not git
+    assert [b["name"] for b in statement["predicate"]["runDetails"]["byproducts"]] == ["PCR0", "PCR1", "PCR2"]
+    assert not (build / "hello-x86_64.intoto.jsonl").exists()
+    ok = _cli("provenance", "verify", str(build / "hello-x86_64.intoto.json"), "--eif", str(proj.eif()))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "unsigned" in ok.stdout
+
+    # [provenance] signs the statement of an unsigned EIF (the EIF does not change)
+    eif = proj.eif().read_bytes()
+    key = ec.generate_private_key(ec.SECP256R1())
+    (proj.root / "prov").mkdir()
+    certificate_for(key.public_key(), proj.root / "prov/cert.pem")
+    pem_key(key, proj.root / "prov/key.pem")
+    toml = proj.root / "eif.toml"
+    toml.write_text(
+        toml.read_text() + '\n[provenance]\ncertificate = "prov/cert.pem"\nkey = "prov/key.pem"\n'
+    )
+    proj.doit()
+    assert proj.eif().read_bytes() == eif
+    envelope = Envelope.from_dict(json.loads((build / "hello-x86_64.intoto.jsonl").read_text()))
+    public = SSlibKey.from_crypto(key.public_key(), keyid=key_id(key.public_key()))
+    envelope.verify([public], 1)
+    signed = _cli(
+        "provenance", "verify", str(build / "hello-x86_64.intoto.jsonl"),
+        "--certificate", str(proj.root / "prov/cert.pem"), "--eif", str(proj.eif()),
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    unsigned_with_key = _cli(
+        "provenance",
+        "verify",
+        str(build / "hello-x86_64.intoto.json"),
+        "--certificate",
+        str(proj.root / "prov/cert.pem"),
+    )
+    assert unsigned_with_key.returncode == 1
