@@ -208,6 +208,11 @@ class EifNode(StoredNode[Artifact]):
     def _git(self) -> tuple[Path, dict[str, Any]] | None:
         return git_facts(self.project.root)
 
+    def targets(self) -> list[Path]:
+        """What ``doit eif`` writes (and ``doit clean`` removes): the EIF, its PCRs, its provenance."""
+        signed = self._provenance_key() is not None
+        return [self.out.eif, self.out.pcrs, self.out.provenance, *([self.out.envelope] if signed else [])]
+
     def _provenance_key(self) -> Signing | None:
         return self.project.provenance or self.project.sign
 
