@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ProvenanceError
+from ..errors import FileAccessError, ProvenanceError
 from .common import EXIT_FAILED, EXIT_OK, Adder
 
 if TYPE_CHECKING:
@@ -42,12 +42,15 @@ def _add_provenance(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .. import provenance  # noqa: PLC0415 - cryptography only when verifying
-    from ..eif.sign import read_file  # noqa: PLC0415
 
     public_key = None
     source = args.key or args.certificate
     if source is not None:
-        data = read_file(source, "public key" if args.key else "certificate")
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            msg = f"cannot read the {'public key' if args.key else 'certificate'}: {exc.strerror}"
+            raise FileAccessError(msg, path=source) from None
         public_key = provenance.load_public_key(
             data, certificate=args.certificate is not None, source=str(source)
         )
