@@ -13,6 +13,8 @@ from .common import EXIT_FAILED, EXIT_OK, Adder
 if TYPE_CHECKING:
     import argparse
 
+    from cryptography.hazmat.primitives.asymmetric import ec
+
 _VERIFY = (
     "Verify a provenance file that 'doit eif' wrote (build/NAME-ARCH.intoto.jsonl, DSSE envelopes "
     "one a line; or the plain statement, build/NAME-ARCH.intoto.json): with --key or --certificate "
@@ -43,17 +45,7 @@ def _add_provenance(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .. import provenance  # noqa: PLC0415 - cryptography only when verifying
 
-    public_key = None
-    source = args.key or args.certificate
-    if source is not None:
-        try:
-            data = source.read_bytes()
-        except OSError as exc:
-            msg = f"cannot read the {'public key' if args.key else 'certificate'}: {exc.strerror}"
-            raise FileAccessError(msg, path=source) from None
-        public_key = provenance.load_public_key(
-            data, certificate=args.certificate is not None, source=str(source)
-        )
+    public_key = _public_key(args)
     try:
         statement, signed = provenance.read_provenance(args.file, public_key)
         if args.eif is not None:
@@ -69,6 +61,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if not signed:
         print("unsigned: nothing proves who wrote this statement (give --key or --certificate)")
     return EXIT_OK
+
+
+def _public_key(args: argparse.Namespace) -> ec.EllipticCurvePublicKey | None:
+    """``--key`` or ``--certificate``'s public key, if one is given."""
+    from .. import provenance  # noqa: PLC0415
+
+    source = args.key or args.certificate
+    if source is None:
+        return None
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read the {'public key' if args.key else 'certificate'}: {exc.strerror}"
+        raise FileAccessError(msg, path=source) from None
+    return provenance.load_public_key(data, certificate=args.certificate is not None, source=str(source))
 
 
 def _add_kms_policy(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,4 +108,43 @@ def _cmd_kms_policy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: list[Adder] = [_add_provenance, _add_kms_policy]
+_REPRODUCE = (
+    "Rebuild the EIF a provenance file describes from this checkout, from scratch in a fresh store "
+    "and another directory (as 'doit check' does), and compare the EIF's sha256 and every PCR with "
+    "the provenance's (PCRs only for a KMS/PKCS#11-signed EIF, whose signature bytes are "
+    "randomized). Refused in one line when the checkout's commit or the eif.toml's digest is not the "
+    "provenance's. Exit 0 reproduced; 1 a difference; 2 cannot run."
+)
+
+
+def _add_reproduce(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "reproduce", help="rebuild what a provenance file describes and compare", description=_REPRODUCE
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="NAME-ARCH.intoto.jsonl (or .intoto.json)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--key", type=Path, metavar="PUB", help="check the envelope's signature with this PEM public key"
+    )
+    keys.add_argument("--certificate", type=Path, metavar="PEM", help="… or with this PEM certificate's key")
+    p.add_argument(
+        "-C", "--directory", type=Path, default=Path(), metavar="DIR", help="the checkout (default .)"
+    )
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .. import provenance  # noqa: PLC0415
+    from ..plan import reproduce  # noqa: PLC0415
+
+    try:
+        statement, _ = provenance.read_provenance(args.file, _public_key(args))
+    except ProvenanceError as exc:
+        print(f"not verified: {exc}")
+        return EXIT_FAILED
+    report = reproduce(statement, args.directory.absolute())
+    print(report.text)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+COMMANDS: list[Adder] = [_add_provenance, _add_kms_policy, _add_reproduce]

@@ -256,3 +256,44 @@ def test_unsigned_builds_write_the_plain_statement_and_provenance_may_have_its_o
         str(proj.root / "prov/cert.pem"),
     )
     assert unsigned_with_key.returncode == 1
+
+
+def test_reproduce_rebuilds_what_the_provenance_describes(
+    tmp_path: Path, server: LocalServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EIFBUILD_CACHE", raising=False)
+    key = ec.generate_private_key(ec.SECP384R1())
+    proj = signed_checkout(tmp_path / "repo", server, key)
+    proj.doit()
+    build = proj.root / "build"
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    envelope = str(build / "hello-x86_64.intoto.jsonl")
+    ok = _cli("reproduce", envelope, "--key", str(pub), "-C", str(proj.root))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "reproduced: the EIF and every PCR match" in ok.stdout
+
+    # a statement whose PCR1 is not what the inputs give: a difference, exit 1
+    statement = json.loads((build / "hello-x86_64.intoto.json").read_text())
+    statement["predicate"]["runDetails"]["byproducts"][1]["digest"]["sha384"] = "ab" * 48
+    forged = tmp_path / "forged.intoto.json"
+    forged.write_text(json.dumps(statement))
+    differs = _cli("reproduce", str(forged), "-C", str(proj.root))
+    assert differs.returncode == 1, differs.stdout + differs.stderr
+    assert "x86_64: PCR1 differs" in differs.stdout
+
+    # another eif.toml, then another commit: refused in one line before any rebuild
+    toml = proj.root / "eif.toml"
+    toml.write_text(toml.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+    edited = _cli("reproduce", envelope, "-C", str(proj.root))
+    assert edited.returncode == 2
+    assert len(edited.stderr.strip().splitlines()) == 1, edited.stderr
+    assert "the provenance's eif.toml has" in edited.stderr
+    _git(proj.root, "commit", "-qam", "two")
+    moved = _cli("reproduce", envelope, "-C", str(proj.root))
+    assert moved.returncode == 2
+    assert "this checkout is at" in moved.stderr
