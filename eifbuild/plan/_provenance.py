@@ -25,15 +25,18 @@ if TYPE_CHECKING:
     from .node import Node
 
 
-def git_facts(root: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The checkout's top directory, its HEAD commit and whether its tree is clean; None outside git."""
+def git_facts(root: Path, *, ignore: Iterable[Path] = ()) -> tuple[Path, dict[str, Any]] | None:
+    """The checkout's top directory, its HEAD commit and whether its tree is clean (nothing
+    modified, nothing untracked and not ignored, but for ``ignore`` (the build's own output dir and
+    store) and doit's state files); None outside git."""
     try:
-        top = _git(root, "rev-parse", "--show-toplevel")
+        top = Path(_git(root, "rev-parse", "--show-toplevel"))
         commit = _git(root, "rev-parse", "HEAD")
-        status = _git(root, "status", "--porcelain")
-    except (OSError, subprocess.CalledProcessError):
+        excluded = [f":(exclude){p.relative_to(top).as_posix()}" for p in ignore if p.is_relative_to(top)]
+        status = _git(top, "status", "--porcelain", "--", ".", ":(exclude,glob)**/.doit.db*", *excluded)
+    except (OSError, ValueError, subprocess.CalledProcessError):
         return None
-    return Path(top), {"commit": commit, "clean": status == ""}
+    return top, {"commit": commit, "clean": status == ""}
 
 
 def _git(root: Path, *args: str) -> str:

@@ -206,7 +206,8 @@ class EifNode(StoredNode[Artifact]):
 
     @functools.cached_property
     def _git(self) -> tuple[Path, dict[str, Any]] | None:
-        return git_facts(self.project.root)
+        ignore = (self.project.output.resolve(), self.store.root.resolve())
+        return git_facts(self.project.root, ignore=ignore)
 
     def targets(self) -> list[Path]:
         """What ``doit eif`` writes (and ``doit clean`` removes): the EIF, its PCRs, its provenance."""

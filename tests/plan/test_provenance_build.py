@@ -60,7 +60,7 @@ def signed_checkout(root: Path, server: LocalServer, key: ec.EllipticCurvePrivat
     (root / "keys").mkdir()
     certificate_for(key.public_key(), root / "keys/cert.pem")
     pem_key(key, root / "keys/key.pem")
-    proj.write(".gitignore", "build/\ncache/\n.doit.db*\n__pycache__/\n")
+    proj.write(".gitignore", "__pycache__/\n")  # build/, cache/ and .doit.db: not the tree's state
     _git(root, "init", "-q", "-b", "main")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "one")
