@@ -30,66 +30,27 @@ from eifbuild.util.bounded import decode_json
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
 VALUES = st.recursive(
-    SCALARS,
-    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-    max_leaves=30,
+    SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=30
 )
-KEYS = st.sampled_from(
-    [
-        "Config",
-        "Layers",
-        "RepoTags",
-        "rootfs",
-        "diff_ids",
-        "manifest",
-        "format",
-        "key",
-        "step",
-        "outputs",
-        "digest",
-        "size",
-        "mediaType",
-        "platform",
-        "annotations",
-        "os",
-        "architecture",
-    ]
-)
+KEYS = st.sampled_from(["Config", "Layers", "RepoTags", "rootfs", "diff_ids", "manifest", "format", "key", "step",
+                        "outputs", "digest", "size", "mediaType", "platform", "annotations", "os", "architecture"])
 SHAPED = st.recursive(
     SCALARS | KEYS, lambda c: st.lists(c, max_size=4) | st.dictionaries(KEYS, c, max_size=5), max_leaves=40
 )
-HOSTILE_TEXT = st.sampled_from(
-    [
-        "[" * 5000,
-        '{"a":' * 3000,
-        "1e999999999",
-        "-1e400",
-        "NaN",
-        "Infinity",
-        "9" * 5000,
-        '"\\ud800"',
-        "\ufeff{}",
-        "{",
-        "[1,]",
-    ]
-)
+HOSTILE_TEXT = st.sampled_from(["[" * 5000, '{"a":' * 3000, "1e999999999", "-1e400", "NaN", "Infinity",
+                                "9" * 5000, '"\\ud800"', "\ufeff{}", "{" , "[1,]"])
 
 
 def json_texts() -> st.SearchStrategy[bytes]:
     """JSON documents: well-formed shapes, hostile fragments, and either with a few bytes changed."""
-
     def dump(value: Any) -> bytes:
         return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
 
-    base = st.one_of(
-        SHAPED.map(dump),
-        VALUES.map(dump),
-        HOSTILE_TEXT.map(str.encode),
-        st.tuples(SHAPED.map(dump), HOSTILE_TEXT).map(lambda t: t[0][:-1] + t[1].encode() + t[0][-1:]),
+    base = st.one_of(SHAPED.map(dump), VALUES.map(dump), HOSTILE_TEXT.map(str.encode),
+                     st.tuples(SHAPED.map(dump), HOSTILE_TEXT).map(lambda t: t[0][:-1] + t[1].encode() + t[0][-1:]))
+    return st.tuples(base, st.lists(st.tuples(st.integers(0, 1 << 16), st.binary(max_size=3)), max_size=3)).map(
+        _mutate
     )
-    return st.tuples(
-        base, st.lists(st.tuples(st.integers(0, 1 << 16), st.binary(max_size=3)), max_size=3)
-    ).map(_mutate)
 
 
 def _mutate(item: tuple[bytes, list[tuple[int, bytes]]]) -> bytes:
@@ -103,6 +64,8 @@ def _mutate(item: tuple[bytes, list[tuple[int, bytes]]]) -> bytes:
 def _one_line(exc: BaseException, kinds: tuple[type[Exception], ...] = (EifbuildError,)) -> None:
     assert isinstance(exc, kinds), repr(exc)
     assert "\n" not in str(exc).strip(), str(exc)
+
+
 
 
 @given(json_texts())
@@ -122,15 +85,8 @@ def fuzz_custom_metadata(custom: bytes) -> None:
             _one_line(exc)
 
 
-@given(
-    st.recursive(
-        SCALARS | st.binary(max_size=8),
-        lambda c: (
-            st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=20) | st.integers(), c, max_size=3)
-        ),
-        max_leaves=20,
-    )
-)
+@given(st.recursive(SCALARS | st.binary(max_size=8), lambda c: st.lists(c, max_size=3) | st.dictionaries(
+    st.text(max_size=20) | st.integers(), c, max_size=3), max_leaves=20))
 def fuzz_cbor_signature(value: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.eif"
@@ -143,13 +99,8 @@ def fuzz_cbor_signature(value: Any) -> None:
 
 
 MEMBERS = st.lists(
-    st.tuples(
-        st.text(min_size=1, max_size=300),
-        st.sampled_from([0o100644, 0o040755, 0o120777, 0o020644, 0]),
-        st.binary(max_size=64),
-    ),
-    max_size=5,
-)
+    st.tuples(st.text(min_size=1, max_size=300), st.sampled_from([0o100644, 0o040755, 0o120777, 0o020644, 0]),
+              st.binary(max_size=64)), max_size=5)
 
 
 @given(MEMBERS, st.lists(st.tuples(st.integers(0, 1 << 12), st.binary(min_size=1, max_size=8)), max_size=4))
@@ -162,35 +113,13 @@ def fuzz_cpio(members: list[tuple[str, int, bytes]], edits: list[tuple[int, byte
         _one_line(exc)
 
 
-TOML_PARTS = st.sampled_from(
-    [
-        "[eif]\n",
-        'name = "a"\n',
-        'name = "../x"\n',
-        'arch = "x86_64"\n',
-        "arch = [1]\n",
-        "build_time = 9223372036854775807\n",
-        'metadata = "/dev/zero"\n',
-        "metadata = { a = inf }\n",
-        'output = "/"\n',
-        "[app]\n",
-        'cmd = ["/a"]\n',
-        'files = { "/a" = { text = "x" } }\n',
-        'rootfs = ".."\n',
-        "a = " + "[" * 3000 + "\n",
-        "[cache]\n",
-        'remote = "s3://b/p"\n',
-        'endpoint_url = "http://[::1"\n',
-        "[bootstrap]\n",
-        'kernel = { path = "/etc/passwd" }\n',
-        'oci = "x@sha256:zz"\n',
-        "[sign]\n",
-        "key = 5\n",
-        "\x00",
-        '"""',
-        "x = 1e999\n",
-    ]
-)
+TOML_PARTS = st.sampled_from([
+    "[eif]\n", "name = \"a\"\n", "name = \"../x\"\n", "arch = \"x86_64\"\n", "arch = [1]\n", "build_time = 9223372036854775807\n",
+    "metadata = \"/dev/zero\"\n", "metadata = { a = inf }\n", "output = \"/\"\n", "[app]\n", "cmd = [\"/a\"]\n",
+    "files = { \"/a\" = { text = \"x\" } }\n", "rootfs = \"..\"\n", "a = " + "[" * 3000 + "\n", "[cache]\n",
+    "remote = \"s3://b/p\"\n", "endpoint_url = \"http://[::1\"\n", "[bootstrap]\n", "kernel = { path = \"/etc/passwd\" }\n",
+    "oci = \"x@sha256:zz\"\n", "[sign]\n", "key = 5\n", "\x00", "\"\"\"", "x = 1e999\n",
+])
 
 
 @given(st.lists(TOML_PARTS, max_size=12))
@@ -218,10 +147,8 @@ def fuzz_oci_descriptors(doc: Any) -> None:
         _one_line(exc)
 
 
-@given(
-    json_texts() | SHAPED.map(lambda v: json.dumps([v]).encode()),
-    json_texts() | SHAPED.map(lambda v: json.dumps({"rootfs": v}).encode()),
-)
+@given(json_texts() | SHAPED.map(lambda v: json.dumps([v]).encode()), json_texts() | SHAPED.map(
+    lambda v: json.dumps({"rootfs": v}).encode()))
 def fuzz_docker_save(manifest: bytes, config: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "save.tar"
@@ -244,11 +171,7 @@ def run(examples: int, names: list[str] | None = None) -> None:
     """Run the targets (all, or ``names``) for ``examples`` examples each, in this process."""
     os.environ.setdefault("EIFBUILD_MAX_INPUT_SIZE", "64M")
     settings.register_profile(
-        "hostile",
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-        max_examples=examples,
+        "hostile", deadline=None, suppress_health_check=list(HealthCheck), database=None, max_examples=examples
     )
     settings.load_profile("hostile")
     for name in names or sorted(TARGETS):

@@ -120,15 +120,9 @@ def _nested(depth: int) -> bytes:
 
 STRUCTURE_CASES = {
     "another alg (ES256)": (lambda: _replace_protected(cbor2.dumps({1: -7})), "structure.alg"),
-    "extra protected header": (
-        lambda: _replace_protected(cbor2.dumps({1: -35, 4: b"k"})),
-        "structure.protected",
-    ),
+    "extra protected header": (lambda: _replace_protected(cbor2.dumps({1: -35, 4: b"k"})), "structure.protected"),
     "a tag other than 18": (lambda: parts(raw(GOOD)).encode(tag=98), "structure.tag"),
-    "tag 18 twice": (
-        lambda: cbor2.dumps(cbor2.CBORTag(18, cbor2.CBORTag(18, cbor2.loads(raw(GOOD))))),
-        "structure.tag",
-    ),
+    "tag 18 twice": (lambda: cbor2.dumps(cbor2.CBORTag(18, cbor2.CBORTag(18, cbor2.loads(raw(GOOD))))), "structure.tag"),
     "trailing bytes": (lambda: raw(GOOD) + b"\x00", "structure.trailing"),
     "truncated": (lambda: raw(GOOD)[:-10], "structure.cbor"),
     "an array of 3": (lambda: cbor2.dumps(cbor2.loads(raw(GOOD))[:3]), "structure.cose"),
@@ -139,14 +133,8 @@ STRUCTURE_CASES = {
     "empty cabundle": (lambda: _with_payload(cabundle=[]), "structure.field"),
     "digest SHA256": (lambda: _with_payload(digest="SHA256"), "structure.field"),
     "2048-byte user_data": (lambda: _with_payload(user_data=b"u" * 2048), "structure.field"),
-    "a 32-byte PCR": (
-        lambda: _with_payload(pcrs={0: bytes(32), 1: bytes(48), 2: bytes(48)}),
-        "structure.pcrs",
-    ),
-    "PCR index 32": (
-        lambda: _with_payload(pcrs={0: bytes(48), 1: bytes(48), 2: bytes(48), 32: bytes(48)}),
-        "structure.pcrs",
-    ),
+    "a 32-byte PCR": (lambda: _with_payload(pcrs={0: bytes(32), 1: bytes(48), 2: bytes(48)}), "structure.pcrs"),
+    "PCR index 32": (lambda: _with_payload(pcrs={0: bytes(48), 1: bytes(48), 2: bytes(48), 32: bytes(48)}), "structure.pcrs"),
     "a NitroTPM document": (lambda: _with_payload(nitrotpm_pcrs={0: bytes(48)}), "structure.nitrotpm"),
     "an indefinite-length array": (lambda: b"\x9f" + raw(GOOD)[1:] + b"\xff", "structure.cbor"),
     "nested too deep": (lambda: _nested(MAX_DEPTH + 1), "structure.depth"),
@@ -199,9 +187,7 @@ def test_a_leaf_from_another_document_is_not_issued_by_this_chain() -> None:
 def test_a_self_made_root_with_aws_subject_is_not_the_root() -> None:
     subjects = subjects_of(raw(GOOD))
     when = made_at(GOOD)
-    fake_root = forge_chain(
-        subjects[:1], not_before=when - timedelta(days=1), not_after=when + timedelta(days=1)
-    )
+    fake_root = forge_chain(subjects[:1], not_before=when - timedelta(days=1), not_after=when + timedelta(days=1))
     taken = parts(raw(GOOD))
     taken.payload["cabundle"] = [fake_root.root, *taken.payload["cabundle"][1:]]  # type: ignore[misc]
     assert _refused(taken.encode()).code == "chain.root"
@@ -238,10 +224,7 @@ def test_a_document_made_after_the_time_verified_as_of_is_refused() -> None:
 def test_a_timestamp_outside_the_leaf_validity_is_refused() -> None:
     later = int((made_at(GOOD) + timedelta(hours=2)).timestamp() * 1000)
     document, forged = forged_document(GOOD, changes={"timestamp": later})
-    assert (
-        _refused(document, root=forged.root, at=made_at(GOOD) + timedelta(minutes=10)).code
-        == "chain.timestamp"
-    )
+    assert _refused(document, root=forged.root, at=made_at(GOOD) + timedelta(minutes=10)).code == "chain.timestamp"
 
 
 # -- signature ---------------------------------------------------------------------------------

@@ -70,9 +70,7 @@ def test_stdin_and_a_pcr_option(monkeypatch: pytest.MonkeyPatch, capsys: Capture
 ])  # fmt: skip
 def test_debug_mode(tmp_path: Path, capsys: Capture, args: list[str], line: str | None) -> None:
     pcrs = _pcr_file(tmp_path, "14.b64")
-    code, out, _ = _run(
-        capsys, str(VECTORS / "14.b64"), "--pcrs", str(pcrs), "--at", "2024-09-07T14:38:07Z", *args
-    )
+    code, out, _ = _run(capsys, str(VECTORS / "14.b64"), "--pcrs", str(pcrs), "--at", "2024-09-07T14:38:07Z", *args)
     if line is None:
         assert code == 0
     else:
@@ -116,8 +114,7 @@ def test_refused_json(tmp_path: Path, capsys: Capture) -> None:
 ])  # fmt: skip
 def test_cannot_run_is_exit_2(tmp_path: Path, capsys: Capture, args: list[str], message: str) -> None:
     replaced = [
-        str(VECTORS / GOOD) if a == "DOC" else str(tmp_path / "missing") if a == "MISSING" else a
-        for a in args
+        str(VECTORS / GOOD) if a == "DOC" else str(tmp_path / "missing") if a == "MISSING" else a for a in args
     ]
     code, out, err = _run(capsys, *replaced)
     assert code == 2

@@ -81,21 +81,9 @@ def test_the_output_must_be_a_directory(tmp_path: Path) -> None:
         (lambda p: "/dev/zero", "character device"),
         (lambda p: str(p.parent), "directory"),
         (lambda p: (os.mkfifo(p.parent / "fifo"), "fifo")[1], "FIFO"),
-        (
-            lambda p: (p.parent.joinpath("big.json").write_text('{"a":"' + "x" * 5000 + '"}'), "big.json")[1],
-            "4096",
-        ),
-        (
-            lambda p: (
-                p.parent.joinpath("deep.json").write_text('{"a":' + "[" * 500 + "]" * 500 + "}"),
-                "deep.json",
-            )[1],
-            "nested deeper",
-        ),
-        (
-            lambda p: (p.parent.joinpath("inf.json").write_text('{"a":1e999999999}'), "inf.json")[1],
-            "too large",
-        ),
+        (lambda p: (p.parent.joinpath("big.json").write_text('{"a":"' + "x" * 5000 + '"}'), "big.json")[1], "4096"),
+        (lambda p: (p.parent.joinpath("deep.json").write_text('{"a":' + "[" * 500 + "]" * 500 + "}"), "deep.json")[1], "nested deeper"),
+        (lambda p: (p.parent.joinpath("inf.json").write_text('{"a":1e999999999}'), "inf.json")[1], "too large"),
     ],
     ids=["dev-zero", "directory", "fifo", "too-big", "deep", "infinite"],
 )
@@ -117,9 +105,7 @@ def test_a_build_time_past_the_cpio_format_is_refused(tmp_path: Path, value: str
     assert_refused(plan(config), "'eif.build_time'")
 
 
-@pytest.mark.parametrize(
-    "nested", ["a = " + "[" * 3000 + "]" * 3000, "a = " + "{b=" * 3000 + "1" + "}" * 3000]
-)
+@pytest.mark.parametrize("nested", ["a = " + "[" * 3000 + "]" * 3000, "a = " + "{b=" * 3000 + "1" + "}" * 3000])
 def test_toml_nested_3000_deep_is_one_error(tmp_path: Path, nested: str) -> None:
     config = project(tmp_path / "app")
     config.write_text(nested + "\n" + config.read_text())
@@ -156,9 +142,7 @@ def test_a_path_input_outside_the_project_needs_the_opt_in(tmp_path: Path, form:
     if form == "symlink":
         (root / "link").symlink_to(secret)
     assert_refused(plan(config), "'app.files", "outside the project", "allow_paths_outside")
-    config.write_text(
-        config.read_text().replace('name = "hello"', 'name = "hello"\nallow_paths_outside = true')
-    )
+    config.write_text(config.read_text().replace('name = "hello"', 'name = "hello"\nallow_paths_outside = true'))
     assert_clean(plan(config), codes=(0,))
 
 
@@ -196,11 +180,7 @@ def test_recipe_sources_that_never_end_are_refused(tmp_path: Path, source: str, 
 def test_a_download_without_a_declared_size_stops_at_the_cap(tmp_path: Path) -> None:
     (tmp_path / "big").write_bytes(b"\0" * (3 << 20))
     url = (tmp_path / "big").as_uri()
-    result = cli(
-        ["fetch", str(_recipe(tmp_path, f'url = "{url}"\nsha256 = "{"0" * 64}"'))],
-        tmp_path,
-        {"EIFBUILD_MAX_INPUT_SIZE": "1M"},
-    )
+    result = cli(["fetch", str(_recipe(tmp_path, f'url = "{url}"\nsha256 = "{"0" * 64}"'))], tmp_path, {"EIFBUILD_MAX_INPUT_SIZE": "1M"})
     assert_refused(result, "more than 1048576 bytes", "EIFBUILD_MAX_INPUT_SIZE")
 
 
@@ -221,9 +201,7 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("custom", CUSTOM.values(), ids=CUSTOM.keys())
-def test_custom_metadata_nested_deep_or_out_of_range_is_one_error(
-    tmp_path: Path, custom: bytes, command: str
-) -> None:
+def test_custom_metadata_nested_deep_or_out_of_range_is_one_error(tmp_path: Path, custom: bytes, command: str) -> None:
     eif = tmp_path / "bad.eif"
     eif.write_bytes(eif_with(metadata=metadata_with_custom(custom)))
     (tmp_path / "bad.eif.copy").write_bytes(eif.read_bytes())
@@ -277,29 +255,11 @@ def _layout(root: Path, *, layer: bytes | None, layer_size: bool, blob: str) -> 
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     layer_digest = _sha(layer or b"layer")
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-            "config": {},
-        }
-    ).encode()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer_digest]}, "config": {}}).encode()
     desc = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest}
     if layer_size:
         desc["size"] = len(layer or b"layer")
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _sha(config),
-                "size": len(config),
-            },
-            "layers": [desc],
-        }
-    ).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _sha(config), "size": len(config)}, "layers": [desc]}).encode()
     for data in (config, manifest):
         (blobs / _sha(data)[7:]).write_bytes(data)
     target = blobs / layer_digest[7:]
@@ -309,17 +269,7 @@ def _layout(root: Path, *, layer: bytes | None, layer_size: bool, blob: str) -> 
         target.symlink_to("/dev/zero")
     else:
         target.write_bytes(layer or b"")
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": _sha(manifest),
-                "size": len(manifest),
-                "platform": {"os": "linux", "architecture": "amd64"},
-            }
-        ],
-    }
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": _sha(manifest), "size": len(manifest), "platform": {"os": "linux", "architecture": "amd64"}}]}
     (root / "index.json").write_text(json.dumps(index))
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     return root
@@ -340,11 +290,7 @@ def test_an_oci_blob_that_is_a_fifo_or_a_device_is_refused(tmp_path: Path, actio
 def test_an_oci_layer_without_a_size_stops_at_the_cap(tmp_path: Path) -> None:
     layer = b"\0" * (3 << 20)
     layout = _layout(tmp_path / "img", layer=layer, layer_size=False, blob="file")
-    result = cli(
-        ["oci", "unpack", str(layout), "-o", str(tmp_path / "rootfs")],
-        tmp_path,
-        {"EIFBUILD_MAX_INPUT_SIZE": "1M"},
-    )
+    result = cli(["oci", "unpack", str(layout), "-o", str(tmp_path / "rootfs")], tmp_path, {"EIFBUILD_MAX_INPUT_SIZE": "1M"})
     assert_refused(result, "no size declared", "EIFBUILD_MAX_INPUT_SIZE")
 
 
@@ -358,42 +304,20 @@ def _docker_save(path: Path, manifest: object, config: object) -> Path:
     return path
 
 
-GOOD_CONFIG = {
-    "architecture": "amd64",
-    "os": "linux",
-    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
-}
+GOOD_CONFIG = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}
 DOCKER_SAVES = {
     "layers-int": ([{"Config": "config.json", "Layers": [5]}], GOOD_CONFIG, "Layers[0]"),
-    "repotags-int": (
-        [{"Config": "config.json", "Layers": ["l.tar"], "RepoTags": 5}],
-        GOOD_CONFIG,
-        "RepoTags",
-    ),
-    "rootfs-string": (
-        [{"Config": "config.json", "Layers": ["l.tar"]}],
-        {**GOOD_CONFIG, "rootfs": "x"},
-        "rootfs",
-    ),
-    "diff-ids-int": (
-        [{"Config": "config.json", "Layers": ["l.tar"]}],
-        {**GOOD_CONFIG, "rootfs": {"diff_ids": [5]}},
-        "diff_ids[0]",
-    ),
+    "repotags-int": ([{"Config": "config.json", "Layers": ["l.tar"], "RepoTags": 5}], GOOD_CONFIG, "RepoTags"),
+    "rootfs-string": ([{"Config": "config.json", "Layers": ["l.tar"]}], {**GOOD_CONFIG, "rootfs": "x"}, "rootfs"),
+    "diff-ids-int": ([{"Config": "config.json", "Layers": ["l.tar"]}], {**GOOD_CONFIG, "rootfs": {"diff_ids": [5]}}, "diff_ids[0]"),
     "deep-manifest": (b"[" * 100_000 + b"]" * 100_000, GOOD_CONFIG, "nested deeper"),
-    "deep-config": (
-        [{"Config": "config.json", "Layers": ["l.tar"]}],
-        b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}",
-        "nested deeper",
-    ),
+    "deep-config": ([{"Config": "config.json", "Layers": ["l.tar"]}], b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}", "nested deeper"),
     "nan-config": ([{"Config": "config.json", "Layers": ["l.tar"]}], b'{"a": NaN}', "NaN"),
 }
 
 
 @pytest.mark.parametrize(("manifest", "config", "needle"), DOCKER_SAVES.values(), ids=DOCKER_SAVES.keys())
-def test_docker_save_archives_are_validated_by_type(
-    tmp_path: Path, manifest: object, config: object, needle: str
-) -> None:
+def test_docker_save_archives_are_validated_by_type(tmp_path: Path, manifest: object, config: object, needle: str) -> None:
     archive = _docker_save(tmp_path / "save.tar", manifest, config)
     assert_refused(cli(["oci", "inspect", str(archive)], tmp_path), "save.tar", needle)
 

@@ -52,9 +52,7 @@ def doit(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_path_source_outside_the_project_needs_the_opt_in_in_the_build_and_the_check(
-    tmp_path: Path,
-) -> None:
+def test_a_path_source_outside_the_project_needs_the_opt_in_in_the_build_and_the_check(tmp_path: Path) -> None:
     # the recipe's path points outside the project: refused by the build and by the check alike
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "kernel").write_bytes(KERNEL)
@@ -75,9 +73,7 @@ def test_with_the_opt_in_the_check_reads_the_same_outside_file_as_the_build(tmp_
     pin = hashlib.sha256(KERNEL).hexdigest()
     project = make_project(tmp_path / "app", f'path = "../../outside/kernel"\nsha256 = "{pin}"')
     config = project / "eif.toml"
-    config.write_text(
-        config.read_text().replace('name = "hello"', 'name = "hello"\nallow_paths_outside = true')
-    )
+    config.write_text(config.read_text().replace('name = "hello"', 'name = "hello"\nallow_paths_outside = true'))
     built = doit(project)
     assert built.returncode == 0, built.stdout + built.stderr
     check = doit(project, "check")

@@ -27,6 +27,7 @@ EIF_TOML = f"""\
 name = "big"
 arch = ["x86_64"]
 cmdline = "console=ttyS0"
+allow_paths_outside = true  # the repo's demo kernel
 
 [bootstrap]
 kernel = {{ path = "{REPO / "examples/kernel/x86_64/bzImage"}" }}

@@ -93,11 +93,7 @@ def test_init_then_doit_eif_from_an_installed_wheel_offline(tmp_path: Path) -> N
     )
     assert where.stdout.startswith(str(venv)), where.stdout
     shipped = subprocess.run(  # `eifbuild qemu build`'s script is package data
-        [
-            venv / "bin" / "python",
-            "-c",
-            "from eifbuild.runtime import qemubuild; print(qemubuild.SCRIPT.is_file())",
-        ],
+        [venv / "bin" / "python", "-c", "from eifbuild.runtime import qemubuild; print(qemubuild.SCRIPT.is_file())"],
         cwd=app,
         env=offline,
         capture_output=True,
@@ -118,9 +114,7 @@ def test_init_then_doit_eif_from_an_installed_wheel_offline(tmp_path: Path) -> N
     assert init.returncode == 0, init.stdout + init.stderr
     for arch in ("x86_64", "aarch64"):
         assert (app / "build" / f"app-{arch}.eif").stat().st_size > 1_000_000
-    assert (app / "recipes" / "demo-app.toml").read_bytes() == (
-        REPO / "recipes" / "demo-app.toml"
-    ).read_bytes()
+    assert (app / "recipes" / "demo-app.toml").read_bytes() == (REPO / "recipes" / "demo-app.toml").read_bytes()
 
 
 @pytest.mark.parametrize(
