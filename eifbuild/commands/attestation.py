@@ -107,17 +107,16 @@ def _provenance_pcrs(path: Path, key: Path | None) -> dict[int, str]:
     try:
         data = key.read_bytes()
     except OSError as exc:
-        msg_0 = f"cannot read the public key: {exc.strerror}"
-        raise FileAccessError(msg_0, path=key) from None
+        msg = f"cannot read the public key: {exc.strerror}"
+        raise FileAccessError(msg, path=key) from None
     public_key = provenance.load_public_key(data, certificate=False, source=str(key))
     try:
         statement, _ = provenance.read_provenance(path, public_key)
     except ProvenanceError as exc:
-        msg_0 = f"provenance not verified: {exc}"
-        raise UsageError(msg_0, key="--provenance") from None
-    return {
-        int(name.removeprefix("PCR")): value for name, value in provenance.byproduct_pcrs(statement).items()
-    }
+        msg = f"provenance not verified: {exc}"
+        raise UsageError(msg, key="--provenance") from None
+    recorded = provenance.byproduct_pcrs(statement)
+    return {int(name.removeprefix("PCR")): value for name, value in recorded.items()}
 
 
 COMMANDS: list[Adder] = [_add_attestation]
