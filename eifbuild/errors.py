@@ -188,3 +188,8 @@ class AttestationError(EifbuildError):
     def rule(self) -> str:
         """The rule that refused the document: structure, chain, signature or policy."""
         return self.code.partition(".")[0]
+
+
+class ProvenanceError(EifbuildError):
+    """A provenance file is not verified: its envelope's signature, its statement's shape, or (with
+    an EIF) the subject's digests or the PCRs. ``eifbuild provenance verify`` prints it and exits 1."""

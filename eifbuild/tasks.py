@@ -230,7 +230,7 @@ def task_eif() -> Iterator[dict[str, Any]]:
     """build the EIFs and their PCRs (every arch of eif.toml)"""
     plan = _plan()
     for node in plan.eifs.values():
-        yield _task(plan, node, targets=[str(node.out.eif), str(node.out.pcrs)], clean=True)
+        yield _task(plan, node, targets=[str(t) for t in node.targets()], clean=True)
 
 
 def task_check() -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "eifbuild"
 SUBPACKAGES = (
     "eif", "ramdisk", "inspect", "sources", "oci", "toolchain", "store", "plan", "runtime", "attestation",
+    "provenance",
 )  # fmt: skip
 PRIVATE = ("util",)  # helpers any package may use directly; no public face
 MAX_LINES = 600

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import attestation, boot, cache, eif, init, inspect, oci, qemu, sources, tools
+from . import attestation, boot, cache, eif, init, inspect, oci, provenance, qemu, sources, tools
 
 if TYPE_CHECKING:
     from .common import Adder
@@ -20,4 +20,5 @@ COMMANDS: list[Adder] = [
     *qemu.COMMANDS,
     *cache.COMMANDS,
     *attestation.COMMANDS,
+    *provenance.COMMANDS,
 ]

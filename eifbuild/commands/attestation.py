@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import AttestationError
+from ..errors import AttestationError, FileAccessError, ProvenanceError, UsageError
 from .common import EXIT_FAILED, EXIT_OK, Adder
 
 if TYPE_CHECKING:
@@ -32,6 +32,11 @@ def _add_attestation(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--pcr", action="append", default=[], metavar="N=HEX",
         help="an expected PCR, any index (PCR3: IAM role, PCR4: instance ID; repeat)",
     )  # fmt: skip
+    v.add_argument(
+        "--provenance", type=Path, metavar="FILE",
+        help="expected PCRs from a signed provenance file (NAME-ARCH.intoto.jsonl), checked with --key",
+    )  # fmt: skip
+    v.add_argument("--key", type=Path, metavar="PUB", help="the provenance signer's PEM public key")
     v.add_argument("--nonce", metavar="HEX", help="the nonce the document must carry")
     v.add_argument("--user-data", metavar="HEX", help="the user data the document must carry")
     v.add_argument(
@@ -55,6 +60,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .. import attestation as att  # noqa: PLC0415 - cryptography only when verifying
 
     pcrs = att.merge_pcrs(att.load_pcr_file(args.pcrs) if args.pcrs else {}, att.parse_pcr_args(args.pcr))
+    if args.provenance is not None:
+        pcrs = att.merge_pcrs(_provenance_pcrs(args.provenance, args.key), pcrs)
+    elif args.key is not None:
+        msg = "--key checks a provenance file's signature: give --provenance too"
+        raise UsageError(msg, key="--key")
     nonce = None if args.nonce is None else att.parse_hex(args.nonce, key="--nonce")
     user_data = None if args.user_data is None else att.parse_hex(args.user_data, key="--user-data")
     public_key = None if args.public_key is None else att.read_public_key(args.public_key)
@@ -85,6 +95,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if verified.insecure_emulator:
         print("insecure: chain and signature skipped (--insecure-emulator): this proves nothing")
     return EXIT_OK
+
+
+def _provenance_pcrs(path: Path, key: Path | None) -> dict[int, str]:
+    """The PCRs a provenance file records, once its signature by ``key`` is verified."""
+    from .. import provenance  # noqa: PLC0415
+
+    if key is None:
+        msg = "an unsigned provenance proves nothing: give the signer's public key with --key"
+        raise UsageError(msg, key="--provenance")
+    try:
+        data = key.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read the public key: {exc.strerror}"
+        raise FileAccessError(msg, path=key) from None
+    public_key = provenance.load_public_key(data, certificate=False, source=str(key))
+    try:
+        statement, _ = provenance.read_provenance(path, public_key)
+    except ProvenanceError as exc:
+        msg = f"provenance not verified: {exc}"
+        raise UsageError(msg, key="--provenance") from None
+    recorded = provenance.byproduct_pcrs(statement)
+    return {int(name.removeprefix("PCR")): value for name, value in recorded.items()}
 
 
 COMMANDS: list[Adder] = [_add_attestation]

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .node import Node
     from .plan import Plan
     from .ramdisks import RamdiskNode
+    from .reproduction import reproduce
     from .scaffold import ScaffoldApp, choose_arches, default_arches, image_arches, init_project, next_step
     from .selfcheck import self_check
     from .treedigest import FileDigests
@@ -35,6 +36,7 @@ EXPORTS = {
     "Node": ".node",
     "Plan": ".plan",
     "RamdiskNode": ".ramdisks",
+    "reproduce": ".reproduction",
     "ScaffoldApp": ".scaffold",
     "choose_arches": ".scaffold",
     "default_arches": ".scaffold",
@@ -68,6 +70,7 @@ __all__ = [
     "load_project",
     "lock_project",
     "next_step",
+    "reproduce",
     "self_check",
 ]
 

@@ -156,6 +156,7 @@ class Project:
     metadata: Mapping[str, Any] | None = None
     compression: Compression = "none"
     sign: Signing | None = None
+    provenance: Signing | None = None  # [provenance]: the key that signs the provenance, else [sign]'s
     lock_file: Path = field(default=Path(LOCK_NAME))
     cache: CacheSettings = field(default_factory=CacheSettings)
     allow_paths_outside: bool = False  # [eif] allow_paths_outside: path inputs may leave the project
@@ -431,23 +432,23 @@ def _app(value: Any, ctx: _Ctx) -> App:
     return App(rootfs=rootfs, oci=oci, files=files, cmd=cmd, env=env, modes=modes)
 
 
-def _sign(value: Any, ctx: _Ctx) -> Signing:
-    table = ctx.table(value, "sign")
-    ctx.only_keys(table, _SIGN_KEYS, "sign")
+def _sign(value: Any, ctx: _Ctx, section: str = "sign") -> Signing:
+    table = ctx.table(value, section)
+    ctx.only_keys(table, _SIGN_KEYS, section)
     for required in ("certificate", "key"):
         if required not in table:
-            raise ctx.error(f"sign.{required}", "missing: signing needs a certificate and a private key")
-    key = ctx.string(table["key"], "sign.key")
+            raise ctx.error(f"{section}.{required}", "missing: signing needs a certificate and a private key")
+    key = ctx.string(table["key"], f"{section}.key")
     if key_kind(key) == "pem":
-        key = str(ctx.path_of(key, "sign.key"))
-    return Signing(ctx.path_of(table["certificate"], "sign.certificate"), key)
+        key = str(ctx.path_of(key, f"{section}.key"))
+    return Signing(ctx.path_of(table["certificate"], f"{section}.certificate"), key)
 
 
 def parse_project(text: str, path: Path) -> Project:
     """Validate the TOML text of an eif.toml located at ``path``."""
     ctx = _Ctx(path)
     doc = parse_toml(text, path)
-    ctx.only_keys(doc, {"eif", "bootstrap", "app", "sign", "cache"}, "")
+    ctx.only_keys(doc, {"eif", "bootstrap", "app", "sign", "provenance", "cache"}, "")
     for section in ("eif", "app"):
         if section not in doc:
             raise ctx.error(section, f"missing section [{section}]")
@@ -479,6 +480,7 @@ def parse_project(text: str, path: Path) -> Project:
         metadata=_metadata(eif.get("metadata"), ctx),
         compression=compression,
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
+        provenance=_sign(doc["provenance"], ctx, "provenance") if "provenance" in doc else None,
         lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
         cache=parse_cache_table(doc["cache"], ctx) if "cache" in doc else CacheSettings(),
         allow_paths_outside=ctx.boolean(eif.get(OUTSIDE_KEY, False), f"eif.{OUTSIDE_KEY}"),

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from .. import __version__, log
 from ..errors import EifbuildError
 from ..store import Step, TypedParams, canonical_json
-from ..util.fsutil import atomic_write, write_if_writable
+from ..util.fsutil import atomic_write, hash_file, write_if_writable
+from ._provenance import dependencies, git_facts, hash_file_sha384, relative, zig_version
 from .inputs import ResolvedImage
 from .node import Artifact, Node, StoredNode, cached_results, digests
 from .treedigest import FileDigests
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ..eif import BuildTime
     from ..oci import OciImage
     from ..store import Store, StoreEntry
-    from .config import Project
+    from .config import Project, Signing
 
 BUILD_TOOL: Final = "eifbuild"
 EIF_STEP_VERSION: Final = 1
@@ -72,6 +73,8 @@ class Published:
 
     eif: Path
     pcrs: Path
+    provenance: Path  # the in-toto statement
+    envelope: Path  # the statement in a DSSE envelope, when the project signs
 
 
 def _image_facts(image: OciImage) -> dict[str, str]:
@@ -99,6 +102,7 @@ class EifNode(StoredNode[Artifact]):
         labels: Mapping[str, Node[Any]],
         recipe_digests: Mapping[str, str],
         store: Store,
+        recipe_paths: Mapping[str, Path] | None = None,
     ) -> None:
         super().__init__(store)
         self.project = project
@@ -110,6 +114,7 @@ class EifNode(StoredNode[Artifact]):
         self.certificate = certificate
         self.labels = dict(labels)
         self.recipe_digests = dict(recipe_digests)
+        self.recipe_paths = dict(recipe_paths or {})
         named = [
             kernel,
             kernel_config,
@@ -119,7 +124,12 @@ class EifNode(StoredNode[Artifact]):
         ]
         self.deps = tuple(dict.fromkeys(n for n in (*named, *labels.values()) if n is not None))
         stem = f"{project.name}-{arch}"
-        self.out = Published(project.output / f"{stem}.eif", project.output / f"{stem}.pcr.json")
+        self.out = Published(
+            project.output / f"{stem}.eif",
+            project.output / f"{stem}.pcr.json",
+            project.output / f"{stem}.intoto.json",
+            project.output / f"{stem}.intoto.jsonl",
+        )
         self.task = f"eif:{arch}"
         self.doc = f"write {os.path.relpath(self.out.eif, project.root)} and its PCRs"
         self.measurements: dict[str, str] = {}
@@ -187,7 +197,25 @@ class EifNode(StoredNode[Artifact]):
 
     def _stamp(self, key: str) -> dict[str, Any]:
         """What the stamp file holds: the key and the fingerprints of the published outputs."""
-        return {"key": key, "eif": _fingerprint(self.out.eif), "pcrs": _fingerprint(self.out.pcrs)}
+        stamp = {"key": key, "eif": _fingerprint(self.out.eif), "pcrs": _fingerprint(self.out.pcrs)}
+        git = None if self._git is None else [str(self._git[0]), self._git[1]]
+        stamp["provenance"] = [_fingerprint(self.out.provenance), git]
+        if self._provenance_key() is not None:
+            stamp["envelope"] = _fingerprint(self.out.envelope)
+        return stamp
+
+    @functools.cached_property
+    def _git(self) -> tuple[Path, dict[str, Any]] | None:
+        ignore = (self.project.output.resolve(), self.store.root.resolve())
+        return git_facts(self.project.root, ignore=ignore)
+
+    def targets(self) -> list[Path]:
+        """What ``doit eif`` writes (and ``doit clean`` removes): the EIF, its PCRs, its provenance."""
+        signed = self._provenance_key() is not None
+        return [self.out.eif, self.out.pcrs, self.out.provenance, *([self.out.envelope] if signed else [])]
+
+    def _provenance_key(self) -> Signing | None:
+        return self.project.provenance or self.project.sign
 
     def _lookup(self) -> Artifact | None:
         entry = self._stored()
@@ -248,7 +276,49 @@ class EifNode(StoredNode[Artifact]):
         """Link (else copy) the store's files into the output dir, atomically, and stamp them."""
         for name, target in (("image.eif", self.out.eif), ("pcr.json", self.out.pcrs)):
             _link_or_copy(entry.file(name), target)
+        self.measurements = dict(entry.meta.get("pcrs", {}))
+        self._write_provenance(entry)
         write_if_writable(self._stamp_path(), canonical_json(self._stamp(entry.key)))  # read-only: none
+
+    def _write_provenance(self, entry: StoreEntry) -> None:
+        """The in-toto statement (and, when the project signs, its DSSE envelope) of the EIF."""
+        from .. import provenance  # noqa: PLC0415
+
+        git = self._git
+        base = self.project.root if git is None else git[0]
+        recipes = {
+            name: (self.recipe_paths[name], digest)
+            for name, digest in self.recipe_digests.items()
+            if name in self.recipe_paths
+        }
+        facts = provenance.BuildFacts(
+            eif_name=self.out.eif.name,
+            eif_digests={"sha256": entry.digest("image.eif"), "sha384": hash_file_sha384(self.out.eif)},
+            config_path=relative(self.project.path, base),
+            config_sha256=hash_file(self.project.path),
+            arch=self.arch,
+            build_time=self.project.build_time.text,
+            eifbuild_version=__version__,
+            zig_version=zig_version(),
+            pcrs=self.measurements,
+            dependencies=dependencies(self.deps, base=base, project=self.project, recipes=recipes),
+            git=None if git is None else git[1],
+        )
+        payload = provenance.statement_bytes(provenance.build_statement(facts))
+        with atomic_write(self.out.provenance) as fh:
+            fh.write(payload)
+        key = self._provenance_key()
+        if key is None:
+            if os.path.lexists(self.out.envelope):
+                os.unlink(self.out.envelope)  # not signed anymore: no stale envelope
+            return
+        from ..eif import open_signer  # noqa: PLC0415
+
+        line = provenance.envelope_line(
+            provenance.sign_envelope(payload, open_signer(key.certificate, key.key))
+        )
+        with atomic_write(self.out.envelope) as fh:
+            fh.write(line)
 
     def summary(self) -> str:
         from ..eif import min_enclave_memory_mib  # noqa: PLC0415

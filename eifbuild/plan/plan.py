@@ -349,6 +349,7 @@ class Plan:
             labels={role: node for role, node in roles if node is not None},
             recipe_digests=self.recipe_digests,
             store=self.store,
+            recipe_paths={name: r.path for name, r in self.recipes.items()},
         )
 
 

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,8 @@ from .config import FAILURE_FILE_ENV, ORIGIN_ENV
 from .inputs import LocalNode, OciNode
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ..util.safetree import TreeWriter
     from .plan import Plan
 
@@ -233,12 +236,10 @@ def _rebuild_failure(result: subprocess.CompletedProcess[str], copy_root: Path, 
     return ToolError(msg, returncode=result.returncode, output=result.stdout + result.stderr)
 
 
-def self_check(plan: Plan) -> CheckReport:
-    """Rebuild ``plan``'s project from a copy and compare; the EIFs in build/ must exist already.
-
-    Raises :class:`ToolError` when the copy does not build (a finding), and :class:`FetchError` or
-    :class:`SigningError` when the check cannot run (an input outside the project cannot be
-    fetched, the signing key cannot be used)."""
+@contextmanager
+def rebuilt_elsewhere(plan: Plan) -> Iterator[Path]:
+    """Copy ``plan``'s project elsewhere, rebuild it in a fresh store and yield the copy's root
+    (removed afterwards). Raises as :func:`self_check` says when the rebuild fails."""
     root = plan.project.root
     work = Path(tempfile.mkdtemp(prefix="eifbuild-check-"))
     try:
@@ -251,7 +252,17 @@ def self_check(plan: Plan) -> CheckReport:
         result = _rebuild(plan, copy_root, work / "store", failure=work / "failure")
         if result.returncode != 0:
             raise _rebuild_failure(result, copy_root, work / "failure")
-        ok, lines = _compare(plan, copy_root)
+        yield copy_root
     finally:
         remove_tree(work)
+
+
+def self_check(plan: Plan) -> CheckReport:
+    """Rebuild ``plan``'s project from a copy and compare; the EIFs in build/ must exist already.
+
+    Raises :class:`ToolError` when the copy does not build (a finding), and :class:`FetchError` or
+    :class:`SigningError` when the check cannot run (an input outside the project cannot be
+    fetched, the signing key cannot be used)."""
+    with rebuilt_elsewhere(plan) as copy_root:
+        ok, lines = _compare(plan, copy_root)
     return CheckReport(ok, "\n".join([*lines, verdict(ok, file_bytes=compares_file_bytes(plan))]))

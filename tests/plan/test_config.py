@@ -272,3 +272,17 @@ def test_bootstrap_may_be_left_to_recipe_defaults(tmp_path: Path) -> None:
         'init = { compile = "eifbuild-init" }', 'init = { compile = "eifbuild-init" }\nnsm = "none"'
     )
     assert parse_project(text, tmp_path / "eif.toml").bootstrap.nsm == "none"
+
+
+def test_provenance_names_its_own_key(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + '\n[provenance]\ncertificate = "keys/prov.crt"\nkey = "arn:aws:kms:eu-central-1:111122223333:key/k"\n'
+    )
+    project = parse_project(text, tmp_path / "eif.toml")
+    assert project.provenance is not None
+    assert project.provenance.certificate == tmp_path / "keys/prov.crt"
+    assert project.provenance.key == "arn:aws:kms:eu-central-1:111122223333:key/k"
+    assert parse_project(MINIMAL, tmp_path / "eif.toml").provenance is None
+    with pytest.raises(ConfigError, match=r"key 'provenance\.key': missing"):
+        parse_project(MINIMAL + '\n[provenance]\ncertificate = "c.pem"\n', tmp_path / "eif.toml")

@@ -355,8 +355,10 @@ def test_check_catches_a_nondeterministic_step(project: Project) -> None:
 def test_clean_removes_outputs(project: Project) -> None:
     project.doit()
     assert project.eif().exists()
+    assert (project.root / "build/hello-x86_64.intoto.json").exists()
     project.doit("clean")
     assert not project.eif().exists()
+    assert not (project.root / "build/hello-x86_64.intoto.json").exists()
     assert project.doit().ran == {"eif:x86_64"}  # the store still has everything else
 
 

@@ -4,6 +4,8 @@ the check compares PCRs only, and a build from scratch gives other bytes with th
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -56,6 +58,24 @@ def _verify(project: Project, arch: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _provenance_verifies(project: Project, arch: str) -> None:
+    """The DSSE envelope (signed by KMS or the token through the same Signer) verifies with
+    securesystemslib and the certificate's public key, and its subject is the published EIF."""
+    from cryptography import x509  # noqa: PLC0415
+    from securesystemslib.dsse import Envelope  # noqa: PLC0415
+    from securesystemslib.signer import SSlibKey  # noqa: PLC0415
+
+    from eifbuild.provenance import key_id  # noqa: PLC0415
+
+    public = x509.load_pem_x509_certificate((project.root / "keys/cert.pem").read_bytes()).public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    line = project.eif(arch).with_suffix(".intoto.jsonl").read_text()
+    envelope = Envelope.from_dict(json.loads(line))
+    envelope.verify([SSlibKey.from_crypto(public, keyid=key_id(public))], 1)
+    subject = json.loads(envelope.payload)["subject"][0]["digest"]
+    assert subject["sha256"] == hashlib.sha256(project.eif(arch).read_bytes()).hexdigest()
+
+
 def _output(*runs: Run) -> str:
     return "".join(run.result.stdout + run.result.stderr for run in runs)
 
@@ -66,6 +86,7 @@ def build_check_and_rebuild(project: Project, secrets: tuple[str, ...]) -> None:
     first = project.doit()
     for arch in ARCHES:
         _verify(project, arch)
+        _provenance_verifies(project, arch)
     signed = {arch: project.eif(arch).read_bytes() for arch in ARCHES}
     pcrs = {arch: project.pcrs(arch) for arch in ARCHES}
 
