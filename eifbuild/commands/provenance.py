@@ -113,7 +113,7 @@ _REPRODUCE = (
     "and another directory (as 'doit check' does), and compare the EIF's sha256 and every PCR with "
     "the provenance's (PCRs only for a KMS/PKCS#11-signed EIF, whose signature bytes are "
     "randomized). Refused in one line when the checkout's commit or the eif.toml's digest is not the "
-    "provenance's. Exit 0 reproduced; 1 a difference; 2 cannot run."
+    "provenance's. Exit 0 reproduced; 1 a difference, or a signature that does not verify; 2 cannot run."
 )
 
 
