@@ -23,6 +23,8 @@ from eifbuild.store import Store
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from softhsm_helpers import Token
+
 # AWS eif_build 0.3.1 outputs kept in the repo (tests/vectors/eif_build-0.5/README.md says how they were made)
 VECTORS = Path(__file__).resolve().parent / "vectors" / "eif_build-0.5"
 
@@ -125,3 +127,20 @@ def nitro_qemu() -> str:
             pytest.fail(f"{why}; .ci/run must set EIFBUILD_QEMU_X86_64")
         pytest.skip(why)
     return found
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
+    """The one SoftHSM2 token for in-process PKCS#11 signing: the PKCS#11 library is loaded once
+    per process and reads $SOFTHSM2_CONF only then, so every test that signs in this process must
+    use this token (a test's own token is seen only by a child process, e.g. a `doit` run)."""
+    pytest.importorskip("pkcs11")
+    from softhsm_helpers import make_token  # noqa: PLC0415
+
+    util = require_tool("softhsm2-util")
+    home = tmp_path_factory.mktemp("softhsm")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTHSM2_CONF", str(home / "softhsm2.conf"))
+        mp.delenv("EIFBUILD_PKCS11_PIN", raising=False)
+        mp.delenv("EIFBUILD_PKCS11_MODULE", raising=False)
+        yield make_token(util, home)

@@ -6,10 +6,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import require_tool
 from cryptography.hazmat.primitives.asymmetric import ec
 from signing_helpers import assert_refused, certificate_for, pack_args, unsigned_eif, verify_ok
-from softhsm_helpers import MODULE, PIN, Token, make_token
+from softhsm_helpers import MODULE, PIN, Token
 
 from eifbuild import cli
 from eifbuild.eif import measure
@@ -17,22 +16,15 @@ from eifbuild.eif._sign_pkcs11 import parse_pkcs11_uri
 from eifbuild.errors import SigningError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 pytest.importorskip("pkcs11")
 Capture = pytest.CaptureFixture[str]
 
 
-@pytest.fixture(scope="module")
-def token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Token]:
-    util = require_tool("softhsm2-util")
-    home = tmp_path_factory.mktemp("softhsm")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SOFTHSM2_CONF", str(home / "softhsm2.conf"))
-        mp.delenv("EIFBUILD_PKCS11_PIN", raising=False)
-        mp.delenv("EIFBUILD_PKCS11_MODULE", raising=False)
-        yield make_token(util, home)
+@pytest.fixture
+def token(softhsm_token: Token) -> Token:
+    return softhsm_token  # in-process signing: the session's one token (see conftest)
 
 
 @pytest.mark.slow

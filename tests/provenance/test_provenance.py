@@ -9,12 +9,11 @@ import re
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import require_tool
 from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 from signing_helpers import certificate_for, pem_key
-from softhsm_helpers import make_token
+from softhsm_helpers import Token
 
 from eifbuild import cli
 from eifbuild.eif import open_signer
@@ -84,14 +83,9 @@ def test_securesystemslib_verifies_our_pem_envelopes(tmp_path: Path, curve: ec.E
 
 @pytest.mark.slow
 def test_securesystemslib_verifies_an_envelope_signed_on_a_softhsm_token(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, softhsm_token: Token
 ) -> None:
-    pytest.importorskip("pkcs11")
-    util = require_tool("softhsm2-util")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(tmp_path / "softhsm2.conf"))
-    monkeypatch.delenv("EIFBUILD_PKCS11_PIN", raising=False)
-    monkeypatch.delenv("EIFBUILD_PKCS11_MODULE", raising=False)
-    token = make_token(util, tmp_path)
+    token = softhsm_token  # signs in this process: the session's token (see conftest)
     cert = certificate_for(token.public_key, tmp_path / "hsm.crt")
     payload = _statement()
     envelope = sign_envelope(payload, open_signer(cert, token.uri()))
