@@ -356,17 +356,23 @@ def _load(imp: Importer, ref: str, arch: Arch, index: str | None, manifest: Desc
     )
 
 
-def _import(
-    imp: Importer, ref: str, parsed: LocalRef | RegistryRef, arch: Arch
-) -> tuple[OciImage, list[LayerFile]]:
-    """Index → manifest → config → layers through ``imp``: the image and its layer files (what
-    was not in the store yet is staged in ``imp``, not committed)."""
+def _config(imp: Importer, ref: str, parsed: LocalRef | RegistryRef, arch: Arch) -> OciImage:
+    """Index → manifest → config of ``arch`` through ``imp`` (what was not in the store yet is
+    staged in ``imp``): the image, without its layers."""
     if isinstance(parsed, RegistryRef):
         assert parsed.digest is not None  # noqa: S101 - callers resolve or refuse a bare tag first
         index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
     else:
         index, manifest = _pick_local(imp, parsed, arch)
-    image = _load(imp, ref, arch, index, manifest)
+    return _load(imp, ref, arch, index, manifest)
+
+
+def _import(
+    imp: Importer, ref: str, parsed: LocalRef | RegistryRef, arch: Arch
+) -> tuple[OciImage, list[LayerFile]]:
+    """:func:`_config`, then the layers: the image and its layer files (staged in ``imp``, not
+    committed)."""
+    image = _config(imp, ref, parsed, arch)
     return image, [imp.layer(layer, i) for i, layer in enumerate(image.layers)]
 
 
@@ -466,8 +472,7 @@ def platform_manifests(pinned: str, arches: Sequence[Arch], *, store: Store) -> 
         imp = Importer(store, source)
         try:
             for arch in arches:
-                index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
-                found[arch] = _load(imp, pinned, arch, index, manifest).manifest_digest
+                found[arch] = _config(imp, pinned, parsed, arch).manifest_digest
             imp.commit()
         finally:
             imp.close()
@@ -486,12 +491,7 @@ def image_arches(ref: str, *, store: Store, project_dir: Path) -> tuple[Arch, ..
         try:
             for arch in ARCHES:
                 with contextlib.suppress(ArchiveError):
-                    if isinstance(parsed, RegistryRef):
-                        assert parsed.digest is not None  # noqa: S101 - resolved above
-                        index, manifest = _descend(imp, Descriptor("", parsed.digest), arch)
-                    else:
-                        index, manifest = _pick_local(imp, parsed, arch)
-                    _load(imp, ref, arch, index, manifest)
+                    _config(imp, ref, parsed, arch)
                     found.append(arch)
         finally:
             imp.close()

@@ -140,7 +140,12 @@ def _canonical(st_mode: int) -> int:
 
 def kept_private(st_mode: int) -> bool:
     """``normalize`` left group or other without a bit the canonical mode has."""
-    return not stat.S_ISLNK(st_mode) and bool(_canonical(st_mode) & 0o077 & ~normalized_mode(st_mode))
+    return _narrower(st_mode, normalized_mode(st_mode))
+
+
+def _narrower(st_mode: int, mode: int) -> bool:
+    """``mode`` (normalized from ``st_mode``) lacks a group or other bit the canonical mode has."""
+    return not stat.S_ISLNK(st_mode) and bool(_canonical(st_mode) & 0o077 & ~mode)
 
 
 def _mode(st_mode: int, modes: Modes) -> int:
@@ -219,7 +224,7 @@ def _tree_items(host: str, modes: Modes, prefix: str, private: list[str]) -> Ite
             msg = f"cannot read: {exc.strerror}"
             raise ArchiveError(msg, path=item.host) from None
         if entry is not None:
-            if modes == "normalize" and kept_private(st.st_mode):
+            if modes == "normalize" and _narrower(st.st_mode, entry.mode):  # the mode it just got
                 private.append(path)
             yield entry
 
