@@ -127,25 +127,26 @@ def normalized_mode(st_mode: int) -> int:
     directory (``/tmp`` 1777) keeps its mode."""
     if stat.S_ISLNK(st_mode):
         return 0o777
-    perm = stat.S_IMODE(st_mode)
-    if stat.S_ISDIR(st_mode) and perm & _STICKY_SHARED == _STICKY_SHARED:
-        return perm
-    canonical = _canonical(st_mode)
-    return (canonical & 0o700) | (canonical & perm & 0o077) | (perm & (stat.S_ISUID | stat.S_ISGID))
-
-
-def _canonical(st_mode: int) -> int:
-    return 0o755 if stat.S_ISDIR(st_mode) or st_mode & 0o111 else 0o644
+    perm = st_mode & 0o7777
+    if stat.S_ISDIR(st_mode):
+        if perm & _STICKY_SHARED == _STICKY_SHARED:
+            return perm
+        return 0o700 | perm & 0o6055  # canonical 0755: owner rwx, group and other only what they had
+    if perm & 0o111:
+        return 0o700 | perm & 0o6055
+    return 0o600 | perm & 0o6044  # canonical 0644
 
 
 def kept_private(st_mode: int) -> bool:
     """``normalize`` left group or other without a bit the canonical mode has."""
-    return _narrower(st_mode, normalized_mode(st_mode))
+    return _narrower(normalized_mode(st_mode))
 
 
-def _narrower(st_mode: int, mode: int) -> bool:
-    """``mode`` (normalized from ``st_mode``) lacks a group or other bit the canonical mode has."""
-    return not stat.S_ISLNK(st_mode) and bool(_canonical(st_mode) & 0o077 & ~mode)
+def _narrower(mode: int) -> bool:
+    """A normalized ``mode`` lacks a group or other bit of its canonical mode (0755 where the owner
+    may execute, else 0644; a symlink's 0777 never does)."""
+    canonical_others = 0o055 if mode & 0o100 else 0o044
+    return mode & canonical_others != canonical_others
 
 
 def _mode(st_mode: int, modes: Modes) -> int:
@@ -193,22 +194,12 @@ def _check_modes(modes: Modes) -> None:
 
 def _tree(host: str, root_st: os.stat_result, modes: Modes, prefix: str) -> Iterator[Entry]:
     """:func:`iter_tree` once the root's lstat (``root_st``) and ``modes`` are checked."""
+    normalize = modes == "normalize"
     if prefix:  # the tree's own directory: its mode is where it was made, not the tree's content
         check_path(prefix)
-        yield Entry(prefix, "dir", 0o755 if modes == "normalize" else stat.S_IMODE(root_st.st_mode))
-    private: list[str] = []
-    yield from _tree_items(host, modes, prefix, private)
-    if private:
-        shown = ", ".join(private[:3]) + (f" and {len(private) - 3} more" if len(private) > 3 else "")
-        log.warn(
-            f"{host}: modes normalize kept {len(private)} entries narrower than 0644/0755 ({shown}): "
-            "right for private files; a checkout under a umask like 077 gives other modes (and PCRs) "
-            "than one under 022"
-        )
-
-
-def _tree_items(host: str, modes: Modes, prefix: str, private: list[str]) -> Iterator[Entry]:
+        yield Entry(prefix, "dir", 0o755 if normalize else stat.S_IMODE(root_st.st_mode))
     first_link: dict[tuple[int, int], str] = {}
+    private: list[str] = []
     for item in _walk(host):
         path = f"{prefix}/{item.path}" if prefix else item.path
         st = item.stat
@@ -224,9 +215,20 @@ def _tree_items(host: str, modes: Modes, prefix: str, private: list[str]) -> Ite
             msg = f"cannot read: {exc.strerror}"
             raise ArchiveError(msg, path=item.host) from None
         if entry is not None:
-            if modes == "normalize" and _narrower(st.st_mode, entry.mode):  # the mode it just got
+            if normalize and _narrower(entry.mode):
                 private.append(path)
             yield entry
+    if private:
+        _warn_private(host, private)
+
+
+def _warn_private(host: str, private: list[str]) -> None:
+    shown = ", ".join(private[:3]) + (f" and {len(private) - 3} more" if len(private) > 3 else "")
+    log.warn(
+        f"{host}: modes normalize kept {len(private)} entries narrower than 0644/0755 ({shown}): "
+        "right for private files; a checkout under a umask like 077 gives other modes (and PCRs) "
+        "than one under 022"
+    )
 
 
 def tree_entries(
