@@ -7,7 +7,6 @@ clean (the EIF's bytes do not depend on them).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import subprocess
@@ -59,14 +58,6 @@ def zig_version() -> str:
         return importlib.metadata.version("ziglang")
     except importlib.metadata.PackageNotFoundError:
         return "none"
-
-
-def hash_file_sha384(path: Path) -> str:
-    digest = hashlib.sha384()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dependencies(

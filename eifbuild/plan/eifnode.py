@@ -16,7 +16,7 @@ from .. import __version__, log
 from ..errors import EifbuildError
 from ..store import Step, TypedParams, canonical_json
 from ..util.fsutil import atomic_write, hash_file, write_if_writable
-from ._provenance import dependencies, git_facts, hash_file_sha384, relative, zig_version
+from ._provenance import dependencies, git_facts, relative, zig_version
 from .inputs import ResolvedImage
 from .node import Artifact, Node, StoredNode, cached_results, digests
 from .treedigest import FileDigests
@@ -293,7 +293,7 @@ class EifNode(StoredNode[Artifact]):
         }
         facts = provenance.BuildFacts(
             eif_name=self.out.eif.name,
-            eif_digests={"sha256": entry.digest("image.eif"), "sha384": hash_file_sha384(self.out.eif)},
+            eif_digests={"sha256": entry.digest("image.eif"), "sha384": hash_file(self.out.eif, "sha384")},
             config_path=relative(self.project.path, base),
             config_sha256=hash_file(self.project.path),
             arch=self.arch,
