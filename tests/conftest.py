@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 import pytest
-from s3_helpers import THROWAWAY_AWS_ENV, MotoServer
+from s3_helpers import THROWAWAY_AWS_ENV, MotoServer, S3Target
 from source_helpers import LocalServer
 
 from eifbuild.store import Store
@@ -23,6 +23,7 @@ from eifbuild.store import Store
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from ceph_rgw import CephRgw
     from softhsm_helpers import Token
 
 # AWS eif_build 0.3.1 outputs kept in the repo (tests/vectors/eif_build-0.5/README.md says how they were made)
@@ -108,6 +109,40 @@ def moto() -> Iterator[MotoServer]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph_rgw() -> Iterator[CephRgw]:
+    """One throw-away Ceph cluster with RADOS Gateway (HTTP and HTTPS) for the whole run; skipped
+    without Debian's ceph-mon/ceph-osd/radosgw, a failure in CI (.ci/run installs them)."""
+    import ceph_rgw as rgw  # noqa: PLC0415
+
+    if not rgw.available():
+        if IN_CI:
+            pytest.fail("ceph-mon, ceph-osd or radosgw is not installed: .ci/run must install them")
+        pytest.skip("Ceph RGW is not installed (apt-get install ceph-mon ceph-osd radosgw)")
+    with rgw.CephRgw(
+        THROWAWAY_AWS_ENV["AWS_ACCESS_KEY_ID"], THROWAWAY_AWS_ENV["AWS_SECRET_ACCESS_KEY"]
+    ) as cluster:
+        yield cluster
+
+
+S3_SERVERS = ("moto", "ceph-http", "ceph-https")
+
+
+@pytest.fixture(params=S3_SERVERS)
+def s3(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S3Target:
+    """Each real S3 server in turn: moto, then Ceph RGW over HTTP and over HTTPS (its certificate
+    trusted through the target's ``ca_bundle``), with the throw-away credentials in the environment."""
+    for name, value in THROWAWAY_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    if request.param == "moto":
+        server: MotoServer = request.getfixturevalue("moto")
+        return server.target
+    cluster: CephRgw = request.getfixturevalue("ceph_rgw")
+    if request.param == "ceph-http":
+        return S3Target("ceph-http", cluster.endpoint)
+    return S3Target("ceph-https", cluster.https_endpoint, str(cluster.ca_bundle))
 
 
 @pytest.fixture(scope="session")

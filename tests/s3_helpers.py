@@ -1,5 +1,6 @@
-"""A real S3 API over HTTP on 127.0.0.1 for the remote cache tests: moto in server mode (a
-subprocess on a free port), and a proxy that drops the connection in the middle of a blob."""
+"""Real S3 APIs on 127.0.0.1 for the remote cache tests: moto in server mode (a subprocess on a free
+port), Ceph's RADOS Gateway over HTTP and HTTPS (tests/ceph_rgw.py) behind one :class:`S3Target`
+face, and a proxy that drops the connection in the middle of a blob."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -58,14 +60,58 @@ class MotoServer:
             self._proc.terminate()
             self._proc.wait(timeout=10)
 
-    def client(self) -> Any:
-        import boto3  # noqa: PLC0415 - the optional extra, imported by the tests that use it
+    @property
+    def target(self) -> S3Target:
+        return S3Target("moto", self.endpoint)
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+    def client(self) -> Any:
+        return self.target.client()
+
+    def bucket(self, name: str) -> str:
+        return self.target.bucket(name)
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """One S3 server as the remote-cache tests see it: ``name`` is the test id ("moto",
+    "ceph-http", "ceph-https"), ``ca_bundle`` the certificate to trust over HTTPS. Credentials are
+    :data:`THROWAWAY_AWS_ENV`'s on every server (Ceph's test user is made with them)."""
+
+    name: str
+    endpoint: str
+    ca_bundle: str | None = None
+
+    @property
+    def https(self) -> bool:
+        return self.endpoint.startswith("https://")
+
+    def client(self) -> Any:
+        """A boto3 client for tampering and inspection (checksums only when required: Ceph over
+        HTTPS refuses botocore's default aws-chunked uploads)."""
+        import boto3  # noqa: PLC0415 - the optional extra, imported by the tests that use it
+        from botocore.config import Config  # noqa: PLC0415
+
+        config = Config(
+            request_checksum_calculation="when_required", response_checksum_validation="when_required"
+        )
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=THROWAWAY_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=THROWAWAY_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            verify=self.ca_bundle,
+            config=config,
+        )
 
     def bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
         return name
+
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key in ``bucket``, sorted."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
 
 
 class CuttingProxy:

@@ -482,7 +482,7 @@ def parse_project(text: str, path: Path) -> Project:
         sign=_sign(doc["sign"], ctx) if "sign" in doc else None,
         provenance=_sign(doc["provenance"], ctx, "provenance") if "provenance" in doc else None,
         lock_file=ctx.path_of(eif.get("lock_file", LOCK_NAME), "eif.lock_file"),
-        cache=parse_cache_table(doc["cache"], ctx) if "cache" in doc else CacheSettings(),
+        cache=parse_cache_table(doc["cache"], ctx, base=path.parent) if "cache" in doc else CacheSettings(),
         allow_paths_outside=ctx.boolean(eif.get(OUTSIDE_KEY, False), f"eif.{OUTSIDE_KEY}"),
     )
 

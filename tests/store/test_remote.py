@@ -1,6 +1,7 @@
-"""The remote cache against a real S3 API on 127.0.0.1 (moto in server mode): signed manifests,
-pull through the store's substituter hook, push, tampered entries, a remote that goes away and
-racing pushers. Two separate stores stand for two machines."""
+"""The remote cache against real S3 APIs on 127.0.0.1 (moto in server mode, and Ceph RGW over HTTP
+and HTTPS: the ``s3`` fixture): signed manifests, pull through the store's substituter hook, push,
+tampered entries, a remote that goes away and racing pushers. Two separate stores stand for two
+machines. The faults a real server cannot be made to produce use moto behind a proxy."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from s3_helpers import THROWAWAY_AWS_ENV, CuttingProxy, MotoServer, free_port
+from s3_helpers import THROWAWAY_AWS_ENV, CuttingProxy, MotoServer, S3Target, free_port
 
 from eifbuild import log
 from eifbuild.errors import ConfigError, RemoteCacheError
@@ -101,16 +102,27 @@ def keys(tmp_path: Path) -> Keys:
     return make_key(tmp_path, "ci-1")
 
 
-@pytest.fixture
-def remote(moto: MotoServer, keys: Keys) -> CacheSettings:
-    bucket = moto.bucket(f"cache-{uuid.uuid4().hex[:12]}")
+def settings_for(target: S3Target, keys: Keys) -> CacheSettings:
+    bucket = target.bucket(f"cache-{uuid.uuid4().hex[:12]}")
     return CacheSettings(
         remote=parse_s3_url(f"s3://{bucket}/team/eif"),
-        endpoint_url=moto.endpoint,
+        endpoint_url=target.endpoint,
         region="us-east-1",
         trusted_keys=(keys.trusted,),
         signing_key_file=str(keys.path),
+        ca_bundle=target.ca_bundle,
     )
+
+
+@pytest.fixture
+def remote(s3: S3Target, keys: Keys) -> CacheSettings:
+    """A fresh bucket on each S3 server in turn."""
+    return settings_for(s3, keys)
+
+
+@pytest.fixture
+def moto_remote(moto: MotoServer, keys: Keys) -> CacheSettings:
+    return settings_for(moto.target, keys)
 
 
 STEP = Step(RawParams("compile", 1, {"cflags": ["-O2"]}), {"init.c": "ab" * 32}, {"zig": "0.17.1"})
@@ -183,22 +195,22 @@ def test_a_required_remote_makes_a_miss_an_error(tmp_path: Path, remote: CacheSe
     assert STEP.key not in store
 
 
-def _tamper_blob(moto: MotoServer, settings: CacheSettings) -> None:
+def _tamper_blob(s3: S3Target, settings: CacheSettings) -> None:
     assert settings.remote is not None
     name = settings.remote.object_key(blob_name(_sha(PAYLOAD)))
     changed = bytearray(PAYLOAD)
     changed[100] ^= 1
-    moto.client().put_object(Bucket=settings.remote.bucket, Key=name, Body=bytes(changed))
+    s3.client().put_object(Bucket=settings.remote.bucket, Key=name, Body=bytes(changed))
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _manifest(moto: MotoServer, settings: CacheSettings) -> tuple[str, dict[str, object]]:
+def _manifest(s3: S3Target, settings: CacheSettings) -> tuple[str, dict[str, object]]:
     assert settings.remote is not None
     name = settings.remote.object_key(manifest_name(STEP.key))
-    body = moto.client().get_object(Bucket=settings.remote.bucket, Key=name)["Body"].read()
+    body = s3.client().get_object(Bucket=settings.remote.bucket, Key=name)["Body"].read()
     return name, json.loads(body)
 
 
@@ -216,15 +228,15 @@ def _refused_and_rebuilt(tmp_path: Path, settings: CacheSettings, reason: str) -
 
 
 def test_a_blob_changed_in_the_bucket_is_refused_and_rebuilt(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, remote: CacheSettings, keys: Keys, s3: S3Target
 ) -> None:
     pushed_store(tmp_path, remote, keys)
-    _tamper_blob(moto, remote)
+    _tamper_blob(s3, remote)
     _refused_and_rebuilt(tmp_path, remote, "with sha256")
 
 
 def test_a_manifest_resigned_by_an_untrusted_key_is_refused(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, remote: CacheSettings, keys: Keys, s3: S3Target
 ) -> None:
     a = pushed_store(tmp_path, remote, keys)
     entry = a.get(STEP.key)
@@ -233,23 +245,26 @@ def test_a_manifest_resigned_by_an_untrusted_key_is_refused(
     mallory = make_key(tmp_path, "mallory")
     body = body_of(entry)
     body["meta"] = {"note": "evil"}
-    name, _ = _manifest(moto, remote)
-    moto.client().put_object(Bucket=remote.remote.bucket, Key=name, Body=sign(body, mallory.secret))
+    name, _ = _manifest(s3, remote)
+    s3.client().put_object(Bucket=remote.remote.bucket, Key=name, Body=sign(body, mallory.secret))
     _refused_and_rebuilt(tmp_path, remote, "signed by: mallory")
 
 
 def test_a_manifest_pointing_at_a_missing_blob_is_refused(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, remote: CacheSettings, keys: Keys, s3: S3Target
 ) -> None:
     pushed_store(tmp_path, remote, keys)
     assert remote.remote is not None
-    moto.client().delete_object(
+    s3.client().delete_object(
         Bucket=remote.remote.bucket, Key=remote.remote.object_key(blob_name(_sha(PAYLOAD)))
     )
     _refused_and_rebuilt(tmp_path, remote, "is missing")
 
 
-def test_an_unreachable_remote_warns_once_and_builds_locally(tmp_path: Path, remote: CacheSettings) -> None:
+def test_an_unreachable_remote_warns_once_and_builds_locally(
+    tmp_path: Path, moto_remote: CacheSettings
+) -> None:
+    remote = moto_remote
     closed = CacheSettings(remote=remote.remote, endpoint_url=f"http://127.0.0.1:{free_port()}")
     store = Store(tmp_path / "b")
     attach(store, closed)
@@ -265,8 +280,9 @@ def test_an_unreachable_remote_warns_once_and_builds_locally(tmp_path: Path, rem
 
 
 def test_the_remote_going_away_mid_download_builds_locally(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, moto_remote: CacheSettings, keys: Keys, moto: MotoServer
 ) -> None:
+    remote = moto_remote
     pushed_store(tmp_path, remote, keys)
     with CuttingProxy(moto.port) as proxy:
         via_proxy = CacheSettings(
@@ -302,6 +318,68 @@ def test_two_pushers_racing_the_same_key_leave_one_valid_entry(
     assert len(results) == 2
     assert sum(r.new for r in results) >= 1  # type: ignore[attr-defined]
     _, calls, recorder = pull(tmp_path, remote, "c")
+    assert calls == []
+    assert recorder.warnings == []
+
+
+def test_the_second_conditional_create_gets_412_and_the_first_bytes_stay(
+    remote: CacheSettings, s3: S3Target
+) -> None:
+    """``If-None-Match: *`` on the server itself: what keeps racing pushers from overwriting."""
+    assert remote.remote is not None
+    bucket, key = remote.remote.bucket, remote.remote.object_key(manifest_name(STEP.key))
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key=key, Body=b"first", IfNoneMatch="*")
+    with pytest.raises(Exception, match="PreconditionFailed") as raised:
+        client.put_object(Bucket=bucket, Key=key, Body=b"second", IfNoneMatch="*")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412  # type: ignore[attr-defined]
+    ours = RemoteCache(remote).bucket
+    assert not ours.put(manifest_name(STEP.key), b"third", content_type="application/json")
+    assert ours.put(manifest_name("0" * 64), b"new", content_type="application/json")
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"first"
+
+
+def test_racing_creates_of_one_manifest_have_exactly_one_winner(remote: CacheSettings) -> None:
+    bucket = RemoteCache(remote).bucket
+    bucket.client  # noqa: B018 - boto3's client creation is not thread-safe; make it before the race
+    barrier = threading.Barrier(6)
+    won: list[bytes] = []
+
+    def create(body: bytes) -> None:
+        barrier.wait()
+        if bucket.put(manifest_name(STEP.key), body, content_type="application/json"):
+            won.append(body)
+
+    threads = [threading.Thread(target=create, args=(b"writer %d" % i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1, won
+    assert bucket.get_bytes(manifest_name(STEP.key)) == won[0]
+
+
+@pytest.mark.parametrize("s3", ["ceph-https"], indirect=True)
+def test_https_trusts_the_ca_bundle_from_settings_or_aws_ca_bundle(
+    tmp_path: Path, s3: S3Target, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushing over HTTPS failed with botocore's default checksums (411 MissingContentLength from
+    aws-chunked uploads); pulled here with the CA from ``[cache] ca_bundle``, then from
+    ``$AWS_CA_BUNDLE``; without either, the certificate is refused in one warning."""
+    settings = settings_for(s3, keys)
+    pushed_store(tmp_path, settings, keys)
+    _, calls, recorder = pull(tmp_path, settings, "b")
+    assert calls == []
+    assert recorder.warnings == []
+    untrusted = replace(settings, ca_bundle=None)
+    _, calls, recorder = pull(tmp_path, untrusted, "c")
+    assert len(calls) == 1
+    assert len(recorder.warnings) == 1, recorder.lines
+    assert str(settings.remote) in recorder.warnings[0]
+    assert "SSL" in recorder.warnings[0] or "certificate" in recorder.warnings[0]
+    assert s3.ca_bundle is not None
+    monkeypatch.setenv("AWS_CA_BUNDLE", s3.ca_bundle)
+    _, calls, recorder = pull(tmp_path, untrusted, "d")
     assert calls == []
     assert recorder.warnings == []
 
@@ -428,6 +506,12 @@ def test_cache_table_is_validated_like_the_rest_of_eif_toml(tmp_path: Path, keys
         parse_project(TOML + '[cache]\nremote = "https://b"\n', path)
     with pytest.raises(ConfigError, match=r"key 'cache.trusted_keys\[0\]'"):
         parse_project(TOML + '[cache]\ntrusted_keys = ["ci:AAAA"]\n', path)
+    relative = parse_project(TOML + '[cache]\nremote = "s3://bkt"\nca_bundle = "certs/ca.pem"\n', path)
+    assert relative.cache.ca_bundle == str(tmp_path / "certs" / "ca.pem")
+    with pytest.raises(ConfigError, match=r"key 'cache.ca_bundle'"):
+        parse_project(TOML + "[cache]\nca_bundle = 1\n", path)
+    with pytest.raises(ConfigError, match=r"ca_bundle: .*certs/ca.pem is not a file"):
+        RemoteCache(relative.cache)
 
 
 def test_environment_sets_overrides_or_turns_off_the_remote() -> None:
@@ -450,9 +534,11 @@ def test_without_boto3_a_configured_remote_is_one_error_naming_the_extra(
 
 # -- hostile listings (#23 row 1): a trusted key's manifest must not become writes outside the store --
 def _hostile_manifest(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer, outputs: dict[str, object]
+    tmp_path: Path, moto_remote: CacheSettings, keys: Keys, moto: MotoServer, outputs: dict[str, object]
 ) -> None:
-    """Push PAYLOAD's blob, then put a manifest for STEP with ``outputs``, signed by the trusted key."""
+    """Push PAYLOAD's blob, then put a manifest for STEP with ``outputs``, signed by the trusted key
+    (on moto only: what is checked here is the client, not the server)."""
+    remote, s3 = moto_remote, moto.target
     a = pushed_store(tmp_path, remote, keys)
     entry = a.get(STEP.key)
     assert entry is not None
@@ -460,8 +546,8 @@ def _hostile_manifest(
     body = body_of(entry)
     body["outputs"] = outputs
     body["dirs"] = []
-    name, _ = _manifest(moto, remote)
-    moto.client().put_object(Bucket=remote.remote.bucket, Key=name, Body=sign(body, keys.secret))
+    name, _ = _manifest(s3, remote)
+    s3.client().put_object(Bucket=remote.remote.bucket, Key=name, Body=sign(body, keys.secret))
 
 
 def _through_a_link(outside: Path) -> dict[str, object]:
@@ -470,47 +556,47 @@ def _through_a_link(outside: Path) -> dict[str, object]:
 
 
 def test_a_trusted_manifest_writing_through_its_own_symlink_is_refused_as_corrupt(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, moto_remote: CacheSettings, keys: Keys, moto: MotoServer
 ) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
-    _hostile_manifest(tmp_path, remote, keys, moto, _through_a_link(outside))
-    _refused_and_rebuilt(tmp_path, remote, "'zz/f' goes through the symlink 'zz'")
+    _hostile_manifest(tmp_path, moto_remote, keys, moto, _through_a_link(outside))
+    _refused_and_rebuilt(tmp_path, moto_remote, "'zz/f' goes through the symlink 'zz'")
     assert list(outside.iterdir()) == []
 
 
 def test_the_puller_never_writes_through_a_symlink_even_if_the_listing_check_missed_it(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, moto_remote: CacheSettings, keys: Keys, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from eifbuild.store.remote import manifest  # noqa: PLC0415
 
     monkeypatch.setattr(manifest, "listing_problems", lambda *_: [])
     outside = tmp_path / "outside"
     outside.mkdir()
-    _hostile_manifest(tmp_path, remote, keys, moto, _through_a_link(outside))
-    _refused_and_rebuilt(tmp_path, remote, "parent 'zz' is a symlink")
+    _hostile_manifest(tmp_path, moto_remote, keys, moto, _through_a_link(outside))
+    _refused_and_rebuilt(tmp_path, moto_remote, "parent 'zz' is a symlink")
     assert list(outside.iterdir()) == []
 
 
 def test_a_trusted_manifest_with_a_symlink_out_of_the_entry_is_refused(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, moto_remote: CacheSettings, keys: Keys, moto: MotoServer
 ) -> None:
     outputs = {"zz": {"type": "symlink", "target": "../../../../etc"}}
-    _hostile_manifest(tmp_path, remote, keys, moto, outputs)
-    _refused_and_rebuilt(tmp_path, remote, "symlink 'zz' to '../../../../etc' leads outside the tree")
+    _hostile_manifest(tmp_path, moto_remote, keys, moto, outputs)
+    _refused_and_rebuilt(tmp_path, moto_remote, "symlink 'zz' to '../../../../etc' leads outside the tree")
 
 
 def test_cache_verify_refuses_a_listing_through_a_symlink_and_writes_nothing_outside(
-    tmp_path: Path, remote: CacheSettings, keys: Keys, moto: MotoServer
+    tmp_path: Path, moto_remote: CacheSettings, keys: Keys, moto: MotoServer
 ) -> None:
     from eifbuild.store.remote.substitute import verify_remote_entry  # noqa: PLC0415
 
     outside = tmp_path / "outside"
     outside.mkdir()
-    _hostile_manifest(tmp_path, remote, keys, moto, _through_a_link(outside))
+    _hostile_manifest(tmp_path, moto_remote, keys, moto, _through_a_link(outside))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    problem = verify_remote_entry(RemoteCache(remote), STEP.key, scratch)
+    problem = verify_remote_entry(RemoteCache(moto_remote), STEP.key, scratch)
     assert problem is not None
     assert "goes through the symlink 'zz'" in problem
     assert list(outside.iterdir()) == []

@@ -1,5 +1,6 @@
 """`doit eif` with a remote cache, end to end: two checkouts with their own stores; A builds and
-pushes, B pulls everything and builds nothing (real doit subprocesses, moto's S3 server)."""
+pushes, B pulls everything and builds nothing (real doit subprocesses; each S3 server of the ``s3``
+fixture in turn: moto, Ceph RGW over HTTP, and over HTTPS with eif.toml's ``[cache] ca_bundle``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from s3_helpers import THROWAWAY_AWS_ENV, MotoServer
+from s3_helpers import S3Target
 from source_helpers import LocalServer
 from test_dag import ALL_X86, DODO, EIF_TOML, Project, seeded
 
@@ -19,20 +20,21 @@ from eifbuild.store.remote import generate_key
 
 
 @pytest.fixture
-def env(tmp_path: Path, moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(tmp_path: Path, s3: S3Target, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The bucket, a signing key and the [cache] table both checkouts share."""
-    for name, value in THROWAWAY_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
     for name in ("EIFBUILD_CACHE", "SOURCE_DATE_EPOCH", "EIFBUILD_REMOTE_CACHE", "EIFBUILD_REQUIRE_REMOTE"):
         monkeypatch.delenv(name, raising=False)
-    bucket = moto.bucket(f"dag-{uuid.uuid4().hex[:12]}")
+    bucket = s3.bucket(f"dag-{uuid.uuid4().hex[:12]}")
     secret, public = generate_key("ci-1")
     key_file = tmp_path / "ci-1.secret"
     key_file.write_text(secret)
     table = (
-        f'\n[cache]\nremote = "s3://{bucket}/eif"\nendpoint_url = "{moto.endpoint}"\n'
+        f'\n[cache]\nremote = "s3://{bucket}/eif"\nendpoint_url = "{s3.endpoint}"\n'
         f'region = "us-east-1"\ntrusted_keys = ["{public}"]\n'
     )
+    if s3.ca_bundle:
+        table += f'ca_bundle = "{s3.ca_bundle}"\n'
+
     return {"table": table, "key_file": str(key_file)}
 
 

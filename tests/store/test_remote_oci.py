@@ -1,5 +1,5 @@
-"""An OCI app image through the remote cache, end to end (real doit subprocesses, moto's S3 server,
-Debian's docker-registry): A pulls the image from the registry and pushes its blobs; B, with a
+"""An OCI app image through the remote cache, end to end (real doit subprocesses, each S3 server of
+the ``s3`` fixture, Debian's docker-registry): A pulls the image from the registry and pushes its blobs; B, with a
 fresh store, takes index, manifest, config and layers from the remote, verified by their digests,
 and never contacts the registry; a layer changed in the bucket is refused and fetched from the
 registry instead (or, with ``EIFBUILD_REQUIRE_REMOTE=1``, fails the build)."""
@@ -15,7 +15,7 @@ import pytest
 from conftest import require_tool
 from oci_helpers import Built, sample_image, write_layout
 from oci_registry import CountingProxy, Registry
-from s3_helpers import MotoServer
+from s3_helpers import S3Target
 from source_helpers import LocalServer
 from test_dag import Project
 from test_remote_dag import checkout, env  # noqa: F401 - fixtures shared with the doit tests
@@ -108,7 +108,7 @@ def test_b_takes_the_image_from_the_remote_with_no_registry_running(
 def test_a_layer_changed_in_the_bucket_is_refused_and_fetched_from_the_registry(
     tmp_path: Path,
     server: LocalServer,
-    moto: MotoServer,
+    s3: S3Target,
     env: dict[str, str],  # noqa: F811
     image: tuple[Registry, Built],
 ) -> None:
@@ -119,7 +119,7 @@ def test_a_layer_changed_in_the_bucket_is_refused_and_fetched_from_the_registry(
         a.doit(env=push_env(env))
         victim = next(r for r in image_records(a).values() if kind(r) == "oci-layer")
         sha256 = str(victim["outputs"]["layer.tar"]["sha256"])
-        _tamper(moto, env["table"], sha256)
+        _tamper(s3, env["table"], sha256)
         before = len(proxy.requests)
 
         b = oci_checkout(tmp_path, server, "b", env["table"], ref)
@@ -143,12 +143,12 @@ def test_a_layer_changed_in_the_bucket_is_refused_and_fetched_from_the_registry(
         assert all(r.get("substituted") for r in image_records(strict).values())
 
 
-def _tamper(moto: MotoServer, table: str, sha256: str) -> None:
+def _tamper(s3: S3Target, table: str, sha256: str) -> None:
     """Change one byte of the blob ``sha256`` in the bucket."""
     match = re.search(r's3://([^/"]+)/([^"]*)"', table)
     assert match is not None
     bucket, key = match[1], f"{match[2]}/blobs/sha256/{sha256}"
-    client = moto.client()
+    client = s3.client()
     data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0xFF
     client.put_object(Bucket=bucket, Key=key, Body=bytes(data))

@@ -8,6 +8,7 @@ streamed: downloads are hashed while written, uploads read from the file.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -46,10 +47,18 @@ def _code(exc: BaseException) -> str:
 class S3Bucket:
     """Objects below one ``s3://bucket/prefix``."""
 
-    def __init__(self, url: S3Url, *, endpoint_url: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        url: S3Url,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
         self.url = url
         self.endpoint_url = endpoint_url
         self.region = region
+        self.ca_bundle = ca_bundle  # None: boto3's own choice ($AWS_CA_BUNDLE, else certifi)
         self._client: Any = None
 
     @property
@@ -63,9 +72,19 @@ class S3Bucket:
                 connect_timeout=connect,
                 read_timeout=read,
                 user_agent_extra="eifbuild",
+                # botocore's default ("when_supported") sends every upload over HTTPS as aws-chunked
+                # with a trailing checksum, which S3-compatible servers such as Ceph RGW refuse (411
+                # MissingContentLength). We give a blob's SHA-256 as a plain header instead (put), and
+                # check every downloaded byte against the manifest ourselves.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             )
             self._client = _boto3().client(
-                "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                verify=self.ca_bundle,
+                config=config,
             )
         return self._client
 
@@ -128,12 +147,16 @@ class S3Bucket:
                 raise
         return True
 
-    def put(self, name: str, body: IO[bytes] | bytes, *, content_type: str) -> bool:
+    def put(
+        self, name: str, body: IO[bytes] | bytes, *, content_type: str, sha256: str | None = None
+    ) -> bool:
         """Create the object unless it exists (``If-None-Match: *`` where the store supports it);
-        True when this call wrote it, False when it was there already."""
+        True when this call wrote it, False when it was there already. ``sha256`` (hex) is sent as
+        the object's checksum: AWS S3 then refuses an upload that arrives changed."""
+        extra = {"ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode()} if sha256 else {}
         with self._errors(name):
             try:
-                self._put(name, body, content_type, conditional=True)
+                self._put(name, body, content_type, conditional=True, **extra)
             except Exception as exc:
                 code = _code(exc)
                 if code in _EXISTS:
@@ -144,11 +167,14 @@ class S3Bucket:
                     return False
                 if not isinstance(body, bytes):
                     body.seek(0)
-                self._put(name, body, content_type, conditional=False)
+                self._put(name, body, content_type, conditional=False, **extra)
         return True
 
-    def _put(self, name: str, body: IO[bytes] | bytes, content_type: str, *, conditional: bool) -> None:
-        extra = {"IfNoneMatch": "*"} if conditional else {}
+    def _put(
+        self, name: str, body: IO[bytes] | bytes, content_type: str, *, conditional: bool, **extra: str
+    ) -> None:
+        if conditional:
+            extra["IfNoneMatch"] = "*"
         self.client.put_object(
             Bucket=self.url.bucket,
             Key=self.url.object_key(name),

@@ -9,6 +9,7 @@ the remote failed to answer once it is not asked again in this run (no timeout p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +63,16 @@ class RemoteCache:
         if settings.remote is None:
             msg = "no remote cache configured: set [cache] remote or $EIFBUILD_REMOTE_CACHE"
             raise ConfigError(msg)
+        if settings.ca_bundle is not None and not os.path.isfile(settings.ca_bundle):
+            msg = f"[cache] ca_bundle: {settings.ca_bundle} is not a file (expected PEM certificates)"
+            raise ConfigError(msg)
         self.settings = settings
         self.url = settings.remote
         self.bucket = bucket or S3Bucket(
-            settings.remote, endpoint_url=settings.endpoint_url, region=settings.region
+            settings.remote,
+            endpoint_url=settings.endpoint_url,
+            region=settings.region,
+            ca_bundle=settings.ca_bundle,
         )
         self.trusted = trusted_keys(settings.trusted_keys)
         self.transfers = Transfers()

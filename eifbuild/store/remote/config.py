@@ -7,6 +7,7 @@
     endpoint_url = "https://minio.example:9000"   # optional: S3-compatible stores
     region = "eu-central-1"                        # optional: boto3's default otherwise
     trusted_keys = ["ci-1:BASE64…"]                # ed25519 public keys whose entries are used
+    ca_bundle = "certs/internal-ca.pem"            # optional: PEM CAs for an https endpoint_url
 
 Credentials are never read from here: boto3's chain finds them (environment, profile, role).
 """
@@ -24,6 +25,7 @@ from ...errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
     from ...util.tomltable import TomlTables
 
@@ -31,7 +33,7 @@ REMOTE_ENV: Final = "EIFBUILD_REMOTE_CACHE"  # set or override [cache] remote; e
 PUSH_ENV: Final = "EIFBUILD_REMOTE_CACHE_PUSH"  # 1: push every step built here
 SIGNING_KEY_ENV: Final = "EIFBUILD_CACHE_SIGNING_KEY"  # file holding "name:base64-secret"
 REQUIRE_ENV: Final = "EIFBUILD_REQUIRE_REMOTE"  # 1: a remote failure or miss is an error
-CACHE_KEYS: Final = frozenset({"remote", "endpoint_url", "region", "trusted_keys"})
+CACHE_KEYS: Final = frozenset({"remote", "endpoint_url", "region", "trusted_keys", "ca_bundle"})
 _URL_RE: Final = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 _KEY_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 ED25519_KEY_SIZE: Final = 32
@@ -93,14 +95,16 @@ class CacheSettings:
     push: bool = False
     require: bool = False
     signing_key_file: str | None = None
+    ca_bundle: str | None = None  # PEM file of the CAs to trust; None: boto3's ($AWS_CA_BUNDLE)
 
     @property
     def enabled(self) -> bool:
         return self.remote is not None
 
 
-def parse_cache_table(value: Any, ctx: TomlTables) -> CacheSettings:
-    """Validate eif.toml's ``[cache]`` table (errors name the file and the key)."""
+def parse_cache_table(value: Any, ctx: TomlTables, *, base: Path) -> CacheSettings:
+    """Validate eif.toml's ``[cache]`` table (errors name the file and the key); a relative
+    ``ca_bundle`` is taken from ``base`` (the project directory)."""
     table = ctx.table(value, "cache")
     ctx.only_keys(table, CACHE_KEYS, "cache")
     remote = None
@@ -119,7 +123,14 @@ def parse_cache_table(value: Any, ctx: TomlTables) -> CacheSettings:
             msg = "expected 'name:base64' of a 32-byte ed25519 public key (see 'eifbuild cache keygen')"
             raise ctx.error(f"cache.trusted_keys[{i}]", msg)
         keys.append(key)
-    return CacheSettings(remote, endpoint, ctx.optional_string(table, "region", "cache"), tuple(keys))
+    ca_bundle = ctx.optional_string(table, "ca_bundle", "cache")
+    return CacheSettings(
+        remote,
+        endpoint,
+        ctx.optional_string(table, "region", "cache"),
+        tuple(keys),
+        ca_bundle=str(base / ca_bundle) if ca_bundle else None,
+    )
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:

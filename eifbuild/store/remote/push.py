@@ -45,7 +45,8 @@ def push_entry(
         if spec["type"] != "file" or cache.bucket.exists(blob_name(spec["sha256"])):
             continue
         with open(entry.path / name, "rb") as fh:
-            if cache.bucket.put(blob_name(spec["sha256"]), fh, content_type="application/octet-stream"):
+            blob = blob_name(spec["sha256"])
+            if cache.bucket.put(blob, fh, content_type="application/octet-stream", sha256=spec["sha256"]):
                 uploaded += int(spec["size"])
     manifest = sign(body_of(entry), key)
     new = cache.bucket.put(manifest_name(entry.key), manifest, content_type="application/json")
