@@ -15,10 +15,10 @@ import pytest
 from conftest import require_tool
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from dag_helpers import DODO, EIF_TOML, Project, Run, seeded
 from s3_helpers import THROWAWAY_AWS_ENV, MotoServer
 from signing_helpers import certificate_for
 from softhsm_helpers import MODULE, PIN, Token, make_token
-from test_dag import DODO, EIF_TOML, Project, Run, seeded
 
 from eifbuild.plan.selfcheck import RANDOMIZED_NOTE
 

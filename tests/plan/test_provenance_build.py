@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from dag_helpers import DODO, EIF_TOML, Project, seeded
 from google.protobuf import json_format
 from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
 from in_toto_attestation.v1.statement import Statement
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 from signing_helpers import certificate_for, pem_key
-from test_dag import DODO, EIF_TOML, Project, seeded
 
 from eifbuild.provenance import BUILD_TYPE, PREDICATE_TYPE, key_id
 

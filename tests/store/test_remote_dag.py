@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from dag_helpers import ALL_X86, DODO, EIF_TOML, Project, seeded
 from s3_helpers import S3Target
 from source_helpers import LocalServer
-from test_dag import ALL_X86, DODO, EIF_TOML, Project, seeded
 
 from eifbuild.store import Store
 from eifbuild.store.remote import generate_key

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from conftest import require_tool
+from dag_helpers import Project
 from oci_helpers import Built, sample_image, write_layout
 from oci_registry import CountingProxy, Registry
 from s3_helpers import S3Target
 from source_helpers import LocalServer
-from test_dag import Project
 from test_remote_dag import checkout, env  # noqa: F401 - fixtures shared with the doit tests
 
 from eifbuild.store import Store
