@@ -307,13 +307,15 @@ KEEP = datetime.timedelta(seconds=3)
 
 
 def test_pushes_racing_a_prune_leave_every_manifest_whole(
-    tmp_path: Path, s3: S3Target, remote: CacheSettings, keys: Keys
+    tmp_path: Path, s3: S3Target, remote: CacheSettings, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rounds: pushers push new entries that share blobs with the last round's (expired by now),
-    while a prune deletes those and the blobs they alone named. After each round every manifest in
-    the bucket has all its blobs, and this round's entries pull back intact."""
+    while a prune deletes those and the blobs they alone named. The pushers start one after another
+    and are slow to write their manifests, the prune slow to check blobs, so pushes check blobs
+    before, during and after the prune's listings and deletes. After each round every manifest in
+    the bucket has all its blobs and this round's entries pull back intact."""
     store = Store(tmp_path / "a")
-    pushers = 4
+    pushers = 5
 
     def files(round_: int, i: int) -> dict[str, bytes]:
         return {
@@ -322,31 +324,40 @@ def test_pushes_racing_a_prune_leave_every_manifest_whole(
             "common": data("common to all"),
         }
 
-    def cache() -> RemoteCache:
+    def cache(*, delay: float = 0.0, slow: str = "put") -> RemoteCache:
         c = RemoteCache(remote)
         c.blob_reuse_age = REUSE
+        real = getattr(c.bucket, slow)
+
+        def slowly(name: str, *args: object, **kwargs: object) -> object:
+            if slow == "stat" or name.startswith("manifests/"):
+                time.sleep(delay)
+            return real(name, *args, **kwargs)
+
+        monkeypatch.setattr(c.bucket, slow, slowly)
         return c
 
     for i in range(pushers):
         push_entry(cache(), store, entry(store, f"r0-{i}", files(0, i)), keys.secret)
-    deleted = 0
+    deleted = refreshed = 0
     for round_ in range(1, 4):
         time.sleep(GRACE.total_seconds() + 0.5)  # the last round's entries and blobs have expired
         entries = [entry(store, f"r{round_}-{i}", files(round_, i)) for i in range(pushers)]
         start = threading.Barrier(pushers + 1)
         reports: list[PruneReport] = []
 
-        def push(e: StoreEntry, barrier: threading.Barrier = start) -> None:
+        def push(i: int, e: StoreEntry, barrier: threading.Barrier = start) -> None:
             barrier.wait()
-            assert push_entry(cache(), store, e, keys.secret).new
+            time.sleep(0.12 * i)
+            assert push_entry(cache(delay=0.4), store, e, keys.secret).new
 
         def run_prune(barrier: threading.Barrier = start, reports: list[PruneReport] = reports) -> None:
-            c = cache()
+            c = cache(delay=0.03, slow="stat")
             c.bucket.page_size = 3
             barrier.wait()
             reports.append(prune(c, keep=KEEP, grace=GRACE))
 
-        threads = [threading.Thread(target=push, args=(e,)) for e in entries]
+        threads = [threading.Thread(target=push, args=(i, e)) for i, e in enumerate(entries)]
         threads.append(threading.Thread(target=run_prune))
         for t in threads:
             t.start()
@@ -354,10 +365,12 @@ def test_pushes_racing_a_prune_leave_every_manifest_whole(
             t.join()
         assert len(reports) == 1
         deleted += len(reports[0].manifests_deleted)
+        refreshed += len(reports[0].refreshed)
         intact(remote, tmp_path)
         listed = {i.name for i in cache().bucket.listing("manifests/")[0]}
         assert {manifest_name(e.key) for e in entries} <= listed
-    assert deleted >= 2 * pushers  # the prunes did delete the earlier rounds' entries
+    assert deleted >= 2 * pushers  # the prunes did delete the earlier rounds' entries …
+    assert refreshed > 0  # … and found blobs that pushers had refreshed meanwhile
 
 
 # -- the command line ------------------------------------------------------------------------------
