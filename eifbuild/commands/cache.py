@@ -1,7 +1,9 @@
-"""``cache``: the shared build cache on S3 (``push``, ``verify``, ``keygen``)."""
+"""``cache``: the shared build cache on S3 (``push``, ``verify``, ``prune``, ``keygen``)."""
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("cache", help="push to, verify or make keys for the shared build cache (S3)")
+    p = sub.add_parser("cache", help="push to, verify, prune or make keys for the shared build cache (S3)")
     actions = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     push = actions.add_parser(
         "push",
@@ -32,6 +34,21 @@ def _add_cache(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for action in (push, verify):
         action.add_argument("--config", type=Path, metavar="EIF.toml", help="default: ./eif.toml or above")
         action.add_argument("--cache", type=Path, metavar="DIR", help=STORE_HELP)
+    prune = actions.add_parser(
+        "prune",
+        help="delete the entries not pushed or used by a pushing build in the last N days, and their blobs",
+    )
+    prune.add_argument("--keep-days", type=float, required=True, metavar="N", help="fractions allowed")
+    prune.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        metavar="H",
+        help="delete no blob younger than this (default: 24; must exceed 12 plus the longest push)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    prune.add_argument("--config", type=Path, metavar="EIF.toml", help="default: ./eif.toml or above")
+    prune.set_defaults(func=_cmd_prune)
     keygen = actions.add_parser(
         "keygen", help="make an ed25519 key pair: NAME.secret (keep it) and NAME.pub (for trusted_keys)"
     )
@@ -86,6 +103,29 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"{store_key}  {problem or 'ok'}")
     print(f"{len(keys)} remote entries checked, {bad} missing or bad")
     return EXIT_FAILED if bad else EXIT_OK
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from ..plan import find_project_dir, load_project  # noqa: PLC0415
+    from ..store.remote import RemoteCache, prune, with_environment  # noqa: PLC0415
+
+    keep, grace = (
+        _duration(args.keep_days, "--keep-days", 1),
+        _duration(args.grace_hours, "--grace-hours", 1 / 24),
+    )
+    project = load_project(args.config or find_project_dir())
+    cache = RemoteCache(with_environment(project.cache))
+    report = prune(cache, keep=keep, grace=grace, dry_run=args.dry_run, echo=print)
+    print(report.summary())
+    return EXIT_OK
+
+
+def _duration(value: float, option: str, days: float) -> datetime.timedelta:
+    """``value`` units of ``days`` days; a negative, infinite or NaN value is a usage error."""
+    if not math.isfinite(value) or value < 0 or value * days > 36500:
+        msg = f"expected a number of {'days' if days == 1 else 'hours'} from 0 to 100 years, not {value}"
+        raise UsageError(msg, key=option)
+    return datetime.timedelta(days=value * days)
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:

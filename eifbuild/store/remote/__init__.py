@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .config import REMOTE_ENV, CacheSettings, parse_cache_table, with_environment
     from .connect import attach
     from .manifest import generate_key
+    from .pruning import PruneReport, prune
     from .push import push_entry
     from .substitute import verify_remote_entry
 
@@ -22,6 +23,8 @@ EXPORTS = {
     "with_environment": ".config",
     "attach": ".connect",
     "generate_key": ".manifest",
+    "PruneReport": ".pruning",
+    "prune": ".pruning",
     "push_entry": ".push",
     "verify_remote_entry": ".substitute",
 }
@@ -29,10 +32,12 @@ EXPORTS = {
 __all__ = [
     "REMOTE_ENV",
     "CacheSettings",
+    "PruneReport",
     "RemoteCache",
     "attach",
     "generate_key",
     "parse_cache_table",
+    "prune",
     "push_entry",
     "verify_remote_entry",
     "with_environment",

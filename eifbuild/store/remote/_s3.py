@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from ...errors import RemoteCacheError, first_line
@@ -26,6 +29,7 @@ _MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound"})
 _EXISTS: Final = frozenset({"412", "PreconditionFailed", "409", "ConditionalRequestConflict"})
 _NO_CONDITIONAL: Final = frozenset({"501", "NotImplemented"})
 MAX_MANIFEST: Final = 16 << 20
+MAX_COPY: Final = 5 << 30  # the largest object one CopyObject request may copy
 
 
 def _boto3() -> Any:
@@ -42,6 +46,31 @@ def _code(exc: BaseException) -> str:
         error = response.get("Error", {})
         return str(error.get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
     return ""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as a listing, HEAD or GET saw it: ``name`` is below the cache's prefix, and
+    ``server_time`` the response's Date (HEAD and GET), so an age needs no trust in our clock."""
+
+    name: str
+    size: int
+    last_modified: datetime.datetime
+    etag: str
+    server_time: datetime.datetime | None = None
+
+    @property
+    def age(self) -> datetime.timedelta:
+        now = self.server_time or datetime.datetime.now(datetime.timezone.utc)
+        return now - self.last_modified
+
+
+def _server_time(response: Any) -> datetime.datetime | None:
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
 
 
 class S3Bucket:
@@ -182,3 +211,84 @@ class S3Bucket:
             ContentType=content_type,
             **extra,
         )
+
+    # -- for pruning (issue #24): ages, self-copies, listings, deletes ---------------------------
+    page_size: int | None = None  # objects per listing page (None: the server's, at most 1000)
+
+    def _info(self, name: str, response: Any, size_field: str = "ContentLength") -> ObjectInfo:
+        return ObjectInfo(
+            name,
+            int(response[size_field]),
+            response["LastModified"],
+            str(response.get("ETag", "")).strip('"'),
+            _server_time(response),
+        )
+
+    def stat(self, name: str) -> ObjectInfo | None:
+        """HEAD: the object's size, LastModified and ETag (and the server's time), or None."""
+        with self._errors(name):
+            try:
+                response = self.client.head_object(Bucket=self.url.bucket, Key=self.url.object_key(name))
+            except Exception as exc:
+                if _code(exc) in _MISSING:
+                    return None
+                raise
+            return self._info(name, response)
+
+    def read(self, name: str, *, limit: int = MAX_MANIFEST) -> tuple[bytes, ObjectInfo] | None:
+        """GET: the object's bytes (refusing more than ``limit``) and what it was, or None."""
+        with self._errors(name):
+            response = self._get(name)
+            if response is None:
+                return None
+            data: bytes = response["Body"].read(limit + 1)
+            info = self._info(name, response)
+        if len(data) > limit:
+            msg = f"larger than {limit} bytes"
+            raise RemoteCacheError(msg, url=self.where(name))
+        return data, info
+
+    def touch(self, name: str, *, content_type: str, size: int = 0) -> bool:
+        """Make the object's LastModified now by copying it onto itself (same bytes; S3 allows a
+        self-copy that replaces the metadata); False when it does not exist (any more). Objects over
+        5 GiB are copied in parts."""
+        key = self.url.object_key(name)
+        source = {"Bucket": self.url.bucket, "Key": key}
+        args = {"MetadataDirective": "REPLACE", "ContentType": content_type}
+        with self._errors(name):
+            try:
+                if size > MAX_COPY:
+                    from boto3.s3.transfer import TransferConfig  # noqa: PLC0415 - see _boto3
+
+                    config = TransferConfig(multipart_threshold=MAX_COPY, multipart_chunksize=1 << 30)
+                    self.client.copy(source, self.url.bucket, key, ExtraArgs=args, Config=config)
+                else:
+                    self.client.copy_object(Bucket=self.url.bucket, Key=key, CopySource=source, **args)
+            except Exception as exc:
+                if _code(exc) in _MISSING:
+                    return False
+                raise
+        return True
+
+    def listing(self, prefix: str) -> tuple[list[ObjectInfo], datetime.datetime | None]:
+        """Every object whose name starts with ``prefix`` (page by page), and the server's time
+        when the listing began (the first page's Date)."""
+        base = self.url.object_key("")
+        strip = len(base) + 1 if base else 0
+        paging = {"PageSize": self.page_size} if self.page_size else {}
+        found: list[ObjectInfo] = []
+        started: datetime.datetime | None = None
+        with self._errors(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.url.bucket, Prefix=self.url.object_key(prefix), PaginationConfig=paging
+            )
+            for page in pages:
+                started = started or _server_time(page)
+                for obj in page.get("Contents", []):
+                    found.append(self._info(obj["Key"][strip:], obj, "Size"))
+        return found, started
+
+    def delete(self, name: str) -> None:
+        """DELETE one object (no error when it is gone already)."""
+        with self._errors(name):
+            self.client.delete_object(Bucket=self.url.bucket, Key=self.url.object_key(name))

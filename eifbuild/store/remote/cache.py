@@ -9,9 +9,10 @@ the remote failed to answer once it is not asked again in this run (no timeout p
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ... import log
 from ...errors import ConfigError, RemoteCacheError
@@ -50,6 +51,16 @@ def _size(n: int) -> str:
     return f"{n:.1f} GiB"
 
 
+# Pruning (issue #24) relies on these two ages; see pruning.py for the argument.
+# A pusher that finds an entry's manifest older than MARK_AGE marks it in use (a self-copy makes its
+# LastModified now): one request per entry and day, none while the mark is fresh.
+MARK_AGE: Final = datetime.timedelta(days=1)
+# A pusher reuses a blob already in the bucket only if it is younger than BLOB_REUSE_AGE, and
+# refreshes an older one first; a prune deletes only blobs older than its grace period, which must be
+# longer than BLOB_REUSE_AGE plus the longest push.
+BLOB_REUSE_AGE: Final = datetime.timedelta(hours=12)
+
+
 def manifest_name(key: str) -> str:
     return f"manifests/{key}.json"
 
@@ -77,6 +88,8 @@ class RemoteCache:
         self.trusted = trusted_keys(settings.trusted_keys)
         self.transfers = Transfers()
         self.down: str | None = None  # the cause, once the remote failed to answer
+        self.mark_age = MARK_AGE  # tests shorten these two
+        self.blob_reuse_age = BLOB_REUSE_AGE
 
     def signing_key(self) -> SecretKey:
         if not self.settings.signing_key_file:
