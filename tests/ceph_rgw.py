@@ -11,6 +11,7 @@ Used by the remote-cache tests (one cluster for the whole test run) and by the b
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import ipaddress
 import os
@@ -29,6 +30,8 @@ DAEMONS = ("ceph-mon", "ceph-osd", "radosgw")
 ACCESS_KEY = "eifbuild-test-access"
 SECRET_KEY = "eifbuild-test-secret-not-a-secret"  # noqa: S105 - a throw-away cluster's test user
 START_TIMEOUT = 90.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here, not in the forked child
 
 
 class CephError(RuntimeError):
@@ -37,6 +40,12 @@ class CephError(RuntimeError):
 
 def available() -> bool:
     return all(shutil.which(name) for name in (*DAEMONS, "ceph", "monmaptool", "radosgw-admin"))
+
+
+def _die_with_parent() -> None:
+    """In the daemon, before exec: SIGKILL it when the process that started it dies, so a test run
+    that is killed (no fixture teardown) leaves no cluster behind."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:
@@ -171,6 +180,7 @@ class CephRgw:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - one prctl call, no Python locks taken
         )
         log.close()
         self._procs.append(proc)
