@@ -2,8 +2,9 @@
 
 A visible manifest therefore always has complete blobs. Blobs are named by their sha256 and
 manifests by their key, and both are written with ``If-None-Match: *``: two pushers of the same
-entry write the same bytes and the first one wins. An entry is re-hashed before it is pushed, so a
-corrupt local entry never reaches the bucket.
+entry write the same bytes and the first one wins. The blobs go up in parallel, a big one as a
+multipart upload (unconditional: its name is its content; ``_transfer``). An entry is re-hashed
+before it is pushed, so a corrupt local entry never reaches the bucket.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ... import log
 from ...errors import StoreError
+from ._transfer import Upload, missing, upload
 from .cache import blob_name, manifest_name
 from .manifest import body_of, sign
 
@@ -40,14 +42,16 @@ def push_entry(
     if problems:
         msg = f"not pushed, it is corrupt ({problems[0]}); run 'eifbuild store verify --repair'"
         raise StoreError(msg, key=entry.key)
-    uploaded = 0
-    for name, spec in sorted(entry.outputs.items()):
-        if spec["type"] != "file" or cache.bucket.exists(blob_name(spec["sha256"])):
-            continue
-        with open(entry.path / name, "rb") as fh:
-            blob = blob_name(spec["sha256"])
-            if cache.bucket.put(blob, fh, content_type="application/octet-stream", sha256=spec["sha256"]):
-                uploaded += int(spec["size"])
+    files = sorted((name, spec) for name, spec in entry.outputs.items() if spec["type"] == "file")
+    blobs = {str(spec["sha256"]): name for name, spec in files}  # one upload per distinct content
+    lacking = missing(cache.bucket, [blob_name(sha) for sha in blobs])
+    uploads = [
+        Upload(blob_name(sha), str(entry.path / name), sha, int(entry.outputs[name]["size"]))
+        for (sha, name), lacks in zip(blobs.items(), lacking, strict=True)
+        if lacks
+    ]
+    with log.progress(f"push {entry.kind} {entry.key[:12]}", sum(u.size for u in uploads)) as bar:
+        uploaded = upload(cache.bucket, uploads, on_chunk=bar.update)
     manifest = sign(body_of(entry), key)
     new = cache.bucket.put(manifest_name(entry.key), manifest, content_type="application/json")
     cache.transfers.pushed += int(new)
