@@ -5,7 +5,7 @@ the raw boto3 transfer of the same blobs (the limit), each run as its own timed 
     python bench/remote_xfer.py push STORE URL             # push_entry for every entry (as `cache push`)
     python bench/remote_xfer.py pull STORE EMPTY URL       # pull every entry of STORE into EMPTY, check
     python bench/remote_xfer.py raw-up STORE URL           # s3transfer upload of the same blobs
-    python bench/remote_xfer.py raw-down URL DIR           # s3transfer download of every blob under URL
+    python bench/remote_xfer.py raw-down URL DIR [verify]  # s3transfer download of every blob under URL
     python bench/remote_xfer.py make-bucket NAME | delete URL
 
 The endpoint and CA bundle come from $BENCH_S3_ENDPOINT and $BENCH_S3_CA_BUNDLE, the keys from
@@ -131,7 +131,9 @@ def raw_up(store_dir: str, url: str) -> None:
     print(f"uploaded {len(blobs)} blobs, {sum(p.stat().st_size for p in blobs.values())} bytes")
 
 
-def raw_down(url: str, out_dir: str) -> None:
+def raw_down(url: str, out_dir: str, verify: str = "") -> None:
+    """``verify`` ("verify"): then check each file's sha256 against its name, as a second pass
+    (``aws s3 cp`` followed by ``sha256sum -c``: the raw transfer plus the check eifbuild makes)."""
     s3url = parse_s3_url(url)
     assert s3url is not None
     client = _client()
@@ -146,6 +148,14 @@ def raw_down(url: str, out_dir: str) -> None:
         ]
         for future in futures:
             future.result()
+    if verify:
+        for path in sorted(out.iterdir()):
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            if digest.hexdigest() != path.name:
+                raise SystemExit(f"blob {path.name} has sha256 {digest.hexdigest()}")
     got = sum(p.stat().st_size for p in out.iterdir())
     if got != sum(size for _, size in objects):
         raise SystemExit("raw download is short")

@@ -13,12 +13,12 @@ download`` + ``dpkg-deb -x``, cached in ``<data>/debs``), as a one-layer gzip OC
 interleaved:
 
 - *doit eif, cold, no remote*: empty store, download cache and zig cache (zig builds musl);
-- *cache push*: ``push_entry`` of every entry of that store into an empty prefix (as ``eifbuild
-  cache push``), vs *raw upload*: s3transfer (``aws s3 cp --recursive``'s engine, default
-  TransferConfig) of the same blobs into another;
 - *doit eif, cold, warm remote*: another empty store, download cache and zig cache, every step
-  pulled (``EIFBUILD_REQUIRE_REMOTE=1``), vs *raw download* of every blob of the warm prefix;
-- *pull entries*: the entries alone (library, no doit), vs the same raw download.
+  pulled (``EIFBUILD_REQUIRE_REMOTE=1``), vs *raw download*: s3transfer (``aws s3 cp
+  --recursive``'s engine, default TransferConfig) of every blob of the warm prefix;
+- *pull entries*: the entries alone (library, no doit), vs the same raw download (HTTP, HTTPS);
+- *push entries*: ``push_entry`` of every entry of the cold store into an empty prefix (as
+  ``eifbuild cache push``, which re-hashes each entry first), vs *raw upload* of the same blobs.
 
 ``--quick`` (CI's smoke run) uses a synthetic store instead (an entry with one 40 MiB blob and 20
 small files, one with three 3 MiB files): only the push/pull vs raw rows, over HTTP.
@@ -27,6 +27,7 @@ small files, one with three 3 MiB files): only the push/pull vs raw rows, over H
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -80,9 +81,10 @@ init = { compile = "eifbuild-init" }
 nsm = "none"
 
 [app]
-oci = "app-image"
+oci = "{ref}"
 cmd = ["/app/start.sh"]
 """
+LAYOUT_VERSION: Final = 2  # bump when _write_layout changes: the cached layout is made again
 QUICK_MIB: Final = 40
 GROUP: Final = "remote cache"
 
@@ -138,7 +140,7 @@ def real_app(opts: Options) -> tuple[Path, int]:
 
     debs, versions = debian_app.download_debs([*debian_app.PACKAGES, *APP_PACKAGES], opts.data / "debs")
     digest = hashlib.sha256(repr(versions).encode()).hexdigest()[:16]
-    layout = opts.data / f"remote-app-{digest}"
+    layout = opts.data / f"remote-app-{LAYOUT_VERSION}-{digest}"
     done = layout / "rootfs-size"
     if done.is_file():
         return layout, int(done.read_text())
@@ -193,7 +195,11 @@ def _write_layout(root: Path, layout: Path) -> None:
             }
         ],
     }
-    top = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(_json(manifest))}
+    top = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        **put(_json(manifest)),
+        "annotations": {"org.opencontainers.image.ref.name": "v1"},
+    }
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [top]}
     (layout / "index.json").write_bytes(_json(index))
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
@@ -211,12 +217,39 @@ def _sha_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _app_project(opts: Options, layout: Path) -> Path:
+@contextlib.contextmanager
+def _registry(opts: Options, layout: Path) -> Iterator[str | None]:
+    """The app image in a throw-away docker-registry on 127.0.0.1 (``tests/oci_registry.py``), as
+    ``host/pyapp@sha256:…``; None without Debian's ``docker-registry`` or ``skopeo``."""
+    binary, skopeo = shutil.which("docker-registry"), shutil.which("skopeo")
+    if binary is None or skopeo is None:
+        yield None
+        return
+    _tests_dir(opts)
+    import oci_registry  # noqa: PLC0415 - tests/oci_registry.py
+
+    workdir = opts.work / "registry"
+    workdir.mkdir()
+    registry = oci_registry.Registry(binary, workdir)
+    registry.start()
+    try:
+        registry.push(skopeo, layout, "v1", "pyapp")
+        digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+        yield f"{registry.host}/pyapp@{digest}"
+    finally:
+        registry.stop()
+
+
+def _app_project(opts: Options, layout: Path, ref: str | None) -> Path:
+    """The app's project: a registry image pinned by digest (as the README's OCI example), or the
+    layout itself when there is no registry (then a cold build imports the layer locally, remote
+    or not: local layouts are read in place)."""
     project = opts.work / "remote-app"
     make_project(opts, project)
-    (project / "eif.toml").write_text(APP_TOML)
-    shutil.copytree(layout, project / "app-image", copy_function=os.link)
-    (project / "app-image" / "rootfs-size").unlink()
+    if ref is None:
+        shutil.copytree(layout, project / "app-image", copy_function=os.link)
+        (project / "app-image" / "rootfs-size").unlink()
+    (project / "eif.toml").write_text(APP_TOML.replace("{ref}", ref or "app-image"))
     return project
 
 
@@ -259,27 +292,43 @@ class _Bench:
 def _transfer_rounds(
     bench: _Bench, store: Path, series: dict[str, Series], i: int, https: tuple[str, str] | None
 ) -> None:
-    """One interleaved round of push vs raw upload and pull vs raw download (HTTP, maybe HTTPS)."""
-    progress(f"remote: push vs raw upload {i + 1}")
-    series["push"].samples.append(bench.xfer_cmd("push", str(store), f"s3://bench/push-{i}"))
-    series["raw-up"].samples.append(bench.xfer_cmd("raw-up", str(store), f"s3://bench/raw-{i}"))
-    for prefix in (f"push-{i}", f"raw-{i}"):
-        bench.xfer_cmd("delete", f"s3://bench/{prefix}")
-    ends = [("", {})] + (
-        [("-https", {"BENCH_S3_ENDPOINT": https[0], "BENCH_S3_CA_BUNDLE": https[1]})] if https else []
-    )
+    """One round of pull vs raw download (HTTP, maybe HTTPS), then push vs raw upload, each pair in
+    alternating order. The uploaded prefixes are deleted last: Ceph RGW frees deleted objects in
+    the background (its gc runs every 10 s), which must not land in a measured pull; in a full run
+    the next cold build (half a minute without the remote) absorbs it."""
+
+    def pair(first: tuple[str, Callable[[], Sample]], second: tuple[str, Callable[[], Sample]]) -> None:
+        for name, command in (first, second) if i % 2 == 0 else (second, first):
+            series[name].samples.append(command())
+
+    def pull(env: dict[str, str]) -> Sample:
+        shutil.rmtree(empty, ignore_errors=True)
+        return bench.xfer_cmd("pull", str(store), str(empty), "s3://bench/warm", **env)
+
+    def raw_down(env: dict[str, str]) -> Sample:
+        shutil.rmtree(empty, ignore_errors=True)
+        return bench.xfer_cmd("raw-down", "s3://bench/warm", str(empty), **env)
+
+    empty = bench.caches / "pulled"
+    ends: list[tuple[str, dict[str, str]]] = [("", {})]
+    if https:
+        ends.append(("-https", {"BENCH_S3_ENDPOINT": https[0], "BENCH_S3_CA_BUNDLE": https[1]}))
     for suffix, env in ends:
         progress(f"remote: pull vs raw download{suffix} {i + 1}")
-        empty = bench.caches / "pulled"
-        shutil.rmtree(empty, ignore_errors=True)
-        series[f"pull{suffix}"].samples.append(
-            bench.xfer_cmd("pull", str(store), str(empty), "s3://bench/warm", **env)
+        pair(
+            (f"pull{suffix}", functools.partial(pull, env)),
+            (f"raw-down{suffix}", functools.partial(raw_down, env)),
         )
-        shutil.rmtree(empty, ignore_errors=True)
-        series[f"raw-down{suffix}"].samples.append(
-            bench.xfer_cmd("raw-down", "s3://bench/warm", str(empty), **env)
-        )
-        shutil.rmtree(empty, ignore_errors=True)
+    shutil.rmtree(empty, ignore_errors=True)
+    series["raw-verify"].samples.append(bench.xfer_cmd("raw-down", "s3://bench/warm", str(empty), "verify"))
+    shutil.rmtree(empty, ignore_errors=True)
+    progress(f"remote: push vs raw upload {i + 1}")
+    pair(
+        ("push", lambda: bench.xfer_cmd("push", str(store), f"s3://bench/push-{i}")),
+        ("raw-up", lambda: bench.xfer_cmd("raw-up", str(store), f"s3://bench/raw-{i}")),
+    )
+    for prefix in (f"push-{i}", f"raw-{i}"):
+        bench.xfer_cmd("delete", f"s3://bench/{prefix}")
 
 
 def rows(opts: Options) -> list[Row]:
@@ -296,15 +345,7 @@ def rows(opts: Options) -> list[Row]:
 def _rows(opts: Options, bench: _Bench, https: tuple[str, str] | None, where: str) -> list[Row]:
     bench.xfer_cmd("make-bucket", "bench")
     bench.keys()
-    labels = {
-        "push": "push entries (push_entry)",
-        "raw-up": "raw upload (s3transfer)",
-        "pull": "pull entries (library)",
-        "raw-down": "raw download (s3transfer)",
-    }
-    if https:
-        labels |= {"pull-https": "pull entries, HTTPS", "raw-down-https": "raw download, HTTPS"}
-    series = {name: Series(label) for name, label in labels.items()}
+    series = _series(https)
     if opts.quick:
         store = bench.caches / "synth"
         bench.xfer_cmd("synth", str(store), str(QUICK_MIB))
@@ -314,7 +355,24 @@ def _rows(opts: Options, bench: _Bench, https: tuple[str, str] | None, where: st
         what = f"synthetic entries ({QUICK_MIB} MiB + 9 MiB), {where}"
         return _transfer_rows(series, what)
     layout, size = real_app(opts)
-    project = _app_project(opts, layout)
+    with _registry(opts, layout) as ref:
+        if ref is None:
+            progress("remote: no docker-registry/skopeo: the app is a local OCI layout")
+        project = _app_project(opts, layout, ref)
+        return _app_rows(opts, bench, https, where=where, project=project, size=size, ref=ref)
+
+
+def _app_rows(
+    opts: Options,
+    bench: _Bench,
+    https: tuple[str, str] | None,
+    *,
+    where: str,
+    project: Path,
+    size: int,
+    ref: str | None,
+) -> list[Row]:
+    series = _series(https)
     without, pulled = Series("doit eif, cold, no remote"), Series("doit eif, cold, warm remote")
     doit = [opts.python, "-m", "doit", "eif"]
     cold_store = bench.caches / "cold" / "store"
@@ -335,7 +393,8 @@ def _rows(opts: Options, bench: _Bench, https: tuple[str, str] | None, where: st
     mib = size / (1 << 20)
     vs_raw = Series("doit eif, cold, warm remote (vs raw download)", pulled.samples)
     ratio = vs_raw.median / series["raw-down"].median
-    app = f"Debian app, {mib:.0f} MiB rootfs, x86_64"
+    image = "registry image" if ref else "local OCI layout"
+    app = f"Debian app ({image}), {mib:.0f} MiB rootfs, x86_64"
     return [
         Row(GROUP, without, note=f"{app}; empty store, download and zig caches"),
         Row(
@@ -351,6 +410,19 @@ def _rows(opts: Options, bench: _Bench, https: tuple[str, str] | None, where: st
             GROUP, vs_raw, baseline=series["raw-down"], goal="<= 1.5x", met=ratio <= 1.5, note="the goal row"
         ),
     ]
+
+
+def _series(https: tuple[str, str] | None) -> dict[str, Series]:
+    labels = {
+        "push": "push entries (push_entry)",
+        "raw-up": "raw upload (s3transfer)",
+        "pull": "pull entries (library)",
+        "raw-down": "raw download (s3transfer)",
+        "raw-verify": "raw download + sha256 check",
+    }
+    if https:
+        labels |= {"pull-https": "pull entries, HTTPS", "raw-down-https": "raw download, HTTPS"}
+    return {name: Series(label) for name, label in labels.items()}
 
 
 def _add_cache_table(project: Path, bench: _Bench) -> None:
@@ -372,6 +444,7 @@ def _transfer_rows(series: dict[str, Series], what: str) -> list[Row]:
         ]
 
     out = pair("push", "raw-up") + pair("pull", "raw-down", "<= 1.5x", lambda r: r <= 1.5)
+    out.append(Row(GROUP, series["raw-verify"], baseline=series["raw-down"], note="then a sha256 pass"))
     if "pull-https" in series:
         out += pair("pull-https", "raw-down-https", "<= 1.5x", lambda r: r <= 1.5)
     return out
