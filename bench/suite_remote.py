@@ -110,7 +110,9 @@ def _server(opts: Options) -> Iterator[tuple[str, str | None, str | None, str]]:
 
     if ceph_rgw.available():
         with ceph_rgw.CephRgw(AWS_ENV["AWS_ACCESS_KEY_ID"], AWS_ENV["AWS_SECRET_ACCESS_KEY"]) as rgw:
-            yield rgw.endpoint, rgw.https_endpoint, str(rgw.ca_bundle), "Ceph RGW (memstore) on 127.0.0.1"
+            ca_bundle = opts.work / "rgw.crt"  # a copy: the cluster's dir is in /tmp, which others clean
+            shutil.copy(rgw.ca_bundle, ca_bundle)
+            yield rgw.endpoint, rgw.https_endpoint, str(ca_bundle), "Ceph RGW (memstore) on 127.0.0.1"
         return
     progress("remote: Ceph RGW is not installed (apt-get install ceph-mon ceph-osd radosgw): using moto")
     port = _free_port()
@@ -299,6 +301,7 @@ def _transfer_rounds(
 
     def pair(first: tuple[str, Callable[[], Sample]], second: tuple[str, Callable[[], Sample]]) -> None:
         for name, command in (first, second) if i % 2 == 0 else (second, first):
+            os.sync()  # the writeback of the last command's ~1 GB must not land in this one
             series[name].samples.append(command())
 
     def pull(env: dict[str, str]) -> Sample:
@@ -387,6 +390,7 @@ def _app_rows(
             bench.xfer_cmd("push", str(cold_store), "s3://bench/warm")
         shutil.rmtree(project / "build", ignore_errors=True)
         progress(f"remote: cold build from the warm remote {i + 1}")
+        os.sync()
         env = bench.env("pull", EIFBUILD_REQUIRE_REMOTE="1")
         pulled.samples.append(run(doit, cwd=project, env=env))
         _transfer_rounds(bench, cold_store, series, i, https)
