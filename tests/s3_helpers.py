@@ -12,7 +12,10 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 THROWAWAY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-not-a-key",
@@ -114,13 +117,24 @@ class S3Target:
         return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
 
 
-class CuttingProxy:
-    """Forwards HTTP to ``upstream``; a GET of a blob gets its headers and half its body, then the
-    connection is closed (a remote going away in the middle of a download)."""
+def blob_get(command: str, path: str, headers: Mapping[str, str]) -> bool:
+    """CuttingProxy's default: cut every GET of a blob (whole or a range)."""
+    return command == "GET" and "/blobs/" in path
 
-    def __init__(self, upstream_port: int) -> None:
+
+class CuttingProxy:
+    """Forwards HTTP to ``upstream``. A request that ``cut(command, path, headers)`` picks is cut:
+    a GET gets its headers and half its body, then the connection is closed (a remote going away in
+    the middle of a download); any other request is read and the connection closed without an
+    answer (in the middle of an upload). ``requests`` lists (command, path, Range header) of all."""
+
+    def __init__(
+        self, upstream_port: int, cut: Callable[[str, str, Mapping[str, str]], bool] = blob_get
+    ) -> None:
         self.upstream_port = upstream_port
+        self.cut = cut
         self.cuts = 0
+        self.requests: list[tuple[str, str, str | None]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -132,13 +146,20 @@ class CuttingProxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.requests.append((self.command, self.path, self.headers.get("Range")))
+                cut = proxy.cut(self.command, self.path, self.headers)
+                if cut and self.command != "GET":
+                    proxy.cuts += 1
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=10)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 headers["Host"] = f"127.0.0.1:{proxy.upstream_port}"
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
-                cut = self.command == "GET" and "/blobs/" in self.path and resp.status == 200
+                cut = cut and resp.status in {200, 206}
                 self.send_response(resp.status)
                 for key, value in resp.getheaders():
                     if key.lower() not in {"transfer-encoding", "connection", "content-length"}:

@@ -77,10 +77,16 @@ Builder = Callable[[P, Path], "Mapping[str, Any] | None"]
 
 @dataclass(frozen=True)
 class Substituted:
-    """A substituter filled the output dir: the step's ``meta`` and where the outputs came from."""
+    """A substituter filled the output dir: the step's ``meta`` and where the outputs came from.
+
+    ``outputs``, when given, is the dir's listing as the store would record it (sha256, size and
+    executable bit of every file, target of every symlink), hashed by the substituter from the files
+    it wrote and checked against what it expected; the store then records it instead of reading
+    every byte a second time. None: the store hashes the dir itself."""
 
     meta: Mapping[str, Any]
     origin: str
+    outputs: Mapping[str, Mapping[str, Any]] | None = None
 
 
 Substituter = Callable[["Step[Any]", Path], "Substituted | None"]
@@ -349,7 +355,8 @@ class Store:
             found = substituter(step, out)
             if found is None:
                 return None
-            entry = self._publish(step, key, out, found.meta, {"substituted": found.origin})
+            extra = {"substituted": found.origin}
+            entry = self._publish(step, key, out, found.meta, extra, outputs=found.outputs)
         log.info(f"store: substituted {step.kind} {key[:12]} from {found.origin}")
         return entry
 
@@ -372,10 +379,18 @@ class Store:
             remove_tree(work)
 
     def _publish(
-        self, step: Step[Any], key: str, out: Path, meta: Mapping[str, Any], extra: Mapping[str, Any]
+        self,
+        step: Step[Any],
+        key: str,
+        out: Path,
+        meta: Mapping[str, Any],
+        extra: Mapping[str, Any],
+        *,
+        outputs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> StoreEntry:
-        """Hash ``out``, make it read-only, move it into place and write the record (last)."""
-        outputs = _scan_outputs(out)
+        """Hash ``out`` (unless a substituter gave its ``outputs``), make it read-only, move it into
+        place and write the record (last)."""
+        outputs = {k: dict(v) for k, v in outputs.items()} if outputs is not None else _scan_outputs(out)
         make_readonly(out)
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)

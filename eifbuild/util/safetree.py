@@ -144,11 +144,14 @@ class TreeWriter:
             if not stat.S_ISDIR(os.lstat(parts[-1], dir_fd=fd).st_mode):
                 raise
 
-    def open_file(self, rel: str, mode: int = 0o600, *, exclusive: bool = True) -> IO[bytes]:
+    def open_file(
+        self, rel: str, mode: int = 0o600, *, exclusive: bool = True, readable: bool = False
+    ) -> IO[bytes]:
         """A new file at ``rel`` to write (parents made); ``exclusive=False`` also truncates an
-        existing regular file (never a symlink's target)."""
+        existing regular file (never a symlink's target). ``readable``: its fd can be read too
+        (``os.pread``), for a writer that hashes what it wrote."""
         parts = self._split(rel)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = (os.O_RDWR if readable else os.O_WRONLY) | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         flags |= os.O_EXCL if exclusive else os.O_TRUNC
         fd = os.open(parts[-1], flags, mode, dir_fd=self._parent(parts, create=True))
         return os.fdopen(fd, "wb")

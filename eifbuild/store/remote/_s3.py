@@ -3,7 +3,7 @@
 Every failure becomes a one-line :class:`RemoteCacheError` naming the ``s3://`` URL and the cause;
 credentials come only from boto3's chain and never appear in a message. botocore retries what S3
 says to retry (throttling, 5xx, dropped connections) with backoff ("standard" mode). Objects are
-streamed: downloads are hashed while written, uploads read from the file.
+streamed (an entry's blobs in parallel, big ones in parts: ``_transfer``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from ...errors import RemoteCacheError, first_line
 from ...util.bounded import network_timeouts
-from ...util.fsutil import StreamHasher, copy_hashed
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from .config import S3Url
 
@@ -150,21 +149,6 @@ class S3Bucket:
             msg = f"larger than {limit} bytes"
             raise RemoteCacheError(msg, url=self.where(name))
         return data
-
-    def download(
-        self, name: str, out: IO[bytes], hasher: StreamHasher, *, on_chunk: Callable[[int], object]
-    ) -> bool:
-        """Stream the object into ``out`` through ``hasher``; False when it does not exist."""
-        with self._errors(name):
-            response = self._get(name)
-            if response is None:
-                return False
-            body = response["Body"]
-            try:
-                copy_hashed(body, hasher, out, on_chunk=on_chunk)
-            finally:
-                body.close()
-        return True
 
     def exists(self, name: str) -> bool:
         with self._errors(name):

@@ -2,17 +2,19 @@
 
 A visible manifest therefore always has complete blobs. Blobs are named by their sha256 and
 manifests by their key, and both are written with ``If-None-Match: *``: two pushers of the same
-entry write the same bytes and the first one wins. An entry is re-hashed before it is pushed, so a
-corrupt local entry never reaches the bucket.
+entry write the same bytes and the first one wins. The blobs go up in parallel, a big one as a
+multipart upload (unconditional: its name is its content; ``_transfer``). An entry is re-hashed
+before it is pushed, so a corrupt local entry never reaches the bucket.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ... import log
 from ...errors import StoreError
+from ._transfer import Upload, each, upload
 from .cache import blob_name, manifest_name
 from .manifest import body_of, sign
 
@@ -40,20 +42,23 @@ def push_entry(
     if problems:
         msg = f"not pushed, it is corrupt ({problems[0]}); run 'eifbuild store verify --repair'"
         raise StoreError(msg, key=entry.key)
-    uploaded = 0
-    written: set[str] = set()  # blobs (sha256) this push wrote or refreshed: checked after the manifest
-    for name, spec in sorted(entry.outputs.items()):
-        if spec["type"] != "file" or _reusable(cache, spec["sha256"], int(spec["size"]), written):
-            continue
-        written.add(spec["sha256"])
-        with open(entry.path / name, "rb") as fh:
-            blob = blob_name(spec["sha256"])
-            if cache.bucket.put(blob, fh, content_type="application/octet-stream", sha256=spec["sha256"]):
-                uploaded += int(spec["size"])
+    files = sorted((name, spec) for name, spec in entry.outputs.items() if spec["type"] == "file")
+    blobs = {str(spec["sha256"]): name for name, spec in files}  # one upload per distinct content
+    sizes = {sha: int(entry.outputs[name]["size"]) for sha, name in blobs.items()}
+    states = each(lambda sha: _blob_state(cache, sha, sizes[sha]), list(blobs))
+    uploads = [
+        Upload(blob_name(sha), str(entry.path / name), sha, sizes[sha])
+        for (sha, name), state in zip(blobs.items(), states, strict=True)
+        if state == "absent"
+    ]
+    # the blobs this push wrote or refreshed: checked again after the manifest (see _recheck)
+    written = {sha for sha, state in zip(blobs, states, strict=True) if state != "fresh"}
+    with log.progress(f"push {entry.kind} {entry.key[:12]}", sum(u.size for u in uploads)) as bar:
+        uploaded = upload(cache.bucket, uploads, on_chunk=bar.update)
     manifest = sign(body_of(entry), key)
     new = cache.bucket.put(manifest_name(entry.key), manifest, content_type="application/json")
     if new:
-        uploaded += _recheck(cache, entry, written)
+        uploaded += _recheck(cache, entry, blobs, written)
     cache.transfers.pushed += int(new)
     cache.transfers.pushed_bytes += uploaded
     return Pushed(entry.key, uploaded, new)
@@ -89,33 +94,31 @@ def _found_and_marked(cache: RemoteCache, key: str) -> bool:
     return cache.bucket.touch(manifest_name(key), content_type="application/json")
 
 
-def _reusable(cache: RemoteCache, sha256: str, size: int, written: set[str]) -> bool:
-    """True when the blob is in the bucket and will stay there until the manifest is written: it is
-    younger than ``cache.blob_reuse_age`` (a prune deletes only blobs older than its grace period),
-    or it was older and this push just refreshed it (then it is named in ``written``)."""
+def _blob_state(cache: RemoteCache, sha256: str, size: int) -> Literal["fresh", "refreshed", "absent"]:
+    """Whether the blob is in the bucket and will stay there until the manifest is written: "fresh"
+    when it is younger than ``cache.blob_reuse_age`` (a prune deletes only blobs older than its
+    grace period), "refreshed" when it was older and this push just refreshed it, else "absent"."""
     info = cache.bucket.stat(blob_name(sha256))
     if info is None:
-        return False
+        return "absent"
     if info.age < cache.blob_reuse_age:
-        return True
+        return "fresh"
     if not cache.bucket.touch(blob_name(sha256), content_type=BLOB_TYPE, size=size):
-        return False
-    written.add(sha256)
-    return True
+        return "absent"
+    return "refreshed"
 
 
-def _recheck(cache: RemoteCache, entry: StoreEntry, written: set[str]) -> int:
+def _recheck(cache: RemoteCache, entry: StoreEntry, blobs: dict[str, str], written: set[str]) -> int:
     """After the manifest: upload again any blob this push wrote or refreshed that a prune deleted in
     the moment between its own check and its delete (its count of bytes uploaded)."""
-    uploaded = 0
-    for name, spec in sorted(entry.outputs.items()):
-        if spec["type"] != "file" or spec["sha256"] not in written:
-            continue
-        sha = spec["sha256"]
-        if cache.bucket.exists(blob_name(sha)):
-            continue
-        written.discard(sha)  # one upload per blob, however many outputs share it
-        with open(entry.path / name, "rb") as fh:
-            if cache.bucket.put(blob_name(sha), fh, content_type=BLOB_TYPE, sha256=sha):
-                uploaded += int(spec["size"])
-    return uploaded
+    shas = sorted(written)
+    gone = [
+        sha
+        for sha, found in zip(shas, each(lambda sha: cache.bucket.exists(blob_name(sha)), shas), strict=True)
+        if not found
+    ]
+    again = [
+        Upload(blob_name(sha), str(entry.path / blobs[sha]), sha, int(entry.outputs[blobs[sha]]["size"]))
+        for sha in gone
+    ]
+    return upload(cache.bucket, again, on_chunk=lambda _: None) if again else 0
