@@ -33,7 +33,7 @@ from .format import (
     unpack_section_header,
 )
 from .metadata import EifMetadata
-from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, parallel_hashing
 from .sign import certificate_pcr
 
 if TYPE_CHECKING:
@@ -336,13 +336,19 @@ def scan(
     ``visit`` (when given) reads each section's data as it passes, in file order, from the same
     read: what it leaves unread is read after it returns.
     """
-    hashers = {algo: PcrHashers(algo) for algo in dict.fromkeys(algos)}
     crc = zlib.crc32(image.header.crc_prefix())
 
     def update_crc(chunk: bytes) -> None:
         nonlocal crc
         crc = zlib.crc32(chunk, crc)
 
+    # the CRC runs beside the first algorithm's PCR2 (on its worker thread when there is a second CPU)
+    threaded = parallel_hashing()
+    hashers = {
+        algo: PcrHashers(algo, threaded=threaded, side=update_crc if i == 0 else None)
+        for i, algo in enumerate(dict.fromkeys(algos))
+    }
+    crc_feed = next(iter(hashers.values())).feeder(None)
     first_ramdisk = next(s.index for s in image.sections if s.type == SectionType.RAMDISK)
     try:
         with image.path.open("rb") as fh:
@@ -351,25 +357,27 @@ def scan(
             for section in image.sections:
                 # gap bytes and the section header: CRC'd, never measured
                 for chunk in _read_exactly(fh, section.data_offset - position, fsutil.CHUNK, image.path):
-                    update_crc(chunk)
+                    crc_feed(chunk)
                 role = pcr_role(section.type, first_ramdisk=section.index == first_ramdisk)
-                feeds: list[Callable[[bytes], None]] = [update_crc]
-                if role is not None:
-                    feeds += [h.feeder(role) for h in hashers.values()]
+                feeds = [h.feeder(role) for h in hashers.values()]
                 data = SectionData(fh, section, feeds, image.path)
                 if visit is not None:
                     visit(section, data)
                 data.drain()
                 position = section.end
             while chunk := fh.read(fsutil.CHUNK):
-                update_crc(chunk)
+                crc_feed(chunk)
+        measured = {algo: h.finish() for algo, h in hashers.items()}  # the CRC is complete after these
     except OSError as exc:
         raise _unreadable(image.path, exc) from None
+    finally:
+        for h in hashers.values():
+            h.close()
     cert = image.signature.certificate if image.signature else None
     return Scan(
         {
-            algo: dataclasses.replace(h.finish(), pcr8=None if cert is None else certificate_pcr(cert, algo))
-            for algo, h in hashers.items()
+            algo: dataclasses.replace(m, pcr8=None if cert is None else certificate_pcr(cert, algo))
+            for algo, m in measured.items()
         },
         crc,
     )
