@@ -223,7 +223,7 @@ def summarize_ramdisk(section: Section, index: int, raw: SectionStream) -> Ramdi
         size=section.size,
         sha256=streams.raw.hasher.hexdigest(),
         container=streams.container,
-        cpio_sha256=streams.cpio.hasher.hexdigest(),
+        cpio_sha256=streams.cpio_sha256,
         members=_with_link_groups(found),
         trailing=streams.trailing,
         trailing_nonzero=streams.trailing_nonzero,
