@@ -10,7 +10,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from ..errors import UsageError
 from ..util.background import Background
@@ -19,6 +19,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 HashAlgo = Literal["sha256", "sha384", "sha512"]
+
+
+class Hasher(Protocol):
+    """What :meth:`PcrHashers.feed` updates beside PCR2: a hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 PcrRole = Literal["boot", "app"]  # boot: PCR0 and PCR1; app: PCR0 and PCR2
 HASH_ALGOS: Final[tuple[HashAlgo, ...]] = ("sha256", "sha384", "sha512")
 DEFAULT_ALGO: Final[HashAlgo] = "sha384"
@@ -127,23 +135,27 @@ class PcrHashers:
         self._pcr01 = _Pcr01(algo)
         self._pcr2 = hashlib.new(algo)
         self._side = side
-        self._worker: Background[tuple[bytes, bool]] | None = (
+        self._worker: Background[tuple[bytes, bool, Hasher | None]] | None = (
             Background(self._behind, name="pcr2") if threaded else None
         )
 
-    def _behind(self, item: tuple[bytes, bool]) -> None:
-        chunk, app = item
+    def _behind(self, item: tuple[bytes, bool, Hasher | None]) -> None:
+        chunk, app, extra = item
         if self._side is not None:
             self._side(chunk)
         if app:
             self._pcr2.update(chunk)
+        if extra is not None:
+            extra.update(chunk)
 
-    def feed(self, chunk: bytes, role: PcrRole | None) -> None:
-        """Account for the next ``chunk`` of the file, measured as ``role`` says."""
+    def feed(self, chunk: bytes, role: PcrRole | None, extra: Hasher | None = None) -> None:
+        """Account for the next ``chunk`` of the file, measured as ``role`` says; ``extra`` (e.g. a
+        section's own sha256) is updated with it beside PCR2, on the worker when threaded: read it
+        after :meth:`finish`."""
         if self._worker is not None:
-            self._worker.submit((chunk, role == "app"))  # first: the worker starts while we hash
+            self._worker.submit((chunk, role == "app", extra))  # first: the worker starts while we hash
         else:
-            self._behind((chunk, role == "app"))
+            self._behind((chunk, role == "app", extra))
         if role == "boot":
             self._pcr01.boot(chunk)
         elif role == "app":
@@ -155,9 +167,9 @@ class PcrHashers:
     def app(self, chunk: bytes) -> None:
         self.feed(chunk, "app")
 
-    def feeder(self, role: PcrRole | None) -> Callable[[bytes], None]:
+    def feeder(self, role: PcrRole | None, extra: Hasher | None = None) -> Callable[[bytes], None]:
         """:meth:`feed` for the chunks of a section of that role."""
-        return functools.partial(self.feed, role=role)
+        return functools.partial(self.feed, role=role, extra=extra)
 
     def close(self) -> None:
         """Stop the worker thread (if any), e.g. after a failure; idempotent, never raises."""

@@ -12,6 +12,7 @@ The format itself (constants, header, section types) is :mod:`eifbuild.eif.forma
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +277,7 @@ class Scan:
 
     measurements: dict[HashAlgo, Measurements]
     crc: int  # computed like nitro-cli: header[0:544] then every byte from 548 to the end
+    section_sha256: dict[int, str] = dataclasses.field(default_factory=dict)  # by index, when asked
 
 
 class SectionData:
@@ -330,12 +332,16 @@ def scan(
     algos: Iterable[HashAlgo] = (DEFAULT_ALGO,),
     *,
     visit: Callable[[Section, SectionData], None] | None = None,
+    section_sha256: bool = False,
 ) -> Scan:
     """Hash the kernel, cmdline and ramdisks into PCRs and CRC the file, in one sequential read.
 
     ``visit`` (when given) reads each section's data as it passes, in file order, from the same
-    read: what it leaves unread is read after it returns.
+    read: what it leaves unread is read after it returns. ``section_sha256``: also each section's
+    sha256, hashed beside PCR2 and the CRC (on the worker thread when there is a second CPU), so a
+    visitor that needs the section's digest leaves that work to the other CPU.
     """
+    digests: dict[int, hashlib._Hash] = {}
     crc = zlib.crc32(image.header.crc_prefix())
 
     def update_crc(chunk: bytes) -> None:
@@ -359,7 +365,8 @@ def scan(
                 for chunk in _read_exactly(fh, section.data_offset - position, fsutil.CHUNK, image.path):
                     crc_feed(chunk)
                 role = pcr_role(section.type, first_ramdisk=section.index == first_ramdisk)
-                feeds = [h.feeder(role) for h in hashers.values()]
+                extra = digests.setdefault(section.index, hashlib.sha256()) if section_sha256 else None
+                feeds = [h.feeder(role, extra if i == 0 else None) for i, h in enumerate(hashers.values())]
                 data = SectionData(fh, section, feeds, image.path)
                 if visit is not None:
                     visit(section, data)
@@ -380,6 +387,7 @@ def scan(
             for algo, m in measured.items()
         },
         crc,
+        {index: digest.hexdigest() for index, digest in digests.items()},
     )
 
 

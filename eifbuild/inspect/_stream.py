@@ -89,6 +89,11 @@ def _hasher(hashed: bool) -> StreamHasher:
     return StreamHasher() if hashed else StreamHasher(())
 
 
+def sha256_of(hasher: StreamHasher) -> str:
+    """The sha256 ``hasher`` took, or "" when it was only counting (hashed=False)."""
+    return hasher.hexdigest() if hasher.algorithms else ""
+
+
 class HashingReader:
     """Everything read through it is hashed, unless not ``hashed`` (the decompressed cpio of a gzip
     ramdisk)."""
@@ -159,7 +164,7 @@ class RamdiskStreams:
     def cpio_sha256(self) -> str:
         """The cpio archive's sha256: the section's own when it is not compressed (the same bytes,
         hashed once)."""
-        return (self.raw if self.container.compression == "none" else self.cpio).hasher.hexdigest()
+        return sha256_of((self.raw if self.container.compression == "none" else self.cpio).hasher)
 
 
 @contextlib.contextmanager
