@@ -30,9 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import suite_demo
+import suite_eifstep
+import suite_inspect
 import suite_noop
 import suite_pack
 import suite_ramdisk
+import suite_realapp
 import suite_remote
 from harness import CommandFailed, load_average, progress, run
 from options import Options
@@ -45,12 +48,15 @@ if TYPE_CHECKING:
 
 SUITES: Final[dict[str, Callable[[Options], list[Row]]]] = {
     "pack": suite_pack.rows,
+    "eifstep": suite_eifstep.rows,
+    "inspect": suite_inspect.rows,
     "ramdisk": suite_ramdisk.rows,
     "noop": suite_noop.rows,
     "demo": suite_demo.rows,
     "remote": suite_remote.rows,
+    "realapp": suite_realapp.rows,
 }
-QUICK_SKIPS: Final = frozenset({"demo", "remote"})  # a cold build compiles musl per arch: minutes
+QUICK_SKIPS: Final = frozenset({"demo", "remote", "realapp"})  # minutes: musl builds, a Debian rootfs
 
 
 def _default_data() -> Path:
