@@ -169,30 +169,33 @@ def rows(opts: Options) -> list[Row]:
     image = layout(opts, tree)
     entries, size = _tree_stats(tree)
     given = inputs(opts.data, 32)
-    project = opts.work / "realapp"
-    project.mkdir(parents=True)
-    (project / "eif.toml").write_text(textwrap.dedent(EIF_TOML))
-    (project / "dodo.py").write_text(DODO)
-    os.symlink(image, project / "image")
-    shutil.copyfile(given.kernel, project / "kernel.bin")
-    (project / "init.bin").write_bytes(b"\x7fELF stand-in init\n" * 100)
+    # two copies of the project: the cold builds publish into their own build/ (publishing into the
+    # no-op's would make its next run publish again)
+    projects = {name: opts.work / f"realapp-{name}" for name in ("cold", "warm")}
+    for project in projects.values():
+        project.mkdir(parents=True)
+        (project / "eif.toml").write_text(textwrap.dedent(EIF_TOML))
+        (project / "dodo.py").write_text(DODO)
+        os.symlink(image, project / "image")
+        shutil.copyfile(given.kernel, project / "kernel.bin")
+        (project / "init.bin").write_bytes(b"\x7fELF stand-in init\n" * 100)
     stores = opts.work / "realapp-stores"
     counter = iter(range(1_000_000))
     warm_store = stores / "warm"
 
-    def doit(store: Path) -> Sample:
+    def doit(project: Path, store: Path) -> Sample:
         env = opts.env({"EIFBUILD_CACHE": str(store), "EIFBUILD_SOURCES_DIR": str(stores / "sources")})
         return run([opts.python, "-m", "doit", "eif"], cwd=project, env=env, capture=True)
 
     def cold() -> Sample:
-        shutil.rmtree(project / "build", ignore_errors=True)
+        shutil.rmtree(projects["cold"] / "build", ignore_errors=True)
         store = stores / f"cold-{next(counter)}"
-        sample = doit(store)
+        sample = doit(projects["cold"], store)
         _rmtree(store)
         return sample
 
     def noop() -> Sample:
-        sample = doit(warm_store)
+        sample = doit(projects["warm"], warm_store)
         if ran := _ran(sample):
             msg = f"the real app's no-op ran {sorted(ran)}"
             raise CommandFailed(msg)
@@ -219,7 +222,7 @@ def rows(opts: Options) -> list[Row]:
         return sample
 
     progress(f"realapp: Debian rootfs of {entries} entries, {size / MIB:.0f} MiB; first build")
-    first = doit(warm_store)
+    first = doit(projects["warm"], warm_store)
     commands: list[tuple[str, Callable[[], Sample]]] = [
         ("tar -x + GNU cpio + gzip + pack", alternative),
         ("doit eif, cold (empty store)", cold),
@@ -228,7 +231,8 @@ def rows(opts: Options) -> list[Row]:
     progress(f"realapp: {opts.repeat} runs each of {', '.join(label for label, _ in commands)}")
     series = interleaved(opts.repeat, commands, warmup=False, between=os.sync)
     _rmtree(stores)
-    shutil.rmtree(project, ignore_errors=True)
+    for project in projects.values():
+        shutil.rmtree(project, ignore_errors=True)
     group = f"Debian app, {entries} entries, {size / MIB:.0f} MiB"
     base, cold_series, noop_series = series.values()
     note = f"ran: {', '.join(sorted(_ran(first)))}"
