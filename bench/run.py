@@ -1,6 +1,6 @@
 """Measure eifbuild's speed goals against their limits and alternatives, in one run; print a table.
 
-    python3 bench/run.py                 # everything (about 20 minutes; inputs cached between runs)
+    python3 bench/run.py                 # everything (about an hour; inputs cached between runs)
     python3 bench/run.py --quick         # small sizes, one run each: a smoke test (CI)
     python3 bench/run.py --only noop --repeat 9 --markdown
 
@@ -8,10 +8,16 @@ Benchmarks (see BENCHMARKS.md for the goals and the figures):
 
 - pack: ``eifbuild pack`` vs ``sha384sum`` over the same bytes, 256 MiB, 1 GiB and 2 GiB of
   ramdisks (+ ``eif_build`` when on PATH); peak RSS;
+- eifstep: the build's EIF step (``doit eif`` with only the EIF out of date) vs ``sha384sum``;
+- inspect: ``diff`` vs ``pcrs`` on both of two 1 GiB EIFs, ``extract --unpack`` vs ``extract`` +
+  GNU ``cpio -idm``;
 - ramdisk: ``eifbuild ramdisk`` vs GNU cpio on a 50,000-file tree (byte-identical outputs);
 - noop: ``doit eif`` when nothing changed, on a project with a 50,000-file rootfs, and after one
   file changed;
-- demo: the demo build cold (empty store, download and zig caches) vs warm (caches kept) vs no-op.
+- demo: the demo build cold (empty store, download and zig caches) vs warm (caches kept) vs no-op;
+- remote: a cold build from a warm remote cache (moto's S3 on 127.0.0.1);
+- realapp: a debootstrap'd Debian system as an OCI layout, cold and no-op ``doit eif`` vs GNU tar +
+  cpio + gzip + pack (needs debootstrap and root the first time; skipped otherwise).
 
 Every command runs in a child process, median of --repeat runs (after one untimed warm-up), with
 min-max. Nothing about times is asserted: the exit status is 1 only when a benchmarked command
