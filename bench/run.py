@@ -1,6 +1,6 @@
 """Measure eifbuild's speed goals against their limits and alternatives, in one run; print a table.
 
-    python3 bench/run.py                 # everything (about 20 minutes; inputs cached between runs)
+    python3 bench/run.py                 # everything (about an hour; inputs cached between runs)
     python3 bench/run.py --quick         # small sizes, one run each: a smoke test (CI)
     python3 bench/run.py --only noop --repeat 9 --markdown
 
@@ -8,10 +8,16 @@ Benchmarks (see BENCHMARKS.md for the goals and the figures):
 
 - pack: ``eifbuild pack`` vs ``sha384sum`` over the same bytes, 256 MiB, 1 GiB and 2 GiB of
   ramdisks (+ ``eif_build`` when on PATH); peak RSS;
+- eifstep: the build's EIF step (``doit eif`` with only the EIF out of date) vs ``sha384sum``;
+- inspect: ``diff`` vs ``pcrs`` on both of two 1 GiB EIFs, ``extract --unpack`` vs ``extract`` +
+  GNU ``cpio -idm``;
 - ramdisk: ``eifbuild ramdisk`` vs GNU cpio on a 50,000-file tree (byte-identical outputs);
 - noop: ``doit eif`` when nothing changed, on a project with a 50,000-file rootfs, and after one
   file changed;
-- demo: the demo build cold (empty store, download and zig caches) vs warm (caches kept) vs no-op.
+- demo: the demo build cold (empty store, download and zig caches) vs warm (caches kept) vs no-op;
+- remote: a cold build from a warm remote cache (moto's S3 on 127.0.0.1);
+- realapp: a debootstrap'd Debian system as an OCI layout, cold and no-op ``doit eif`` vs GNU tar +
+  cpio + gzip + pack (needs debootstrap and root the first time; skipped otherwise).
 
 Every command runs in a child process, median of --repeat runs (after one untimed warm-up), with
 min-max. Nothing about times is asserted: the exit status is 1 only when a benchmarked command
@@ -30,9 +36,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import suite_demo
+import suite_eifstep
+import suite_inspect
 import suite_noop
 import suite_pack
 import suite_ramdisk
+import suite_realapp
 import suite_remote
 from harness import CommandFailed, load_average, progress, run
 from options import Options
@@ -45,12 +54,15 @@ if TYPE_CHECKING:
 
 SUITES: Final[dict[str, Callable[[Options], list[Row]]]] = {
     "pack": suite_pack.rows,
+    "eifstep": suite_eifstep.rows,
+    "inspect": suite_inspect.rows,
     "ramdisk": suite_ramdisk.rows,
     "noop": suite_noop.rows,
     "demo": suite_demo.rows,
     "remote": suite_remote.rows,
+    "realapp": suite_realapp.rows,
 }
-QUICK_SKIPS: Final = frozenset({"demo"})  # a cold build compiles musl per arch: minutes
+QUICK_SKIPS: Final = frozenset({"demo", "realapp"})  # minutes: musl builds, a Debian rootfs
 
 
 def _default_data() -> Path:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from options import Options
 
-GOAL_SECONDS: Final = 0.3
+GOAL_SECONDS: Final = 0.2
 EIF_TOML: Final = """\
     [eif]
     name = "noop"

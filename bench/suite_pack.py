@@ -8,6 +8,14 @@ into PCR0/1/2 (the app ramdisk twice: PCR0 and PCR2), CRCs them and writes the E
 of the inputs into a new file (the same reads and writes without hashing: the I/O floor). ``os.sync``
 runs untimed after every command, so one run's writeback does not slow the next, and the inputs
 are read into the page cache again (untimed) before every command.
+
+``eifbuild pack`` writes a new file each run (the previous run's output is removed untimed), as the
+build's EIF step does (it writes into a new store directory); a second row packs over the EIF of
+its previous run, which then holds its page-cache pages until the rename (see BENCHMARKS.md: on
+this VM new pages cost more than the hashing). At the goal's size, one more group measures the
+build's EIF step itself: ``doit eif`` in a project whose app rootfs holds the app input, with only
+``eif:x86_64`` out of date (its cmdline changes before every run), against ``sha384sum`` of that
+EIF: the step packs, then the store hashes the EIF (sha256) and the provenance needs its sha384.
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ if TYPE_CHECKING:
 KERNEL_MIB: Final = 8
 BOOTSTRAP_MIB: Final = 4
 CMDLINE: Final = "console=ttyS0 reboot=k panic=30 pci=off nomodules"
-RATIO_GOAL: Final = 1.2
-RSS_GOAL: Final = 100 * MIB
+RATIO_GOAL: Final = 0.9
+RSS_GOAL: Final = 64 * MIB
 RATIO_SIZE_MIB: Final = 1024  # the size the time goal is about
 
 
@@ -79,20 +87,21 @@ def measure_size(opts: Options, mib: int) -> dict[str, Series]:
     def sha() -> Sample:
         return run(["sha384sum", *map(str, given.files())])
 
-    def pack(python: str) -> Callable[[], Sample]:
-        cmd = _eifbuild_cmd(python, given, work / "eifbuild.eif", config)
+    def pack(python: str, name: str) -> Callable[[], Sample]:
+        cmd = _eifbuild_cmd(python, given, work / name, config)
         return lambda: run(cmd, cwd=work, env=opts.env())
 
     commands: list[tuple[str, Callable[[], Sample]]] = [
         ("sha384sum", sha),
-        ("eifbuild pack", pack(opts.python)),
+        ("eifbuild pack", pack(opts.python, "new.eif")),
+        ("eifbuild pack over its last EIF", pack(opts.python, "over.eif")),
     ]
     if opts.before is not None:
-        commands.append(("eifbuild pack (before)", pack(opts.before)))
+        commands.append(("eifbuild pack (before)", pack(opts.before, "new-before.eif")))
 
     def cat() -> Sample:
-        # The same reads and writes without hashing, into a new file renamed over the last one as
-        # eifbuild's atomic write does (here, pages for a new file cost far more than reused ones).
+        # The same reads and writes without hashing, into a new file renamed into place as
+        # eifbuild's atomic write does (the last one is removed untimed, as for ``eifbuild pack``).
         script = 'cat "$@" > "$0.tmp" && mv "$0.tmp" "$0"'
         return run(["sh", "-c", script, str(work / "cat.out"), *map(str, given.files())], env=opts.env())
 
@@ -115,6 +124,8 @@ def measure_size(opts: Options, mib: int) -> dict[str, Series]:
     progress(f"pack {mib} MiB: {', '.join(label for label, _ in commands)}, {opts.repeat} runs each")
 
     def between() -> None:
+        for name in ("new.eif", "new-before.eif", "cat.out"):
+            (work / name).unlink(missing_ok=True)  # the next run writes a new file
         os.sync()
         warm(*given.files())
 
@@ -144,7 +155,7 @@ def rows(opts: Options) -> list[Row]:
                 rss_goal=RSS_GOAL,
             )
         )
-        for label in ("eifbuild pack (before)", "eif_build"):
+        for label in ("eifbuild pack over its last EIF", "eifbuild pack (before)", "eif_build"):
             if label in series:
                 found.append(Row(group, series[label], baseline=base, rss_goal=RSS_GOAL))
         found += [

@@ -6,10 +6,11 @@ cmdline and every ramdisk; PCR1 kernel, cmdline and the first ramdisk; PCR2 the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from ..errors import UsageError
 from ..util.background import Background
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 HashAlgo = Literal["sha256", "sha384", "sha512"]
+
+
+class Hasher(Protocol):
+    """What :meth:`PcrHashers.feed` updates beside PCR2: a hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 PcrRole = Literal["boot", "app"]  # boot: PCR0 and PCR1; app: PCR0 and PCR2
 HASH_ALGOS: Final[tuple[HashAlgo, ...]] = ("sha256", "sha384", "sha512")
 DEFAULT_ALGO: Final[HashAlgo] = "sha384"
@@ -99,45 +108,68 @@ class _Pcr01:
         self.pcr0.update(chunk)
 
 
-def _call(item: tuple[Callable[[bytes], None], bytes]) -> None:
-    item[0](item[1])
-
-
 class PcrHashers:
     """Feeds kernel/cmdline/ramdisk bytes to the PCR0, PCR1 and PCR2 hashes in one pass.
 
-    Call :meth:`boot` for the kernel, the cmdline and the first ramdisk and :meth:`app` for every
-    later ramdisk, in file order, then :meth:`finish`. Boot bytes are hashed once (PCR1 forks from
-    PCR0), app bytes twice (PCR0 and PCR2). With ``threaded`` the PCR0/PCR1 hashing runs on a worker
-    thread, PCR2 on the caller's: call :meth:`finish` or :meth:`close` (or use ``with``) to stop it.
-    Chunks handed over must not be mutated afterwards (``bytes``).
+    Call :meth:`feed` with every chunk of the file in order: role ``"boot"`` for the kernel, the
+    cmdline and the first ramdisk, ``"app"`` for every later ramdisk, ``None`` for bytes that are
+    not measured (section headers, metadata, the signature); then :meth:`finish`. Boot bytes are
+    hashed once (PCR1 forks from PCR0), app bytes twice (PCR0 and PCR2). ``side`` (e.g. a running
+    CRC) is called with every chunk, measured or not.
+
+    With ``threaded`` the PCR2 hashing and ``side`` run on a worker thread while PCR0/PCR1 run on
+    the caller's, which also reads and writes: hashlib and zlib release the GIL for a chunk, so the
+    two halves use two CPUs, and the split balances a pack (caller: read, PCR0, write; worker: PCR2,
+    CRC). Call :meth:`finish` or :meth:`close` (or use ``with``) to stop the worker; a failure in
+    it is raised in the caller's thread. Chunks handed over must not be mutated afterwards (``bytes``).
     """
 
-    def __init__(self, algo: HashAlgo = DEFAULT_ALGO, *, threaded: bool = False) -> None:
+    def __init__(
+        self,
+        algo: HashAlgo = DEFAULT_ALGO,
+        *,
+        threaded: bool = False,
+        side: Callable[[bytes], object] | None = None,
+    ) -> None:
         self.algo = algo
         self._pcr01 = _Pcr01(algo)
         self._pcr2 = hashlib.new(algo)
-        # hashlib releases the GIL while it hashes a chunk: PCR0 here runs beside the caller's PCR2
-        self._worker: Background[tuple[Callable[[bytes], None], bytes]] | None = (
-            Background(_call, name="pcr0") if threaded else None
+        self._side = side
+        self._worker: Background[tuple[bytes, bool, Hasher | None]] | None = (
+            Background(self._behind, name="pcr2") if threaded else None
         )
 
-    def boot(self, chunk: bytes) -> None:
-        if self._worker is None:
-            self._pcr01.boot(chunk)
+    def _behind(self, item: tuple[bytes, bool, Hasher | None]) -> None:
+        chunk, app, extra = item
+        if self._side is not None:
+            self._side(chunk)
+        if app:
+            self._pcr2.update(chunk)
+        if extra is not None:
+            extra.update(chunk)
+
+    def feed(self, chunk: bytes, role: PcrRole | None, extra: Hasher | None = None) -> None:
+        """Account for the next ``chunk`` of the file, measured as ``role`` says; ``extra`` (e.g. a
+        section's own sha256) is updated with it beside PCR2, on the worker when threaded: read it
+        after :meth:`finish`."""
+        if self._worker is not None:
+            self._worker.submit((chunk, role == "app", extra))  # first: the worker starts while we hash
         else:
-            self._worker.submit((self._pcr01.boot, chunk))
+            self._behind((chunk, role == "app", extra))
+        if role == "boot":
+            self._pcr01.boot(chunk)
+        elif role == "app":
+            self._pcr01.app(chunk)
+
+    def boot(self, chunk: bytes) -> None:
+        self.feed(chunk, "boot")
 
     def app(self, chunk: bytes) -> None:
-        if self._worker is None:
-            self._pcr01.app(chunk)
-        else:
-            self._worker.submit((self._pcr01.app, chunk))
-        self._pcr2.update(chunk)
+        self.feed(chunk, "app")
 
-    def feeder(self, role: PcrRole) -> Callable[[bytes], None]:
-        """:meth:`boot` or :meth:`app`, for a section of that role."""
-        return self.boot if role == "boot" else self.app
+    def feeder(self, role: PcrRole | None, extra: Hasher | None = None) -> Callable[[bytes], None]:
+        """:meth:`feed` for the chunks of a section of that role."""
+        return functools.partial(self.feed, role=role, extra=extra)
 
     def close(self) -> None:
         """Stop the worker thread (if any), e.g. after a failure; idempotent, never raises."""
@@ -155,6 +187,7 @@ class PcrHashers:
         self.close()
 
     def finish(self) -> Measurements:
+        """Wait for the worker (raising its failure, if any) and return the PCRs."""
         self._stop(reraise=True)
         pcr0 = self._pcr01.pcr0
         pcr1 = self._pcr01.pcr1 if self._pcr01.pcr1 is not None else pcr0

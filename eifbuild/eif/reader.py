@@ -12,6 +12,7 @@ The format itself (constants, header, section types) is :mod:`eifbuild.eif.forma
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from .format import (
     unpack_section_header,
 )
 from .metadata import EifMetadata
-from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers
+from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, parallel_hashing
 from .sign import certificate_pcr
 
 if TYPE_CHECKING:
@@ -276,6 +277,7 @@ class Scan:
 
     measurements: dict[HashAlgo, Measurements]
     crc: int  # computed like nitro-cli: header[0:544] then every byte from 548 to the end
+    section_sha256: dict[int, str] = dataclasses.field(default_factory=dict)  # by index, when asked
 
 
 class SectionData:
@@ -330,19 +332,29 @@ def scan(
     algos: Iterable[HashAlgo] = (DEFAULT_ALGO,),
     *,
     visit: Callable[[Section, SectionData], None] | None = None,
+    section_sha256: bool = False,
 ) -> Scan:
     """Hash the kernel, cmdline and ramdisks into PCRs and CRC the file, in one sequential read.
 
     ``visit`` (when given) reads each section's data as it passes, in file order, from the same
-    read: what it leaves unread is read after it returns.
+    read: what it leaves unread is read after it returns. ``section_sha256``: also each section's
+    sha256, hashed beside PCR2 and the CRC (on the worker thread when there is a second CPU), so a
+    visitor that needs the section's digest leaves that work to the other CPU.
     """
-    hashers = {algo: PcrHashers(algo) for algo in dict.fromkeys(algos)}
+    digests: dict[int, hashlib._Hash] = {}
     crc = zlib.crc32(image.header.crc_prefix())
 
     def update_crc(chunk: bytes) -> None:
         nonlocal crc
         crc = zlib.crc32(chunk, crc)
 
+    # the CRC runs beside the first algorithm's PCR2 (on its worker thread when there is a second CPU)
+    threaded = parallel_hashing()
+    hashers = {
+        algo: PcrHashers(algo, threaded=threaded, side=update_crc if i == 0 else None)
+        for i, algo in enumerate(dict.fromkeys(algos))
+    }
+    crc_feed = next(iter(hashers.values())).feeder(None)
     first_ramdisk = next(s.index for s in image.sections if s.type == SectionType.RAMDISK)
     try:
         with image.path.open("rb") as fh:
@@ -351,27 +363,31 @@ def scan(
             for section in image.sections:
                 # gap bytes and the section header: CRC'd, never measured
                 for chunk in _read_exactly(fh, section.data_offset - position, fsutil.CHUNK, image.path):
-                    update_crc(chunk)
+                    crc_feed(chunk)
                 role = pcr_role(section.type, first_ramdisk=section.index == first_ramdisk)
-                feeds: list[Callable[[bytes], None]] = [update_crc]
-                if role is not None:
-                    feeds += [h.feeder(role) for h in hashers.values()]
+                extra = digests.setdefault(section.index, hashlib.sha256()) if section_sha256 else None
+                feeds = [h.feeder(role, extra if i == 0 else None) for i, h in enumerate(hashers.values())]
                 data = SectionData(fh, section, feeds, image.path)
                 if visit is not None:
                     visit(section, data)
                 data.drain()
                 position = section.end
             while chunk := fh.read(fsutil.CHUNK):
-                update_crc(chunk)
+                crc_feed(chunk)
+        measured = {algo: h.finish() for algo, h in hashers.items()}  # the CRC is complete after these
     except OSError as exc:
         raise _unreadable(image.path, exc) from None
+    finally:
+        for h in hashers.values():
+            h.close()
     cert = image.signature.certificate if image.signature else None
     return Scan(
         {
-            algo: dataclasses.replace(h.finish(), pcr8=None if cert is None else certificate_pcr(cert, algo))
-            for algo, h in hashers.items()
+            algo: dataclasses.replace(m, pcr8=None if cert is None else certificate_pcr(cert, algo))
+            for algo, m in measured.items()
         },
         crc,
+        {index: digest.hexdigest() for index, digest in digests.items()},
     )
 
 

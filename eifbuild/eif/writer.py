@@ -2,11 +2,12 @@
 
 Layout (spec §3.3): kernel, cmdline, metadata, ramdisks in order, then the signature when signing;
 no padding. Every input is read once, in 1 MiB chunks: each chunk is written, CRC'd and hashed
-into the PCRs together (PCR0 on a second thread when there is a second CPU, see
-:class:`~eifbuild.eif.pcr.PcrHashers`). The header comes first in the file but depends on the
-signature's size, which depends on PCR0, so a placeholder is written first and the header at the
-end; its CRC is the header prefix's CRC combined with the streamed sections' CRC
-(:func:`~eifbuild.eif.pcr.crc32_combine`). The format itself is :mod:`eifbuild.eif.format`.
+into the PCRs together; with a second CPU the CRC and PCR2 run on a second thread while the caller
+reads, hashes PCR0/PCR1 and writes (:class:`~eifbuild.eif.pcr.PcrHashers`). The header comes
+first in the file but depends on the signature's size, which depends on PCR0, so a placeholder is
+written first and the header at the end; its CRC is the header prefix's CRC combined with the
+streamed sections' CRC (:func:`~eifbuild.eif.pcr.crc32_combine`). The format itself is
+:mod:`eifbuild.eif.format`.
 """
 
 from __future__ import annotations
@@ -35,8 +36,6 @@ from .format import (
 )
 from .metadata import EIF_BUILD_TOOL, EIF_BUILD_TOOL_VERSION, JsonValue, make_metadata
 from .pcr import DEFAULT_ALGO, HashAlgo, Measurements, PcrHashers, crc32_combine, parallel_hashing
-from .reader import read_eif
-from .sign import certificate_pcr, signature_section_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from ..arch import Arch
     from .buildtime import BuildTime
     from .metadata import EifMetadata
+    from .pcr import PcrRole
     from .sign import Signer
 
 MIB: Final = 1 << 20
@@ -123,15 +123,18 @@ def write_sections(
     stream = _SectionStream(out)
     first_ramdisk = next((s for s in sections if s.type == SectionType.RAMDISK), None)
     with (
-        PcrHashers(algo, threaded=parallel_hashing()) as hashers,
+        PcrHashers(algo, threaded=parallel_hashing(), side=stream.update_crc) as hashers,
         log.progress("pack EIF", sum(s.size for s in sections)) as progress,
     ):
         for source in sections:
-            stream.add(source, _role(hashers, source, first_ramdisk), progress.update)
-        measurements = hashers.finish()
+            role = pcr_role(source.type, first_ramdisk=source is first_ramdisk)
+            stream.add(source, role, hashers.feed, progress.update)
+        measurements = hashers.finish()  # the worker is done: the CRC is complete
     if signer is not None:
+        from .sign import certificate_pcr, signature_section_for  # noqa: PLC0415 - crypto only when signing
+
         signature = signature_section_for(signer, bytes.fromhex(measurements.pcr0))
-        stream.add(SectionSource.from_bytes(SectionType.SIGNATURE, signature))
+        stream.add(SectionSource.from_bytes(SectionType.SIGNATURE, signature), None, stream.crc_only)
         pcr8 = certificate_pcr(signer.certificate.parsed, algo)
         measurements = dataclasses.replace(measurements, pcr8=pcr8)
     header = EifHeader.build(flags=flags, offsets=stream.offsets, sizes=stream.sizes)
@@ -142,15 +145,12 @@ def write_sections(
     return measurements
 
 
-def _role(
-    hashers: PcrHashers, source: SectionSource, first_ramdisk: SectionSource | None
-) -> Callable[[bytes], None] | None:
-    role = pcr_role(source.type, first_ramdisk=source is first_ramdisk)
-    return None if role is None else hashers.feeder(role)
-
-
 class _SectionStream:
-    """Appends sections after the header placeholder, tracking the table and the running CRC."""
+    """Appends sections after the header placeholder, tracking the table and the running CRC.
+
+    Each chunk goes to ``feed`` (:meth:`PcrHashers.feed`, which CRCs it through :meth:`update_crc`,
+    on its worker thread when threaded) before it is written, so the worker's share starts first.
+    """
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
@@ -159,25 +159,29 @@ class _SectionStream:
         self.crc = 0
         self.end = HEADER_SIZE
 
+    def update_crc(self, chunk: bytes) -> None:
+        self.crc = zlib.crc32(chunk, self.crc)
+
+    def crc_only(self, chunk: bytes, role: PcrRole | None) -> None:  # a feed's shape: role unused
+        self.update_crc(chunk)
+
     def add(
         self,
         source: SectionSource,
-        feed: Callable[[bytes], None] | None = None,
+        role: PcrRole | None,
+        feed: Callable[[bytes, PcrRole | None], None],
         progress: Callable[[int], None] | None = None,
     ) -> None:
         self.offsets.append(self.end)
         self.sizes.append(source.size)
         head = section_header(source.type, source.size)
+        feed(head, None)  # the section header is CRC'd, never measured
         self.out.write(head)
-        crc = zlib.crc32(head, self.crc)
         for chunk in source.chunks():
+            feed(chunk, role)
             self.out.write(chunk)
-            crc = zlib.crc32(chunk, crc)
-            if feed is not None:
-                feed(chunk)
             if progress is not None:
                 progress(len(chunk))
-        self.crc = crc
         self.end += SECTION_HEADER_SIZE + source.size
 
 
@@ -274,6 +278,8 @@ def sign_eif(
     Every other section is copied unchanged and in order, so PCR0/1/2 stay the same. ``output``
     defaults to ``path`` (replaced atomically).
     """
+    from .reader import read_eif  # noqa: PLC0415 - the reader's COSE code only when re-signing
+
     image = read_eif(path)
     sources = [
         SectionSource(s.type, s.size, path=image.path, offset=s.data_offset)

@@ -37,13 +37,17 @@ class Source(Protocol):
 
 class SectionStream:
     """The data of ``section`` read from ``fh`` (positioned at its start), hashed (sha256, unless not
-    ``hashed``: then only counted) as it is read; ``peek`` looks ahead."""
+    ``hashed``: then only counted) as it is read, and written to ``copy`` (when given) in the same
+    pass; ``peek`` looks ahead."""
 
-    def __init__(self, fh: Source, section: Section, where: str, *, hashed: bool = True) -> None:
+    def __init__(
+        self, fh: Source, section: Section, where: str, *, hashed: bool = True, copy: IO[bytes] | None = None
+    ) -> None:
         self.fh = fh
         self.left = section.size
         self.where = where
         self.hasher = _hasher(hashed)
+        self.copy = copy
         self._ahead = b""
 
     def peek(self, size: int) -> bytes:
@@ -54,7 +58,10 @@ class SectionStream:
     def read(self, size: int = -1, /) -> bytes:
         want = CHUNK if size < 0 else size  # callers read in bounded pieces; -1 is one chunk, not all
         ahead, self._ahead = self._ahead[:want], self._ahead[want:]
-        return ahead + self._take(want - len(ahead))
+        data = ahead + self._take(want - len(ahead)) if ahead else self._take(want)
+        if self.copy is not None:  # here, not in _take: peeked bytes are copied when read, in order
+            self.copy.write(data)
+        return data
 
     def drain(self) -> None:
         while self.read(CHUNK):
@@ -80,6 +87,11 @@ class SectionStream:
 
 def _hasher(hashed: bool) -> StreamHasher:
     return StreamHasher() if hashed else StreamHasher(())
+
+
+def sha256_of(hasher: StreamHasher) -> str:
+    """The sha256 ``hasher`` took, or "" when it was only counting (hashed=False)."""
+    return hasher.hexdigest() if hasher.algorithms else ""
 
 
 class HashingReader:
@@ -148,10 +160,16 @@ class RamdiskStreams:
     trailing: int = 0  # bytes after the TRAILER!!! record
     trailing_nonzero: bool = False
 
+    @property
+    def cpio_sha256(self) -> str:
+        """The cpio archive's sha256: the section's own when it is not compressed (the same bytes,
+        hashed once)."""
+        return sha256_of((self.raw if self.container.compression == "none" else self.cpio).hasher)
+
 
 @contextlib.contextmanager
 def open_section(
-    image: EifImage, section: Section, where: str, *, hashed: bool = True
+    image: EifImage, section: Section, where: str, *, hashed: bool = True, copy: IO[bytes] | None = None
 ) -> Iterator[SectionStream]:
     try:
         fh = image.path.open("rb")
@@ -159,7 +177,7 @@ def open_section(
         raise _unreadable(image, exc) from None
     with fh:
         fh.seek(section.data_offset)
-        yield SectionStream(fh, section, f"{image.path}, {where}", hashed=hashed)
+        yield SectionStream(fh, section, f"{image.path}, {where}", hashed=hashed, copy=copy)
 
 
 def _unreadable(image: EifImage, exc: OSError) -> EifFormatError:
@@ -185,7 +203,9 @@ def ramdisk_members(
     container = _container(head)
     try:
         with _decompressed(raw, container) as inner:
-            streams = RamdiskStreams(raw, HashingReader(inner, hashed=hashed), container)
+            # an uncompressed cpio is the section itself: hashed once, as the section (cpio_sha256)
+            cpio_hashed = hashed and container.compression != "none"
+            streams = RamdiskStreams(raw, HashingReader(inner, hashed=cpio_hashed), container)
             members: Iterator[CpioMember] = iter(())
             if container.compression != "opaque":
                 members = read_cpio(streams.cpio, path=located, data=data, hashed=hashed, copy_to=copy_to)

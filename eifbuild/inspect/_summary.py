@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from ..eif import SectionType, pcr_role, scan
 from ..util.fsutil import CHUNK
-from ._stream import Container, SectionStream, ramdisk_members
+from ._stream import Container, SectionStream, ramdisk_members, sha256_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -129,9 +129,20 @@ class EifSummary:
 def summarize(image: EifImage, algo: HashAlgo) -> EifSummary:
     """Read the EIF once: its PCRs, its CRC and the section summaries all come from the same bytes."""
     visitor = _Summarizer(image)
-    result = scan(image, (algo,), visit=visitor.visit)
+    # the sections' own sha256 on the scan's worker, beside PCR2 and the CRC: this thread parses
+    # and hashes each ramdisk member
+    result = scan(image, (algo,), visit=visitor.visit, section_sha256=True)
     assert visitor.kernel is not None  # noqa: S101 - read_eif guarantees one kernel, and scan visits it
-    return EifSummary(image, result.measurements[algo], result.crc, visitor.kernel, tuple(visitor.ramdisks))
+    digests = result.section_sha256
+    kernel = dataclasses.replace(visitor.kernel, sha256=digests[image.kernel.index])
+    ramdisks = tuple(_with_digest(r, digests[r.section]) for r in visitor.ramdisks)
+    return EifSummary(image, result.measurements[algo], result.crc, kernel, ramdisks)
+
+
+def _with_digest(ramdisk: RamdiskSummary, sha256: str) -> RamdiskSummary:
+    """``ramdisk`` with its section's sha256 (and an uncompressed archive's: the same bytes)."""
+    cpio_sha256 = sha256 if ramdisk.container.compression == "none" else ramdisk.cpio_sha256
+    return dataclasses.replace(ramdisk, sha256=sha256, cpio_sha256=cpio_sha256)
 
 
 class _Summarizer:
@@ -143,12 +154,13 @@ class _Summarizer:
         self.ramdisks: list[RamdiskSummary] = []
 
     def visit(self, section: Section, data: Source) -> None:
+        # hashed=False: the scan hashes each section (summarize fills in the digests afterwards)
         if section.type == SectionType.KERNEL:
-            stream = SectionStream(data, section, f"{self.image.path}, kernel")
+            stream = SectionStream(data, section, f"{self.image.path}, kernel", hashed=False)
             self.kernel = summarize_kernel(section, stream)
         elif section.type == SectionType.RAMDISK:
             index = len(self.ramdisks)
-            stream = SectionStream(data, section, f"{self.image.path}, ramdisk[{index}]")
+            stream = SectionStream(data, section, f"{self.image.path}, ramdisk[{index}]", hashed=False)
             self.ramdisks.append(summarize_ramdisk(section, index, stream))
 
 
@@ -172,7 +184,7 @@ def summarize_kernel(section: Section, stream: SectionStream) -> KernelSummary:
     while chunk := stream.read(CHUNK):
         if version is None and finder.found is None:
             finder.feed(chunk)
-    return KernelSummary(section.size, stream.hasher.hexdigest(), version or finder.found)
+    return KernelSummary(section.size, sha256_of(stream.hasher), version or finder.found)
 
 
 def _bzimage_version(head: bytes) -> str | None:
@@ -221,9 +233,9 @@ def summarize_ramdisk(section: Section, index: int, raw: SectionStream) -> Ramdi
         index=index,
         section=section.index,
         size=section.size,
-        sha256=streams.raw.hasher.hexdigest(),
+        sha256=sha256_of(streams.raw.hasher),
         container=streams.container,
-        cpio_sha256=streams.cpio.hasher.hexdigest(),
+        cpio_sha256=streams.cpio_sha256,
         members=_with_link_groups(found),
         trailing=streams.trailing,
         trailing_nonzero=streams.trailing_nonzero,

@@ -12,6 +12,7 @@ so the tree stays removable).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ..errors import ArchiveError, FileAccessError
 from ..util import treepath
 from ..util.bounded import NAME_MAX
 from ..util.safetree import TreeWriter, UnsafePathError
-from ._stream import open_section, ramdisk_members
+from ._stream import SectionStream, open_section, ramdisk_members
 from ._summary import member_kind
 
 if TYPE_CHECKING:
@@ -173,20 +174,32 @@ class _Unpacker:
 
 
 def unpack_ramdisk(
-    image: EifImage, section: Section, index: int, root: Path, *, preserve_special: bool = False
+    image: EifImage,
+    section: Section,
+    index: int,
+    root: Path,
+    *,
+    preserve_special: bool = False,
+    raw: SectionStream | None = None,
 ) -> dict[str, JsonValue]:
-    """Unpack ramdisk ``index`` into ``root`` (created); return what the manifest records."""
+    """Unpack ramdisk ``index`` into ``root`` (created); return what the manifest records.
+
+    ``raw``: the section as it is being read already (``extract`` writes and hashes the ramdisk
+    file from the same pass); otherwise the section is opened and read here, without hashing.
+    """
     where = f"ramdisk[{index}]"
     root.mkdir(mode=_OWNER_ALL)
     with TreeWriter(root, preserve_special=preserve_special) as writer:
         unpacker = _Unpacker(writer, f"{image.path}, {where}")
         wanted = stat.S_ISLNK
-        with (
-            open_section(image, section, where, hashed=False) as raw,  # extract hashed the section already
-            ramdisk_members(
-                raw, data=lambda m: wanted(m.mode), copy_to=unpacker.content_file, hashed=False
-            ) as (streams, members),
-        ):
+        with contextlib.ExitStack() as stack:
+            if raw is None:
+                raw = stack.enter_context(open_section(image, section, where, hashed=False))
+            streams, members = stack.enter_context(
+                ramdisk_members(
+                    raw, data=lambda m: wanted(m.mode), copy_to=unpacker.content_file, hashed=False
+                )
+            )
             for member in members:
                 unpacker.place(member)
         unpacker.finish()

@@ -31,9 +31,11 @@ from ._unpack import unpack_ramdisk
 from .diff import certificate_facts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ..eif import EifImage, JsonValue, Section
+    from ._stream import SectionStream
 
 MANIFEST: Final = "manifest.json"
 REBUILT: Final = "rebuilt.eif"
@@ -66,7 +68,15 @@ def extract(eif: Path, out: Path, *, unpack: bool = False, preserve_special: boo
     ramdisk's tree too: device nodes, fifos and setuid/setgid bits only with ``preserve_special``)."""
     image = read_eif(eif)
     _prepare(out)
-    files = [_write_section(image, section, out) for section in image.sections]
+    unpacked: list[JsonValue] = []
+
+    def unpack_into(section: Section, raw: SectionStream) -> None:  # in the pass that writes its file
+        index = image.ramdisks.index(section)
+        root = out / f"ramdisk-{index}"
+        listing = unpack_ramdisk(image, section, index, root, preserve_special=preserve_special, raw=raw)
+        unpacked.append(listing)
+
+    files = [_write_section(image, s, out, unpack_into if unpack else None) for s in image.sections]
     custom = _custom_metadata_file(image, out)
     signature = _signature_files(image, out)
     ramdisk_files = [f["file"] for f in files if f["type"] == "ramdisk"]
@@ -84,10 +94,7 @@ def extract(eif: Path, out: Path, *, unpack: bool = False, preserve_special: boo
     if signature:
         manifest["signature"] = signature
     if unpack:
-        manifest["unpacked"] = [
-            unpack_ramdisk(image, section, index, out / f"ramdisk-{index}", preserve_special=preserve_special)
-            for index, section in enumerate(image.ramdisks)
-        ]
+        manifest["unpacked"] = unpacked
     _write(out / MANIFEST, (dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return ExtractResult(out, manifest, pack_args, differences)
 
@@ -120,14 +127,24 @@ def _section_file(image: EifImage, section: Section, head: bytes) -> str:
     return f"ramdisk-{index}{suffix}"
 
 
-def _write_section(image: EifImage, section: Section, out: Path) -> dict[str, JsonValue]:
+def _write_section(
+    image: EifImage,
+    section: Section,
+    out: Path,
+    unpack: Callable[[Section, SectionStream], None] | None = None,
+) -> dict[str, JsonValue]:
+    """Write ``section`` to its file, hashed as it passes; a ramdisk is unpacked by ``unpack`` (when
+    given) from the same read: the file gets every byte the unpacker reads, then the rest."""
     kind = section.type.name.lower()
     with open_section(image, section, kind) as stream:
         name = _section_file(image, section, stream.peek(len(GZIP_MAGIC) + len(CPIO_MAGIC)))
         try:
             with fsutil.atomic_write(out / name, big=True) as fh:
-                while chunk := stream.read():
-                    fh.write(chunk)
+                stream.copy = fh
+                if unpack is not None and section.type == SectionType.RAMDISK:
+                    unpack(section, stream)
+                while stream.read():
+                    pass
         except OSError as exc:
             msg = f"cannot write: {exc.strerror or exc}"
             raise FileAccessError(msg, path=out / name) from None

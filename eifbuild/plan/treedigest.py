@@ -10,6 +10,14 @@ restores the mtime (``touch -r``) still moves the ctime, so we re-hash it where 
 doit-md5-on-mtime) check would not. When the fingerprints of the whole tree equal the last run's, the
 previous digest is returned without opening the per-file cache at all. The caches are only
 caches: a store that cannot be written (read-only) goes without them.
+
+A no-op's only work is that stat walk (one lstat per entry, ~2.7 µs each here in Python, against
+~1.8 µs from C), so on Linux a big tree's fingerprint is taken by two processes: a forked child
+lstats every other entry (the walk order is the same in both, from the directories' listings and
+their entries' d_type) while this process lstats the rest. The fingerprint is defined on those two
+halves, so a single walk gives the same value. Only when it differs from the last run's is the tree
+walked again, in this process, for the listing that is digested (and fingerprinted: the summary
+always vouches for exactly what was digested).
 """
 
 from __future__ import annotations
@@ -19,18 +27,22 @@ import json
 import os
 import stat
 import struct
+import sys
+import threading
 from dataclasses import dataclass
-from stat import S_ISDIR, S_ISREG, S_ISSOCK
+from stat import S_ISREG, S_ISSOCK
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import ArchiveError
 from ..util.fsutil import hash_file, write_if_writable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
 CACHE_FORMAT: Final = 1  # the per-file cache (path -> fingerprint and sha256)
-SUMMARY_FORMAT: Final = 2  # the whole-tree summary (fingerprint of the listing -> digest)
+SUMMARY_FORMAT: Final = 3  # the whole-tree summary (fingerprint of the listing -> digest)
+PARALLEL_FROM: Final = 5_000  # entries (in the last run) from which a second process helps
 _RECORD: Final = struct.Struct("<8Q")  # the fields of _Stat
 _U64: Final = (1 << 64) - 1
 
@@ -63,11 +75,17 @@ class _Listing:
     paths: list[str]
     records: bytes
 
+    index: list[int]  # each path's position among all entries in walk order (sockets included)
+
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(len(self.paths).to_bytes(8, "little"))
-        digest.update(self.records)
-        digest.update("\0".join(self.paths).encode("utf-8", "surrogateescape"))
-        return digest.hexdigest()
+        """sha256 over the digests of the two halves (even and odd positions) of the listing."""
+        halves: list[tuple[list[str], list[bytes]]] = [([], []), ([], [])]
+        size = _RECORD.size
+        for i, (path, at) in enumerate(zip(self.paths, self.index, strict=True)):
+            paths, records = halves[at & 1]
+            paths.append(path)
+            records.append(self.records[i * size : (i + 1) * size])
+        return _combine(_half_digest(paths, b"".join(records)) for paths, records in halves)
 
     def sorted(self) -> list[tuple[str, _Stat]]:
         """(path, stat) in code point order of the (surrogate-escaped) names; paths are unique."""
@@ -75,31 +93,48 @@ class _Listing:
         return sorted(zip(self.paths, stats, strict=True), key=_path_of)
 
 
-def _walk(root: str) -> _Listing:
+def _half_digest(paths: list[str], records: bytes) -> bytes:
+    digest = hashlib.sha256(len(paths).to_bytes(8, "little"))
+    digest.update(records)
+    digest.update("\0".join(paths).encode("utf-8", "surrogateescape"))
+    return digest.digest()
+
+
+def _combine(halves: Iterable[bytes]) -> str:
+    return hashlib.sha256(b"".join(halves)).hexdigest()
+
+
+def _walk(root: str, part: int | None = None) -> _Listing:
     """Walk ``root`` with one lstat per entry; symlinks are not followed.
 
     This is all a no-op run does with the tree, so it is kept lean: each entry leaves its path and a
     fixed-size binary record of its stat fields, no Python object per entry. The walk order depends
-    only on the directories' contents, and any change there moves a directory's mtime, which is in
-    its record.
+    only on the directories' contents (and their entries' d_type), and any change there moves a
+    directory's mtime, which is in its record. With ``part`` (0 or 1) only the entries at even or
+    odd positions are lstat'd and listed: the half one process of a parallel walk takes.
     """
     paths: list[str] = []
     records: list[bytes] = []
-    pack, add, record = _RECORD.pack, paths.append, records.append
+    index: list[int] = []
+    pack, add, record, at = _RECORD.pack, paths.append, records.append, index.append
     pending = [""]
+    position = -1
     while pending:
         rel = pending.pop()
         prefix = f"{rel}/" if rel else ""
         try:
             with os.scandir(os.path.join(root, rel) if rel else root) as it:
                 for entry in it:
+                    position += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(prefix + entry.name)
+                    if part is not None and position & 1 != part:
+                        continue
                     st = entry.stat(follow_symlinks=False)
-                    path = prefix + entry.name
-                    if S_ISDIR(st.st_mode):
-                        pending.append(path)
-                    elif S_ISSOCK(st.st_mode):
+                    if S_ISSOCK(st.st_mode):
                         continue  # the cpio writer skips sockets too
-                    add(path)
+                    add(prefix + entry.name)
+                    at(position)
                     try:
                         record(
                             pack(
@@ -118,7 +153,43 @@ def _walk(root: str) -> _Listing:
         except OSError as exc:
             msg = f"cannot read directory: {exc.strerror}"
             raise ArchiveError(msg, path=os.path.join(root, rel)) from None
-    return _Listing(paths, b"".join(records))
+    return _Listing(paths, b"".join(records), index)
+
+
+def _parallel_fingerprint(root: str) -> str | None:
+    """The listing's fingerprint from two processes (see the module's docstring); None when the
+    child fails (an unreadable directory: the caller's own walk reports it)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: lstat the odd half, send its digest, exit without any cleanup
+        status = 1
+        try:
+            os.close(read_end)
+            listing = _walk(root, part=1)
+            os.write(write_end, _half_digest(listing.paths, listing.records))  # 32 bytes: one write
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    try:
+        mine = _walk(root, part=0)
+    finally:
+        with os.fdopen(read_end, "rb") as pipe:
+            theirs = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or len(theirs) != hashlib.sha256().digest_size:
+        return None
+    return _combine((_half_digest(mine.paths, mine.records), theirs))
+
+
+def _parallel(summary: dict[str, Any]) -> bool:
+    """Whether to fork for the fingerprint: Linux, a big tree last time, and no other thread (a fork
+    copies only this one: a lock another thread holds would stay held in the child)."""
+    return (
+        sys.platform == "linux"
+        and summary.get("files", 0) >= PARALLEL_FROM
+        and threading.active_count() == 1
+    )
 
 
 def _wrapped(st: os.stat_result) -> bytes:
@@ -169,11 +240,17 @@ def tree_digest(root: Path, *, cache_path: Path | None = None) -> TreeDigest:
     if not root.is_dir():
         msg = "expected a directory"
         raise ArchiveError(msg, path=root)
-    listing = _walk(str(root))
-    fingerprint = listing.fingerprint()
     summary = _load_json(cache_path, SUMMARY_FORMAT)
+    listing = None
+    fingerprint = _parallel_fingerprint(str(root)) if _parallel(summary) else None
+    if fingerprint is None:
+        listing = _walk(str(root))
+        fingerprint = listing.fingerprint()
     if summary.get("fingerprints") == fingerprint:
         return TreeDigest(summary["digest"], summary["files"], summary["size"], 0)
+    if listing is None:  # changed: walk again here, so the summary vouches for what is digested
+        listing = _walk(str(root))
+        fingerprint = listing.fingerprint()
     result = _digest(root, listing.sorted(), cache_path)
     if cache_path is not None:
         summary = {

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, Protocol
 
+from .background import Background
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
@@ -134,25 +136,55 @@ class Readable(Protocol):
 
 
 class StreamHasher:
-    """Running digests (one per algorithm) over one stream, plus its length."""
+    """Running digests (one per algorithm) over one stream, plus its length.
 
-    def __init__(self, algorithms: Iterable[str] = ("sha256",)) -> None:
+    With ``threaded`` and more than one algorithm, every algorithm but the first hashes on a worker
+    thread (hashlib releases the GIL for a chunk), so two digests of a big file cost about the time
+    of the slower one; chunks handed to :meth:`update` must not be mutated afterwards (``bytes``),
+    and the digests wait for the worker.
+    """
+
+    def __init__(self, algorithms: Iterable[str] = ("sha256",), *, threaded: bool = False) -> None:
         self.algorithms = tuple(sorted(set(algorithms)))
+        self._threaded = threaded and len(self.algorithms) > 1
+        self._worker: Background[bytes | bytearray | memoryview] | None = None
         self.reset()
 
     def reset(self) -> None:
+        self.close()
         self._hashers = [hashlib.new(name) for name in self.algorithms]
         self.size = 0
+        if self._threaded:
+            self._worker = Background(self._update_rest, name="hash")
+
+    def _update_rest(self, data: bytes | bytearray | memoryview) -> None:
+        for hasher in self._hashers[1:]:
+            hasher.update(data)
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        for hasher in self._hashers:
-            hasher.update(data)
+        if self._worker is not None:
+            self._worker.submit(data)
+            self._hashers[0].update(data)
+        else:
+            for hasher in self._hashers:
+                hasher.update(data)
         self.size += len(data)
 
+    def close(self) -> None:
+        """Stop the worker (if any) without raising; the digests then stay as they are."""
+        self._finish(reraise=False)
+
+    def _finish(self, *, reraise: bool = True) -> None:
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            worker.close(reraise=reraise)
+
     def hexdigest(self, algorithm: str = "sha256") -> str:
+        self._finish()
         return self._hashers[self.algorithms.index(algorithm)].hexdigest()
 
     def hexdigests(self) -> dict[str, str]:
+        self._finish()
         return {name: h.hexdigest() for name, h in zip(self.algorithms, self._hashers, strict=True)}
 
 
@@ -183,7 +215,36 @@ def hash_stream(stream: Readable, algorithm: str = "sha256") -> tuple[str, int]:
     return hasher.hexdigest(algorithm), hasher.size
 
 
+# Digests of files this process wrote and hashed with :func:`remember_digests`, by (device, inode,
+# size, mtime): a file's later hash_file (the store's scan of a step's outputs, the provenance of
+# the published hard link) reuses them instead of reading the file again. ctime is not in the key
+# (a hard link moves it); the files are ours, fresh, and not edited in place while we run.
+_KNOWN: dict[tuple[int, int, int, int], dict[str, str]] = {}
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def remember_digests(path: str | os.PathLike[str], algorithms: Iterable[str]) -> dict[str, str]:
+    """Hash the file at ``path`` in every algorithm from one read (two threads for two algorithms)
+    and remember the digests for :func:`hash_file` in this process."""
+    with open(path, "rb") as fh:
+        hasher = StreamHasher(algorithms, threaded=True)
+        try:
+            copy_hashed(fh, hasher)
+            digests = hasher.hexdigests()
+        finally:
+            hasher.close()
+        _KNOWN[_identity(os.fstat(fh.fileno()))] = digests
+    return digests
+
+
 def hash_file(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    if _KNOWN:
+        known = _KNOWN.get(_identity(os.stat(path)), {})
+        if algorithm in known:
+            return known[algorithm]
     with open(path, "rb") as fh:
         return hash_stream(fh, algorithm)[0]
 

@@ -9,14 +9,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from signing_helpers import certificate_for, pem_key
 
 from eifbuild import cli
 from eifbuild.arch import ARCHES, Arch
@@ -32,6 +35,7 @@ from eifbuild.eif import (
 )
 from eifbuild.eif.pcr import HashAlgo, PcrHashers, crc32_combine, measure_bytes
 from eifbuild.eif.reader import read_section
+from eifbuild.eif.sign import PemSigner
 from eifbuild.eif.writer import eif_sections, write_eif, write_sections
 from eifbuild.errors import FileAccessError, InputError, LocatedError, UsageError
 
@@ -210,6 +214,58 @@ def test_a_failed_write_is_raised_in_the_caller(tmp_path: Path, threaded: bool) 
         write_sections(_DiskFills(2 << 20), sections, flags=0)
 
 
+@pytest.mark.parametrize("sign", [False, True])
+def test_threaded_and_plain_writers_write_the_same_bytes(tmp_path: Path, sign: bool) -> None:
+    """Chunk boundaries, odd sizes and an empty ramdisk: the two-thread path changes no byte or PCR."""
+    mib = 1 << 20
+    f = _files(
+        tmp_path, kernel=os.urandom(mib + 1), empty=b"", odd=os.urandom(2 * mib - 1), whole=os.urandom(mib)
+    )
+    ramdisks = [f["empty"], f["odd"], f["whole"], f["empty"]]
+    signer = None
+    if sign:
+        key = ec.derive_private_key(7, ec.SECP384R1())
+        cert = certificate_for(key.public_key(), tmp_path / "s.crt")
+        signer = PemSigner.from_files(cert, pem_key(key, tmp_path / "s.key"))
+    results = {}
+    for threaded in (False, True):
+        out = tmp_path / f"{threaded}.eif"
+        with mock.patch("eifbuild.eif.writer.parallel_hashing", return_value=threaded):
+            pcrs = write_eif(
+                out, kernel=f["kernel"], cmdline="c", ramdisks=ramdisks, metadata=DEMO_METADATA,
+                arch="x86_64", signer=signer,
+            )  # fmt: skip
+        results[threaded] = (out.read_bytes(), pcrs)
+    assert results[True] == results[False]
+    assert verify(read_eif(tmp_path / "True.eif")) == []
+
+
+def test_a_failure_on_the_worker_thread_is_raised_and_leaves_no_output(tmp_path: Path) -> None:
+    f = _files(tmp_path, kernel=os.urandom(3 << 20), rd=os.urandom(3 << 20))
+    out = tmp_path / "w.eif"
+    real = zlib.crc32
+    worker_calls = []
+
+    def crc32(data: bytes, value: int = 0) -> int:
+        if threading.current_thread() is not threading.main_thread():
+            worker_calls.append(len(data))
+            if len(worker_calls) == 3:
+                raise MemoryError("worker failed")
+        return real(data, value)
+
+    with (
+        mock.patch("eifbuild.eif.writer.parallel_hashing", return_value=True),
+        mock.patch("eifbuild.eif.writer.zlib.crc32", side_effect=crc32),
+        pytest.raises(MemoryError, match="worker failed"),
+    ):
+        write_eif(
+            out, kernel=f["kernel"], cmdline="c", ramdisks=[f["rd"]], metadata=DEMO_METADATA, arch="x86_64"
+        )
+    assert worker_calls  # the CRC did run on the worker
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel", "rd"]
+    assert [t.name for t in threading.enumerate() if t.name == "pcr2"] == []
+
+
 def test_failed_write_leaves_no_output(tmp_path: Path) -> None:
     f = _files(tmp_path, kernel=b"K")
     out = tmp_path / "x.eif"
@@ -268,10 +324,18 @@ def test_crc32_combine_large_lengths() -> None:
 def test_hashers_match_the_pcr_definitions_in_any_order(
     parts: list[tuple[str, bytes]], algo: HashAlgo, threaded: bool
 ) -> None:
-    hashers = PcrHashers(algo, threaded=threaded)
+    crc = 0
+
+    def side(chunk: bytes) -> None:
+        nonlocal crc
+        crc = zlib.crc32(chunk, crc)
+
+    hashers = PcrHashers(algo, threaded=threaded, side=side)
     for role, chunk in parts:
         (hashers.boot if role == "boot" else hashers.app)(chunk)
+        hashers.feed(b"unmeasured", None)
     measured = hashers.finish()
+    assert crc == zlib.crc32(b"".join(chunk + b"unmeasured" for _, chunk in parts))
     assert measured.pcr0 == measure_bytes(b"".join(chunk for _, chunk in parts), algo)
     assert measured.pcr1 == measure_bytes(b"".join(chunk for role, chunk in parts if role == "boot"), algo)
     assert measured.pcr2 == measure_bytes(b"".join(chunk for role, chunk in parts if role == "app"), algo)

@@ -4,11 +4,17 @@ import os
 import shutil
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
+from unittest import mock
 
 import pytest
 
 from eifbuild.errors import ArchiveError
+from eifbuild.plan import treedigest
 from eifbuild.plan.treedigest import tree_digest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _tree(root: Path) -> Path:
@@ -124,3 +130,87 @@ def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
 def test_not_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match=r"missing: expected a directory$"):
         tree_digest(tmp_path / "missing")
+
+
+def _bigger_tree(root: Path) -> Path:
+    _tree(root)
+    for d in range(5):
+        (root / f"d{d}").mkdir()
+        for i in range(40):
+            (root / f"d{d}" / f"f{i}").write_text(f"{d}/{i}\n" * i)
+    sock = socket.socket(socket.AF_UNIX)  # skipped by the walk, but it holds a position
+    sock.bind(str(root / "d0" / "sock"))
+    sock.close()
+    return root
+
+
+def test_the_parallel_fingerprint_is_the_single_walks(tmp_path: Path) -> None:
+    root = str(_bigger_tree(tmp_path / "t"))
+    single = treedigest._walk(root)
+    halves = [treedigest._walk(root, part=0), treedigest._walk(root, part=1)]
+    assert sorted(single.paths) == sorted(halves[0].paths + halves[1].paths)
+    assert treedigest._parallel_fingerprint(root) == single.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: (r / "d3" / "f7").write_text("edited\n"),
+        lambda r: (r / "d4" / "f39").chmod(0o600),
+        lambda r: (r / "d1" / "new").write_text(""),
+        lambda r: (r / "d2" / "f1").unlink(),
+    ],
+    ids=["content", "mode", "new-file", "removed"],
+)
+def test_a_parallel_noop_check_sees_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], object]
+) -> None:
+    root = _bigger_tree(tmp_path / "t")
+    cache = tmp_path / "cache.json"
+    first = tree_digest(root, cache_path=cache)  # no summary yet: a single walk
+    monkeypatch.setattr(treedigest, "PARALLEL_FROM", 0)
+    forks = mock.Mock(wraps=os.fork)
+    monkeypatch.setattr(treedigest.os, "fork", forks)
+    again = tree_digest(root, cache_path=cache)
+    assert (again.digest, again.rehashed, forks.call_count) == (first.digest, 0, 1)
+    change(root)
+    changed = tree_digest(root, cache_path=cache)
+    assert changed.digest == tree_digest(root).digest != first.digest
+    assert tree_digest(root, cache_path=cache).rehashed == 0
+
+
+def test_an_unreadable_directory_under_a_parallel_walk_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every directory")
+    root = _bigger_tree(tmp_path / "t")
+    cache = tmp_path / "cache.json"
+    tree_digest(root, cache_path=cache)
+    monkeypatch.setattr(treedigest, "PARALLEL_FROM", 0)
+    (root / "d2").chmod(0)
+    try:
+        with pytest.raises(ArchiveError, match="cannot read directory"):
+            tree_digest(root, cache_path=cache)
+    finally:
+        (root / "d2").chmod(0o755)
+
+
+def test_a_failing_child_leaves_the_walk_to_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _bigger_tree(tmp_path / "t")
+    cache = tmp_path / "cache.json"
+    first = tree_digest(root, cache_path=cache)
+    real = treedigest._walk
+
+    def walk(path: str, part: int | None = None) -> treedigest._Listing:
+        if part == 1:  # in the child
+            raise ArchiveError("no", path=path)
+        return real(path, part)
+
+    monkeypatch.setattr(treedigest, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(treedigest, "_walk", walk)
+    assert treedigest._parallel_fingerprint(str(root)) is None
+    again = tree_digest(root, cache_path=cache)
+    assert (again.digest, again.rehashed) == (first.digest, 0)
