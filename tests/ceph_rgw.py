@@ -185,6 +185,15 @@ class CephRgw:
         log.close()
         self._procs.append(proc)
 
+    def _retried(self, deadline: float, *argv: str) -> str:
+        while True:
+            try:
+                return self._run(*argv, timeout=10)
+            except (CephError, subprocess.TimeoutExpired):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def _wait(self, what: str, ready: Any, deadline: float) -> None:
         while time.monotonic() < deadline:
             for proc in self._procs:
@@ -239,8 +248,10 @@ class CephRgw:
         self._daemon("ceph-mon", "-i", "a")
         self._wait("the monitor", lambda: bool(self._run("ceph", "mon", "stat", timeout=5)), deadline)
         osd_uuid = str(uuid.uuid4())
-        osd_id = self._run("ceph", "osd", "new", osd_uuid).strip()
-        self._run("ceph", "osd", "crush", "add", f"osd.{osd_id}", "1.0", "root=default")
+        # a monitor that answers `mon stat` may still refuse a command for a moment (seen once under
+        # load: EPERM getting command descriptions); both commands are idempotent, so retry them
+        osd_id = self._retried(deadline, "ceph", "osd", "new", osd_uuid).strip()
+        self._retried(deadline, "ceph", "osd", "crush", "add", f"osd.{osd_id}", "1.0", "root=default")
         self._run("ceph-osd", "-i", osd_id, "--mkfs", "--osd-uuid", osd_uuid)
         self._daemon("ceph-osd", "-i", osd_id)
         self._wait(
