@@ -138,27 +138,31 @@ class S3Bucket:
                 return None
             raise
 
-    def get_bytes(self, name: str, *, limit: int = MAX_MANIFEST) -> bytes | None:
-        """The object's bytes, or None when it does not exist."""
-        with self._errors(name):
-            response = self._get(name)
-            if response is None:
+    def _head(self, name: str) -> Any | None:
+        try:
+            return self.client.head_object(Bucket=self.url.bucket, Key=self.url.object_key(name))
+        except Exception as exc:
+            if _code(exc) in _MISSING:
                 return None
-            data: bytes = response["Body"].read(limit + 1)
+            raise
+
+    def _body(self, name: str, response: Any, limit: int) -> bytes:
+        """A GET response's body, refusing more than ``limit`` bytes."""
+        data: bytes = response["Body"].read(limit + 1)
         if len(data) > limit:
             msg = f"larger than {limit} bytes"
             raise RemoteCacheError(msg, url=self.where(name))
         return data
 
+    def get_bytes(self, name: str, *, limit: int = MAX_MANIFEST) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        with self._errors(name):
+            response = self._get(name)
+            return None if response is None else self._body(name, response, limit)
+
     def exists(self, name: str) -> bool:
         with self._errors(name):
-            try:
-                self.client.head_object(Bucket=self.url.bucket, Key=self.url.object_key(name))
-            except Exception as exc:
-                if _code(exc) in _MISSING:
-                    return False
-                raise
-        return True
+            return self._head(name) is not None
 
     def put(
         self, name: str, body: IO[bytes] | bytes, *, content_type: str, sha256: str | None = None
@@ -211,13 +215,8 @@ class S3Bucket:
     def stat(self, name: str) -> ObjectInfo | None:
         """HEAD: the object's size, LastModified and ETag (and the server's time), or None."""
         with self._errors(name):
-            try:
-                response = self.client.head_object(Bucket=self.url.bucket, Key=self.url.object_key(name))
-            except Exception as exc:
-                if _code(exc) in _MISSING:
-                    return None
-                raise
-            return self._info(name, response)
+            response = self._head(name)
+            return None if response is None else self._info(name, response)
 
     def read(self, name: str, *, limit: int = MAX_MANIFEST) -> tuple[bytes, ObjectInfo] | None:
         """GET: the object's bytes (refusing more than ``limit``) and what it was, or None."""
@@ -225,12 +224,7 @@ class S3Bucket:
             response = self._get(name)
             if response is None:
                 return None
-            data: bytes = response["Body"].read(limit + 1)
-            info = self._info(name, response)
-        if len(data) > limit:
-            msg = f"larger than {limit} bytes"
-            raise RemoteCacheError(msg, url=self.where(name))
-        return data, info
+            return self._body(name, response, limit), self._info(name, response)
 
     def touch(self, name: str, *, content_type: str, size: int = 0) -> bool:
         """Make the object's LastModified now by copying it onto itself (same bytes; S3 allows a
