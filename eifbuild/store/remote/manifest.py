@@ -139,20 +139,9 @@ class Manifest:
 def open_manifest(data: bytes, *, key: str, trusted: Mapping[str, Ed25519PublicKey]) -> Manifest:
     """Parse and verify a manifest fetched for ``key``; raise :class:`ManifestRefused` if it is not
     well-formed, not for ``key``, or neither signed by a trusted key nor content-addressed."""
-    try:
-        doc = decode_json(data)
-    except ValueError as exc:
-        msg = f"manifest is not valid JSON: {json_error(exc)}"
-        raise ManifestRefused(msg) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict):
-        msg = "manifest has no 'manifest' object"
-        raise ManifestRefused(msg)
-    body = doc["manifest"]
-    if body.get("format") != MANIFEST_FORMAT:
-        msg = f"manifest format {body.get('format')!r} is not {MANIFEST_FORMAT}"
-        raise ManifestRefused(msg)
+    doc, body = decode_manifest(data)
     step = _step(body, key)
-    outputs = _outputs(body.get("outputs"))
+    outputs = parse_outputs(body.get("outputs"))
     dirs = body.get("dirs", [])
     if not isinstance(dirs, list) or not all(isinstance(d, str) and _safe(d) for d in dirs):
         msg = "manifest 'dirs' is not a list of relative paths"
@@ -168,6 +157,24 @@ def open_manifest(data: bytes, *, key: str, trusted: Mapping[str, Ed25519PublicK
     if signer is None and not content_addressed(step, outputs, meta):
         raise ManifestRefused(_unsigned_reason(doc.get("signatures")))
     return Manifest(key, step, outputs, tuple(dirs), meta, signer or CONTENT_ADDRESSED)
+
+
+def decode_manifest(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest document (bounded JSON) and its ``manifest`` body of this format; nothing is
+    verified yet (:class:`ManifestRefused` when it is not such a document)."""
+    try:
+        doc = decode_json(data)
+    except ValueError as exc:
+        msg = f"manifest is not valid JSON: {json_error(exc)}"
+        raise ManifestRefused(msg) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict):
+        msg = "manifest has no 'manifest' object"
+        raise ManifestRefused(msg)
+    body = doc["manifest"]
+    if body.get("format") != MANIFEST_FORMAT:
+        msg = f"manifest format {body.get('format')!r} is not {MANIFEST_FORMAT}"
+        raise ManifestRefused(msg)
+    return doc, body
 
 
 def _step(body: Mapping[str, Any], key: str) -> Step[RawParams]:
@@ -191,7 +198,7 @@ def _safe(name: str) -> bool:
     return bool(parts) and not name.startswith("/") and all(p not in {"", ".", ".."} for p in parts)
 
 
-def _outputs(raw: Any) -> dict[str, Mapping[str, Any]]:
+def parse_outputs(raw: Any) -> dict[str, Mapping[str, Any]]:
     if not isinstance(raw, dict):
         msg = "manifest 'outputs' is not an object"
         raise ManifestRefused(msg)

@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from ...errors import UsageError
-from ...util.bounded import decode_json, json_error
 from ._s3 import MAX_MANIFEST
 from .cache import _size, blob_name
-from .manifest import MANIFEST_FORMAT
+from .manifest import ManifestRefused, decode_manifest, parse_outputs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -95,31 +94,15 @@ class PruneReport:
 
 
 def blobs_named(data: bytes) -> frozenset[str]:
-    """The sha256 of every file a manifest names, read without checking signatures; ValueError with
-    a one-line reason when it is not a manifest this version understands."""
+    """The sha256 of every file a manifest names, read without checking signatures (the outputs
+    checked as a pull checks them); ValueError with a one-line reason when it is not a manifest this
+    version understands."""
     try:
-        doc = decode_json(data)
-    except ValueError as exc:
-        msg = f"not valid JSON: {json_error(exc)}"
-        raise ValueError(msg) from None
-    body = doc.get("manifest") if isinstance(doc, dict) else None
-    if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
-        msg = f"not a manifest of format {MANIFEST_FORMAT}"
-        raise ValueError(msg)
-    outputs = body.get("outputs")
-    if not isinstance(outputs, dict):
-        msg = "manifest 'outputs' is not an object"
-        raise ValueError(msg)
-    named = set()
-    for name, out in outputs.items():
-        kind = out.get("type") if isinstance(out, dict) else None
-        sha = out.get("sha256") if isinstance(out, dict) else None
-        if kind == "file" and isinstance(sha, str) and _BLOB_RE.fullmatch(BLOBS + sha):
-            named.add(sha)
-        elif kind != "symlink":
-            msg = f"manifest output {name!r} is malformed"
-            raise ValueError(msg)
-    return frozenset(named)
+        _, body = decode_manifest(data)
+        outputs = parse_outputs(body.get("outputs"))
+    except ManifestRefused as exc:
+        raise ValueError(str(exc)) from None
+    return frozenset(str(out["sha256"]) for out in outputs.values() if out["type"] == "file")
 
 
 class _Pruner:
