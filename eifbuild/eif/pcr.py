@@ -161,12 +161,6 @@ class PcrHashers:
         elif role == "app":
             self._pcr01.app(chunk)
 
-    def boot(self, chunk: bytes) -> None:
-        self.feed(chunk, "boot")
-
-    def app(self, chunk: bytes) -> None:
-        self.feed(chunk, "app")
-
     def feeder(self, role: PcrRole | None, extra: Hasher | None = None) -> Callable[[bytes], None]:
         """:meth:`feed` for the chunks of a section of that role."""
         return functools.partial(self.feed, role=role, extra=extra)
