@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 import pytest
-from s3_helpers import THROWAWAY_AWS_ENV, MotoServer, S3Target
+from s3_helpers import THROWAWAY_AWS_ENV, Keys, MotoServer, S3Target, make_key, settings_for
 from source_helpers import LocalServer
 
 from eifbuild.store import Store
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from ceph_rgw import CephRgw
     from softhsm_helpers import Token
+
+    from eifbuild.store.remote import CacheSettings
 
 # AWS eif_build 0.3.1 outputs kept in the repo (tests/vectors/eif_build-0.5/README.md says how they were made)
 VECTORS = Path(__file__).resolve().parent / "vectors" / "eif_build-0.5"
@@ -143,6 +145,25 @@ def s3(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S3Tar
     if request.param == "ceph-http":
         return S3Target("ceph-http", cluster.endpoint)
     return S3Target("ceph-https", cluster.https_endpoint, str(cluster.ca_bundle))
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Keys:
+    """A throw-away signing key of the remote cache, trusted by ``remote`` and ``moto_remote``."""
+    return make_key(tmp_path, "ci-1")
+
+
+@pytest.fixture
+def remote(s3: S3Target, keys: Keys) -> CacheSettings:
+    """Remote-cache settings for a fresh bucket on each S3 server in turn."""
+    return settings_for(s3, keys)
+
+
+@pytest.fixture
+def moto_remote(moto: MotoServer, keys: Keys) -> CacheSettings:
+    """The same on moto only: faults a real server cannot be made to produce, and what only the
+    client decides."""
+    return settings_for(moto.target, keys)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Real S3 APIs on 127.0.0.1 for the remote cache tests: moto in server mode (a subprocess on a free
 port), Ceph's RADOS Gateway over HTTP and HTTPS (tests/ceph_rgw.py) behind one :class:`S3Target`
-face, and a proxy that drops the connection in the middle of a blob."""
+face, a proxy that drops the connection in the middle of a blob, and the cache settings and signing
+keys a test uses with them."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from eifbuild.store.remote import CacheSettings, generate_key
+from eifbuild.store.remote.config import parse_named_key, parse_s3_url
+from eifbuild.store.remote.manifest import SecretKey
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+    from eifbuild.store.remote.config import NamedKey
 
 THROWAWAY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-not-a-key",
@@ -190,3 +199,38 @@ class CuttingProxy:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# -- the remote cache's settings and keys for a test (the fixtures are in tests/store/conftest.py) --
+@dataclass
+class Keys:
+    secret: SecretKey
+    public: str
+    path: Path
+
+    @property
+    def trusted(self) -> NamedKey:
+        """The public key as [cache] trusted_keys holds it, parsed."""
+        key = parse_named_key(self.public)
+        assert key is not None
+        return key
+
+
+def make_key(tmp_path: Path, name: str) -> Keys:
+    secret_text, public = generate_key(name)
+    path = tmp_path / f"{name}.secret"
+    path.write_text(secret_text)
+    return Keys(SecretKey.load(path), public, path)
+
+
+def settings_for(target: S3Target, keys: Keys) -> CacheSettings:
+    """Settings for a fresh bucket on ``target``, trusting and signing with ``keys``."""
+    bucket = target.bucket(f"cache-{uuid.uuid4().hex[:12]}")
+    return CacheSettings(
+        remote=parse_s3_url(f"s3://{bucket}/team/eif"),
+        endpoint_url=target.endpoint,
+        region="us-east-1",
+        trusted_keys=(keys.trusted,),
+        signing_key_file=str(keys.path),
+        ca_bundle=target.ca_bundle,
+    )

@@ -11,13 +11,21 @@ import hashlib
 import json
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-from s3_helpers import THROWAWAY_AWS_ENV, CuttingProxy, MotoServer, S3Target, free_port
+from s3_helpers import (
+    THROWAWAY_AWS_ENV,
+    CuttingProxy,
+    Keys,
+    MotoServer,
+    S3Target,
+    free_port,
+    make_key,
+    settings_for,
+)
 
 from eifbuild import log
 from eifbuild.errors import ConfigError, RemoteCacheError
@@ -32,7 +40,7 @@ from eifbuild.store.remote import (
     with_environment,
 )
 from eifbuild.store.remote.cache import blob_name, manifest_name
-from eifbuild.store.remote.config import NamedKey, parse_named_key, parse_s3_url
+from eifbuild.store.remote.config import parse_s3_url
 from eifbuild.store.remote.manifest import (
     ManifestRefused,
     SecretKey,
@@ -74,55 +82,6 @@ def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     for name in ("EIFBUILD_REMOTE_CACHE", "EIFBUILD_REMOTE_CACHE_PUSH", "EIFBUILD_REQUIRE_REMOTE"):
         monkeypatch.delenv(name, raising=False)
-
-
-@dataclass
-class Keys:
-    secret: SecretKey
-    public: str
-    path: Path
-
-    @property
-    def trusted(self) -> NamedKey:
-        """The public key as [cache] trusted_keys holds it, parsed."""
-        key = parse_named_key(self.public)
-        assert key is not None
-        return key
-
-
-def make_key(tmp_path: Path, name: str) -> Keys:
-    secret_text, public = generate_key(name)
-    path = tmp_path / f"{name}.secret"
-    path.write_text(secret_text)
-    return Keys(SecretKey.load(path), public, path)
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return make_key(tmp_path, "ci-1")
-
-
-def settings_for(target: S3Target, keys: Keys) -> CacheSettings:
-    bucket = target.bucket(f"cache-{uuid.uuid4().hex[:12]}")
-    return CacheSettings(
-        remote=parse_s3_url(f"s3://{bucket}/team/eif"),
-        endpoint_url=target.endpoint,
-        region="us-east-1",
-        trusted_keys=(keys.trusted,),
-        signing_key_file=str(keys.path),
-        ca_bundle=target.ca_bundle,
-    )
-
-
-@pytest.fixture
-def remote(s3: S3Target, keys: Keys) -> CacheSettings:
-    """A fresh bucket on each S3 server in turn."""
-    return settings_for(s3, keys)
-
-
-@pytest.fixture
-def moto_remote(moto: MotoServer, keys: Keys) -> CacheSettings:
-    return settings_for(moto.target, keys)
 
 
 STEP = Step(RawParams("compile", 1, {"cflags": ["-O2"]}), {"init.c": "ab" * 32}, {"zig": "0.17.1"})

@@ -19,8 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from s3_helpers import S3Target
-from test_remote import Keys, make_key, settings_for
+from s3_helpers import Keys, S3Target
 
 from eifbuild.errors import UsageError
 from eifbuild.store import Step, Store
@@ -40,16 +39,6 @@ from eifbuild.store.step import RawParams
 DAY = datetime.timedelta(days=1)
 SECOND = datetime.timedelta(seconds=1)
 MARGIN = datetime.timedelta(seconds=0.5)  # HEAD's Last-Modified has whole seconds
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return make_key(tmp_path, "ci-1")
-
-
-@pytest.fixture
-def remote(s3: S3Target, keys: Keys) -> CacheSettings:
-    return settings_for(s3, keys)
 
 
 def _sha(data: bytes) -> str:
@@ -293,11 +282,6 @@ def test_more_than_a_thousand_blobs_are_listed_page_by_page(
     report = prune(cache, keep=DAY, now=datetime.datetime.now(datetime.timezone.utc) + 2 * DAY)
     assert sorted(r.name for r in report.blobs_deleted) == sorted(names)
     assert cache.bucket.listing("blobs/")[0] == []
-
-
-@pytest.fixture
-def moto_remote(moto: object, keys: Keys) -> CacheSettings:
-    return settings_for(moto.target, keys)  # type: ignore[attr-defined]
 
 
 # -- a push racing a prune -------------------------------------------------------------------------

@@ -14,9 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-from s3_helpers import CuttingProxy, MotoServer, S3Target
-from test_remote import Keys, Recorder, make_key, settings_for
+from s3_helpers import CuttingProxy, Keys, MotoServer, S3Target
+from test_remote import Recorder
 
 from eifbuild import log
 from eifbuild.store import Step, Store
@@ -35,22 +34,6 @@ STEP = Step(RawParams("bigentry", 1, {"n": 1}), {"src": "cd" * 32}, {})
 @functools.cache
 def big_bytes() -> bytes:
     return random.Random(24).randbytes(BIG_SIZE)  # noqa: S311 - test data, not a secret
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Keys:
-    return make_key(tmp_path, "ci-1")
-
-
-@pytest.fixture
-def remote(s3: S3Target, keys: Keys) -> CacheSettings:
-    """A fresh bucket on each S3 server in turn."""
-    return settings_for(s3, keys)
-
-
-@pytest.fixture
-def moto_remote(moto: MotoServer, keys: Keys) -> CacheSettings:
-    return settings_for(moto.target, keys)
 
 
 def _sha(data: bytes) -> str:
